@@ -1,0 +1,32 @@
+# Payhook: `make run` starts everything, `make test` tests everything. `make help` lists the rest.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help setup run test clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): requirements-dev.txt constraints.txt shared/pyproject.toml services/*/pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Payhook needs Python 3.11 or newer")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+setup: $(STAMP) ## Create the virtualenv, install the packages and a redis-server binary
+	@scripts/ensure-redis.sh
+
+run: setup ## Start the whole system (Redis, web, workers, demo receiver) with embedded defaults
+	$(PY) scripts/devstack.py
+
+test: setup ## Run the test suite (starts its own Redis; PostgreSQL too when TEST_DATABASE_URL is set)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean: ## Remove the virtualenv and local state (var/)
+	rm -rf $(VENV) var

@@ -1,0 +1,69 @@
+"""``make run``: migrate, seed the demo merchant, show how to try it, then run every process.
+
+Everything runs on project ports (Redis 6479, web 8640, demo receiver 8641) so
+a Redis, PostgreSQL or anything else already on the standard ports is left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+REDIS_PORT = int(os.environ.get("PAYHOOK_REDIS_PORT", "6479"))
+WEB_PORT = 8640
+RECEIVER_PORT = int(os.environ.get("PAYHOOK_RECEIVER_PORT", "8641"))
+
+DEFAULTS = {
+    "DATABASE_URL": "sqlite:///var/payhook.db",
+    "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
+    "PAYHOOK_REDIS_PORT": str(REDIS_PORT),
+    "PAYHOOK_RECEIVER_PORT": str(RECEIVER_PORT),
+    "BIND": f"127.0.0.1:{WEB_PORT}",
+    "PUBLIC_BASE_URL": f"http://127.0.0.1:{WEB_PORT}",
+    "LOG_FORMAT": "text",
+    "PROCESSES": "1",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+def _busy(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def main() -> None:
+    """Prepare the stack and hand over to honcho (Ctrl-C stops every process)."""
+    os.chdir(ROOT)
+    env = {**DEFAULTS, **os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    busy = [p for p in (REDIS_PORT, WEB_PORT, RECEIVER_PORT) if _busy(p)]
+    if busy:
+        sys.exit(f"port(s) {busy} already in use on 127.0.0.1: is another `make run` still up?")
+    for folder in ("var/redis", "var/outbox"):
+        (ROOT / folder).mkdir(parents=True, exist_ok=True)
+    flask = [str(BIN / "flask"), "--app", "payhook_webhook.app"]
+    subprocess.run([*flask, "migrate"], env=env, check=True)
+    subprocess.run([*flask, "seed-demo", "--receiver-url", f"http://127.0.0.1:{RECEIVER_PORT}/webhooks"],
+                   env=env, check=True, stdout=subprocess.DEVNULL)
+    demo = json.loads((ROOT / "var/demo.json").read_text())
+    stk_url = demo["callback_urls"]["stk"]
+    print(f"""
+Payhook is starting.
+  STK callback URL (demo merchant): {stk_url}
+  Try it (a signed webhook reaches the demo receiver, and an email lands in var/outbox/):
+
+    curl -sS -H 'Content-Type: application/json' --data @tests/fixtures/mpesa/stk_success.json {stk_url}
+
+  The same callback again is a duplicate: accepted, but not delivered twice.
+  Ctrl-C stops everything.
+""", flush=True)
+    os.execve(str(BIN / "honcho"), [str(BIN / "honcho"), "start", "-f", "Procfile"], env)
+
+
+if __name__ == "__main__":
+    main()

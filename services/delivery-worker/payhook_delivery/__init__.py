@@ -1,0 +1,1 @@
+"""Payhook delivery-worker: delivers events to merchant endpoints as signed webhooks."""

@@ -1,0 +1,71 @@
+"""What a worker process needs at hand: settings, store, broker, HTTP pool, sweeper.
+
+Built lazily on first use, after Dramatiq has forked the process, so no
+connection is ever shared across a fork. Tests ``install`` their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import urllib3
+
+from payhook_shared.broker import RedisBroker
+from payhook_shared.jobs import Sweeper
+from payhook_shared.messages import DeliverWebhook
+from payhook_shared.priority import DELIVERY, Priority
+from payhook_shared.store import Delivery, Store
+
+from . import http
+from .settings import Settings
+
+
+def _message_for(delivery: Delivery) -> DeliverWebhook:
+    return DeliverWebhook(delivery_id=delivery.id, event_id=delivery.event_id,
+                          merchant_id=delivery.merchant_id, priority=Priority(delivery.priority))
+
+
+@dataclasses.dataclass
+class Runtime:
+    """One process's shared resources."""
+
+    settings: Settings
+    store: Store
+    broker: RedisBroker
+    http: urllib3.PoolManager
+    sweeper: Sweeper
+
+    @classmethod
+    def build(cls, settings: Settings, broker: RedisBroker) -> "Runtime":
+        """Resources for ``settings``, enqueuing on ``broker``."""
+        store = Store(settings.database_url, pool_size=settings.db_pool_size)
+        sweeper = Sweeper(store, broker, Delivery, DELIVERY, _message_for, interval=settings.sweep_interval)
+        return cls(settings, store, broker, http.pool(settings.threads), sweeper)
+
+    def close(self) -> None:
+        """Stop the sweeper and release connections."""
+        self.sweeper.stop()
+        self.http.clear()
+        self.store.dispose()
+
+
+_lock = threading.Lock()
+_current: Runtime | None = None
+
+
+def get() -> Runtime:
+    """This process's runtime, built from the environment on first use."""
+    global _current
+    with _lock:
+        if _current is None:
+            from .broker import broker, settings
+            _current = Runtime.build(settings, broker)
+        return _current
+
+
+def install(runtime: Runtime | None) -> None:
+    """Replace this process's runtime (tests); ``None`` forgets it."""
+    global _current
+    with _lock:
+        _current = runtime

@@ -1,0 +1,39 @@
+"""delivery-worker settings, read once from the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from payhook_shared.config import load_settings
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every setting of the delivery-worker; see the README for each variable."""
+
+    database_url: str = "sqlite:///var/payhook.db"
+    redis_url: str = "redis://127.0.0.1:6479/0"
+    db_pool_size: int = 8
+    log_format: str = "json"
+    log_level: str = "INFO"
+    # Seconds to wait before each retry after the first, immediate attempt.
+    retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    retry_jitter: float = 0.2
+    connect_timeout: float = 5.0
+    total_timeout: float = 15.0
+    response_snippet_bytes: int = 2048
+    sweep_interval: float = 1.0
+    # dramatiq CLI
+    processes: int = 2
+    threads: int = 8
+    shutdown_timeout: int = 30
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claim lasts: longer than any attempt can take."""
+        return self.total_timeout + 30
+
+    @classmethod
+    def from_env(cls, environ=None, **overrides) -> "Settings":
+        """Settings from ``environ`` (default ``os.environ``) with ``overrides`` applied."""
+        return load_settings(cls, environ, **overrides)

@@ -1,0 +1,1 @@
+"""Payhook mail-worker: renders and sends the emails payments cause."""

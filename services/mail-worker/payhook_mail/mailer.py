@@ -1,0 +1,70 @@
+"""Sending one recorded email, from claim to recorded outcome."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+
+from sqlalchemy import update
+
+from payhook_shared.jobs import claim
+from payhook_shared.logs import bind
+from payhook_shared.messages import SendEmail
+from payhook_shared.store import Email, JobState
+from payhook_shared.store.models import utcnow
+
+from . import render
+from .errors import PermanentMailError, TransientMailError
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+SENT, RETRY, DEAD, SKIPPED = "sent", "retry", "dead", "skipped"
+
+
+def send(rt: Runtime, message: SendEmail) -> str:
+    """Send one email at most once; returns ``sent``, ``retry``, ``dead`` or ``skipped``.
+
+    The row's state is the sent-log: an email already sent, or claimed by
+    another worker, is skipped.
+    """
+    settings = rt.settings
+    with bind(email_id=message.email_id, event_id=message.event_id, merchant_id=message.merchant_id):
+        now = utcnow()
+        with rt.store.write() as session:
+            if not claim(session, Email, message.email_id, dt.timedelta(seconds=settings.lease_seconds), now):
+                return SKIPPED
+            email = session.get(Email, message.email_id)
+        try:
+            rendered = render.render(rt.templates, email.template, email.context)
+            mime = render.build(rendered, sender=settings.mail_from, recipients=email.recipients,
+                                message_id=f"<{email.id}@{settings.message_id_domain}>")
+            rt.transport.send(mime)
+        except TransientMailError as exc:
+            return _finish(rt, email, RETRY, str(exc))
+        except (PermanentMailError, ValueError) as exc:
+            return _finish(rt, email, DEAD, str(exc))
+        return _finish(rt, email, SENT, None)
+
+
+def _finish(rt: Runtime, email: Email, outcome: str, error: str | None) -> str:
+    settings = rt.settings
+    now = utcnow()
+    values: dict = {"lease_until": None, "last_error": error}
+    if outcome == SENT:
+        values.update(state=JobState.DONE.value, sent_at=now)
+        log.info("sent %s to %d recipient(s)", email.template, len(email.recipients))
+    elif outcome == RETRY and email.attempts <= len(settings.retry_schedule):
+        delay = settings.retry_schedule[email.attempts - 1] * (1 + random.uniform(-settings.retry_jitter,
+                                                                                  settings.retry_jitter))
+        values.update(state=JobState.PENDING.value, next_attempt_at=now + dt.timedelta(seconds=delay))
+        log.warning("sending %s failed (%s); retry in %.1f s", email.template, error, delay)
+    else:
+        outcome = DEAD
+        values.update(state=JobState.DEAD.value)
+        log.error("email %s dead: %s", email.template, error)
+    with rt.store.write() as session:
+        session.execute(update(Email).where(Email.id == email.id).values(**values)
+                        .execution_options(synchronize_session=False))
+    return outcome

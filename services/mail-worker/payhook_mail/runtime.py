@@ -1,0 +1,72 @@
+"""What a mail-worker process needs at hand: settings, store, broker, transport, templates, sweeper.
+
+Built lazily on first use, after Dramatiq has forked the process. Tests ``install`` their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+
+import jinja2
+
+from payhook_shared.broker import RedisBroker
+from payhook_shared.jobs import Sweeper
+from payhook_shared.messages import SendEmail
+from payhook_shared.priority import MAIL, Priority
+from payhook_shared.store import Email, Store
+
+from . import render, transport
+from .settings import Settings
+
+
+def _message_for(email: Email) -> SendEmail:
+    return SendEmail(email_id=email.id, event_id=email.event_id, merchant_id=email.merchant_id or "",
+                     priority=Priority(email.priority))
+
+
+@dataclasses.dataclass
+class Runtime:
+    """One process's shared resources."""
+
+    settings: Settings
+    store: Store
+    broker: RedisBroker
+    transport: transport.Transport
+    templates: jinja2.Environment
+    sweeper: Sweeper
+
+    @classmethod
+    def build(cls, settings: Settings, broker: RedisBroker) -> "Runtime":
+        """Resources for ``settings``, enqueuing on ``broker``."""
+        store = Store(settings.database_url, pool_size=settings.db_pool_size)
+        sweeper = Sweeper(store, broker, Email, MAIL, _message_for, interval=settings.sweep_interval)
+        mail = transport.from_settings(settings.smtp_url, settings.outbox_dir, settings.smtp_timeout)
+        return cls(settings, store, broker, mail, render.environment(), sweeper)
+
+    def close(self) -> None:
+        """Stop the sweeper and release connections."""
+        self.sweeper.stop()
+        self.transport.close()
+        self.store.dispose()
+
+
+_lock = threading.Lock()
+_current: Runtime | None = None
+
+
+def get() -> Runtime:
+    """This process's runtime, built from the environment on first use."""
+    global _current
+    with _lock:
+        if _current is None:
+            from .broker import broker, settings
+            _current = Runtime.build(settings, broker)
+        return _current
+
+
+def install(runtime: Runtime | None) -> None:
+    """Replace this process's runtime (tests); ``None`` forgets it."""
+    global _current
+    with _lock:
+        _current = runtime

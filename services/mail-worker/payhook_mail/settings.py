@@ -1,0 +1,40 @@
+"""mail-worker settings, read once from the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from payhook_shared.config import load_settings
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every setting of the mail-worker; see the README for each variable."""
+
+    database_url: str = "sqlite:///var/payhook.db"
+    redis_url: str = "redis://127.0.0.1:6479/0"
+    # smtp://user:pass@host:587 (STARTTLS), smtps://… (implicit TLS), smtp+plain://… (no TLS).
+    # Empty: write .eml files to outbox_dir instead.
+    smtp_url: str = ""
+    smtp_timeout: float = 15.0
+    outbox_dir: str = "var/outbox"
+    mail_from: str = "Payhook <no-reply@payhook.local>"
+    message_id_domain: str = "payhook.local"
+    db_pool_size: int = 4
+    log_format: str = "json"
+    log_level: str = "INFO"
+    retry_schedule: tuple[float, ...] = (10, 60, 300, 1800, 7200)
+    retry_jitter: float = 0.2
+    sweep_interval: float = 1.0
+    processes: int = 1
+    threads: int = 4
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claim lasts: longer than any SMTP conversation can take."""
+        return self.smtp_timeout * 4 + 30
+
+    @classmethod
+    def from_env(cls, environ=None, **overrides) -> "Settings":
+        """Settings from ``environ`` (default ``os.environ``) with ``overrides`` applied."""
+        return load_settings(cls, environ, **overrides)

@@ -1,0 +1,1 @@
+"""Payhook webhook-service: the HTTP door providers and merchants call."""

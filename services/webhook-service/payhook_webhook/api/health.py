@@ -1,0 +1,31 @@
+"""Liveness and readiness for probes."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/health")
+def live():
+    """The process answers."""
+    return jsonify(status="ok")
+
+
+@bp.get("/health/ready")
+def ready():
+    """The store and Redis both answer; until then, take no traffic."""
+    checks = {}
+    try:
+        current_app.extensions["payhook.store"].ping()
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = type(exc).__name__
+    try:
+        current_app.extensions["payhook.broker"].client.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = type(exc).__name__
+    healthy = all(v == "ok" for v in checks.values())
+    return jsonify(status="ok" if healthy else "unavailable", checks=checks), 200 if healthy else 503

@@ -1,0 +1,51 @@
+"""The webhook-service Flask application factory."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import Flask, g, request
+
+from payhook_shared import logs
+from payhook_shared.store import Store
+
+from . import cli, errors
+from .api import callbacks, health
+from .broker import broker_for
+from .settings import Settings
+
+
+def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
+    """Build the app; ``config`` is a ``Settings`` or a dict of setting overrides."""
+    settings = config if isinstance(config, Settings) else Settings.from_env(**(config or {}))
+    logs.configure("webhook-service", settings.log_format, settings.log_level)
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    app.extensions["payhook.settings"] = settings
+    app.extensions["payhook.store"] = Store(settings.database_url, pool_size=settings.db_pool_size)
+    app.extensions["payhook.broker"] = broker_for(settings)
+
+    @app.before_request
+    def _correlate() -> None:
+        g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        g.log_token = logs.push(correlation_id=g.request_id)
+
+    @app.teardown_request
+    def _uncorrelate(_exc: BaseException | None) -> None:
+        token = g.pop("log_token", None)
+        if token is not None:
+            logs.pop(token)
+
+    @app.after_request
+    def _echo_request_id(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        return response
+
+    errors.register(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(callbacks.bp)
+    cli.register(app)
+    return app

@@ -1,0 +1,64 @@
+"""``flask --app payhook_webhook.app`` commands: migrate the store, seed a demo merchant."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from sqlalchemy import select
+
+from payhook_shared import ids, signing
+from payhook_shared.store import Endpoint, Merchant
+from payhook_shared.store.migrate import upgrade
+
+
+def callback_urls(base_url: str, merchant: Merchant) -> dict[str, str]:
+    """The URLs a merchant pastes into Daraja, by callback kind."""
+    root = f"{base_url.rstrip('/')}/cb/{merchant.id}/{merchant.callback_token}"
+    return {"stk": f"{root}/stk"}
+
+
+def register(app: Flask) -> None:
+    """Attach the CLI commands to ``app``."""
+
+    @app.cli.command("migrate")
+    def migrate() -> None:
+        """Upgrade the store to the newest schema."""
+        upgrade(current_app.extensions["payhook.settings"].database_url)
+        click.echo("store migrated")
+
+    @app.cli.command("seed-demo")
+    @click.option("--receiver-url", required=True, help="Endpoint URL of the demo merchant receiver.")
+    @click.option("--email", default="merchant@demo.payhook.test", show_default=True)
+    @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("var/demo.json"),
+                  show_default=True, help="Where to write the demo merchant's ids and secrets.")
+    def seed_demo(receiver_url: str, email: str, out: Path) -> None:
+        """Create (once) a demo merchant whose endpoint is the demo receiver; print its callback URL."""
+        settings = current_app.extensions["payhook.settings"]
+        store = current_app.extensions["payhook.store"]
+        with store.write() as session:
+            merchant = session.execute(
+                select(Merchant).where(Merchant.name == "Demo Shop")
+            ).scalar_one_or_none()
+            if merchant is None:
+                merchant = Merchant(id=ids.new_id("mch"), name="Demo Shop", notification_email=email,
+                                    callback_token=ids.new_token(), settings={})
+                session.add(merchant)
+            endpoint = session.execute(
+                select(Endpoint).where(Endpoint.merchant_id == merchant.id, Endpoint.url == receiver_url)
+            ).scalar_one_or_none()
+            if endpoint is None:
+                endpoint = Endpoint(id=ids.new_id("ep"), merchant_id=merchant.id, url=receiver_url,
+                                    description="demo merchant receiver", secret=signing.generate_secret())
+                session.add(endpoint)
+            demo = {
+                "merchant_id": merchant.id,
+                "endpoint_id": endpoint.id,
+                "endpoint_secret": endpoint.secret,
+                "callback_urls": callback_urls(settings.public_base_url, merchant),
+            }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(demo, indent=2))
+        click.echo(json.dumps(demo["callback_urls"]))

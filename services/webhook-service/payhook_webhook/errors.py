@@ -1,0 +1,76 @@
+"""webhook-service errors and the JSON answers they become.
+
+Every refusal names its problem in ``{"error": {"code", "message"}}`` so a
+provider's support team or a merchant can act on it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class WebhookServiceError(Exception):
+    """Root of the errors the webhook-service answers with."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, fields: dict | None = None):
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+
+
+class InvalidPayload(WebhookServiceError):
+    """The body is not the JSON the route expects."""
+
+    status = 400
+    code = "invalid_payload"
+
+
+class UnsupportedMediaType(WebhookServiceError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class NotFound(WebhookServiceError):
+    status = 404
+    code = "not_found"
+
+
+class StoreUnavailable(WebhookServiceError):
+    """The store could not record the request, so it must not be acknowledged."""
+
+    status = 503
+    code = "store_unavailable"
+
+
+def _answer(status: int, code: str, message: str, fields: dict | None = None):
+    body: dict = {"error": {"code": code, "message": message}}
+    if fields:
+        body["error"]["fields"] = fields
+    return jsonify(body), status
+
+
+def register(app: Flask) -> None:
+    """Install JSON error handlers on ``app``."""
+
+    @app.errorhandler(WebhookServiceError)
+    def _service_error(exc: WebhookServiceError):
+        return _answer(exc.status, exc.code, exc.message, exc.fields)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return _answer(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(SQLAlchemyError)
+    def _store_error(exc: SQLAlchemyError):
+        log.error("store unavailable: %s", type(exc).__name__, exc_info=exc)
+        return _answer(503, StoreUnavailable.code, "the request could not be recorded; retry later")

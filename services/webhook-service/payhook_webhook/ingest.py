@@ -1,0 +1,137 @@
+"""Recording an incoming event: one transaction, then the messages.
+
+The event, one delivery per interested endpoint and any notification emails
+are written together or not at all; only after the commit are the Redis
+messages sent. If Redis refuses, the callback is still acknowledged — it is
+recorded — and the sweeper sends the messages once Redis is back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import dramatiq
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from payhook_shared import ids, jobs
+from payhook_shared.broker import RedisBroker
+from payhook_shared.events import SUCCEEDED, NormalisedEvent
+from payhook_shared.logs import bind
+from payhook_shared.messages import DeliverWebhook, SendEmail
+from payhook_shared.priority import Priority
+from payhook_shared.store import Delivery, Email, Event, Merchant, Store
+
+log = logging.getLogger(__name__)
+
+_INSERT = {"postgresql": pg_insert, "sqlite": sqlite_insert}
+
+
+@dataclasses.dataclass
+class Recorded:
+    """The outcome of recording one event."""
+
+    event_id: str
+    duplicate: bool
+    deliveries: int = 0
+    emails: int = 0
+
+
+def _insert_event(session: Session, values: dict) -> str | None:
+    """Insert unless (merchant, dedupe key) exists; the new id, or ``None`` for a duplicate."""
+    insert = _INSERT[session.get_bind().dialect.name]
+    stmt = (
+        insert(Event).values(**values)
+        .on_conflict_do_nothing(index_elements=["merchant_id", "dedupe_key"])
+        .returning(Event.id)
+    )
+    return session.execute(stmt).scalar_one_or_none()
+
+
+def _existing_event_id(session: Session, merchant_id: str, dedupe_key: str) -> str:
+    return session.execute(
+        select(Event.id).where(Event.merchant_id == merchant_id, Event.dedupe_key == dedupe_key)
+    ).scalar_one()
+
+
+def record(store: Store, broker: RedisBroker, merchant: Merchant, event: NormalisedEvent,
+           raw_body: bytes, priority: Priority) -> Recorded:
+    """Durably record ``event`` for ``merchant`` and queue its deliveries and emails.
+
+    A repeat of an already-recorded event (same dedupe key) changes nothing and
+    reports ``duplicate=True``.
+    """
+    event_id = ids.new_id("evt")
+    messages: list[dramatiq.Message] = []
+    with store.write() as session:
+        inserted = _insert_event(session, {
+            **dataclasses.asdict(event),
+            "id": event_id,
+            "merchant_id": merchant.id,
+            "priority": int(priority),
+            "raw_payload": raw_body.decode("utf-8"),
+        })
+        if inserted is None:
+            return Recorded(_existing_event_id(session, merchant.id, event.dedupe_key), duplicate=True)
+
+        for endpoint in merchant.endpoints:
+            if not endpoint.accepts(event.type):
+                continue
+            delivery = Delivery(id=ids.new_id("dlv"), event_id=event_id, endpoint_id=endpoint.id,
+                                merchant_id=merchant.id, priority=int(priority))
+            message = jobs.plan(DeliverWebhook(delivery_id=delivery.id, event_id=event_id,
+                                               merchant_id=merchant.id, priority=priority))
+            jobs.record(delivery, message)
+            session.add(delivery)
+            messages.append(message)
+
+        for email in _notifications(merchant, event, event_id, priority):
+            message = jobs.plan(SendEmail(email_id=email.id, event_id=event_id,
+                                          merchant_id=merchant.id, priority=Priority(email.priority)))
+            jobs.record(email, message)
+            session.add(email)
+            messages.append(message)
+
+    recorded = Recorded(event_id, duplicate=False,
+                        deliveries=sum(m.queue_name.startswith("delivery.") for m in messages),
+                        emails=sum(m.queue_name.startswith("mail.") for m in messages))
+    with bind(event_id=event_id, merchant_id=merchant.id):
+        _send(broker, messages)
+        log.info("recorded %s %s: %d deliveries, %d emails",
+                 event.type, event.status, recorded.deliveries, recorded.emails)
+    return recorded
+
+
+def _send(broker: RedisBroker, messages: list[dramatiq.Message]) -> None:
+    for message in messages:
+        try:
+            broker.enqueue(message)
+        except Exception:
+            # Recorded already: the sweeper enqueues it once Redis answers again.
+            log.warning("could not enqueue %s; the sweeper will", message.queue_name, exc_info=True)
+            return
+
+
+def _notifications(merchant: Merchant, event: NormalisedEvent, event_id: str,
+                   priority: Priority) -> list[Email]:
+    """Emails an event causes: for now, the merchant's "payment received" notice."""
+    if event.status != SUCCEEDED or not merchant.notification_email:
+        return []
+    context = {
+        "merchant_name": merchant.name,
+        "event_type": event.type,
+        "amount_minor": event.amount_minor,
+        "currency": event.currency,
+        "receipt": event.receipt,
+        "phone": event.phone,
+        "occurred_at": event.occurred_at.isoformat() if event.occurred_at else None,
+    }
+    return [Email(
+        id=ids.new_id("eml"), merchant_id=merchant.id, event_id=event_id,
+        template="payment_received", recipients=[merchant.notification_email],
+        context=context, priority=int(priority),
+        dedupe_key=f"payment_received:{event_id}",
+    )]

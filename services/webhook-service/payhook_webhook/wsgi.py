@@ -1,0 +1,1 @@
+from payhook_webhook.app import create_app; app = create_app()

@@ -1,0 +1,156 @@
+"""Tolerant field types for provider payloads, and error reporting.
+
+Providers are inconsistent: numbers arrive as strings and strings as numbers,
+lists as single objects. These fields accept every form seen in the wild and
+turn each into one Python type, so schemas stay strict about *meaning* while
+lenient about *spelling*.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Any
+
+from marshmallow import ValidationError, fields
+
+from ..errors import DecodeError
+
+# Daraja timestamps are East Africa Time, which has no daylight saving.
+EAT = dt.timezone(dt.timedelta(hours=3), "EAT")
+MAX_DEPTH = 32
+
+
+class Code(fields.Field):
+    """A result code given as a number or a string (``0``, ``"0"``, ``"R000002"``); loads as ``str``."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValidationError("must be a number or a string")
+        text = str(value).strip()
+        if not text or len(text) > 40:
+            raise ValidationError("must be 1 to 40 characters")
+        return text
+
+
+class Text(fields.Field):
+    """A short identifier or description given as a string or a number; loads as ``str``."""
+
+    def __init__(self, max_length: int = 200, allow_empty: bool = False, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.max_length = max_length
+        self.allow_empty = allow_empty
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValidationError("must be a string")
+        text = str(value).strip()
+        if not text and not self.allow_empty:
+            raise ValidationError("must not be empty")
+        if len(text) > self.max_length:
+            raise ValidationError(f"must be at most {self.max_length} characters")
+        return text
+
+
+class OneOrMany(fields.List):
+    """A list that a provider may also send as a single object."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[Any]:
+        if isinstance(value, dict):
+            value = [value]
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+_DOTTED = re.compile(r"^(\d{2})\.(\d{2})\.(\d{4}) (\d{2}):(\d{2}):(\d{2})$")
+
+
+def parse_daraja_time(value: Any) -> dt.datetime | None:
+    """``20191219102115`` (number or string) or ``"06.07.2024 22:48:52"``, in EAT, as UTC.
+
+    Returns ``None`` for anything else: a timestamp is informative, never a
+    reason to refuse a payment.
+    """
+    if isinstance(value, bool):
+        return None
+    text = str(value).strip() if isinstance(value, (int, str)) else ""
+    try:
+        if len(text) == 14 and text.isdigit():
+            local = dt.datetime.strptime(text, "%Y%m%d%H%M%S")
+        elif match := _DOTTED.match(text):
+            day, month, year, hh, mm, ss = (int(g) for g in match.groups())
+            local = dt.datetime(year, month, day, hh, mm, ss)
+        else:
+            return None
+    except ValueError:
+        return None
+    return local.replace(tzinfo=EAT).astimezone(dt.timezone.utc)
+
+
+def _depth(value: Any, limit: int) -> int:
+    stack = [(value, 1)]
+    deepest = 0
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return deepest
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    """Decode a request body that must be one JSON object.
+
+    Raises:
+      DecodeError: for invalid UTF-8 or JSON, a non-object, NaN/Infinity, or nesting deeper than 32.
+    """
+    def _reject_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not valid JSON")
+
+    try:
+        value = json.loads(body, parse_constant=_reject_constant)
+    except RecursionError:
+        raise DecodeError("JSON nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DecodeError(f"body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise DecodeError(f"body must be a JSON object, got {_json_type(value)}")
+    if _depth(value, MAX_DEPTH) > MAX_DEPTH:
+        raise DecodeError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
+
+
+def validation_message(messages: Any, prefix: str = "") -> list[str]:
+    """Flatten marshmallow's nested error dict to ``["Body.stkCallback.CheckoutRequestID: ..."]``."""
+    if isinstance(messages, dict):
+        out: list[str] = []
+        for key, value in messages.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            out.extend(validation_message(value, path))
+        return out
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        return [f"{prefix}: {' '.join(messages)}" if prefix else " ".join(messages)]
+    if isinstance(messages, list):
+        return [line for m in messages for line in validation_message(m, prefix)]
+    return [f"{prefix}: {messages}" if prefix else str(messages)]
+
+
+def load(schema: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``payload`` with a marshmallow schema.
+
+    Raises:
+      DecodeError: whose message names every offending field.
+    """
+    try:
+        return schema.load(payload)
+    except ValidationError as exc:
+        problems = validation_message(exc.messages)
+        raise DecodeError("; ".join(problems), exc.messages) from None

@@ -1,0 +1,184 @@
+"""Jobs in the store, carried by Redis: claiming, enqueuing and sweeping.
+
+A job (a delivery or an email) is a row with a state. Its Redis message only
+says "look at row X now". A worker *claims* the row before working on it, so a
+duplicate message — which at-least-once delivery makes inevitable — finds
+nothing to do. The *sweeper* makes the row, not Redis, the record: every tick
+it enqueues jobs that are due but whose message Redis no longer holds (lost in
+a flush or restart, never sent because Redis was down, or a retry whose time
+has come), and frees jobs whose worker died mid-attempt.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+from sqlalchemy import and_, or_, select, update
+
+from .broker import REDIS_ID, RedisBroker
+from .messages import _Message
+from .priority import queue_names
+from .store import JobState, Store
+from .store.models import utcnow
+
+log = logging.getLogger(__name__)
+
+PENDING, SENDING = JobState.PENDING.value, JobState.SENDING.value
+
+
+def plan(message: _Message) -> dramatiq.Message:
+    """A Dramatiq message for ``message`` with its Redis id fixed in advance."""
+    base = message.to_dramatiq()
+    return base.copy(options={REDIS_ID: str(uuid.uuid4())})
+
+
+def record(job: Any, message: dramatiq.Message) -> None:
+    """Note on the job row which Redis message will carry it."""
+    job.queue_name = message.queue_name
+    job.message_id = message.options[REDIS_ID]
+
+
+def claim(session: Any, model: type, job_id: str, lease: dt.timedelta, now: dt.datetime | None = None) -> bool:
+    """Take a due job for one attempt; ``False`` if it is not due, done, dead or held by another worker.
+
+    The claim is one conditional UPDATE, so two workers holding duplicate
+    messages can never both attempt the same job.
+    """
+    now = now or utcnow()
+    stmt = (
+        update(model)
+        .where(
+            model.id == job_id,
+            or_(
+                and_(model.state == PENDING, model.next_attempt_at <= now),
+                and_(model.state == SENDING, model.lease_until < now),
+            ),
+        )
+        .values(state=SENDING, lease_until=now + lease, attempts=model.attempts + 1, message_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    return session.execute(stmt).rowcount == 1
+
+
+class Sweeper:
+    """Re-enqueues due jobs whose Redis message is gone, and frees expired claims.
+
+    ``build`` turns a job row into its protocol message. One sweeper per job
+    family does the work at a time, elected with a short Redis lock, so any
+    number of worker processes may run one.
+    """
+
+    def __init__(self, store: Store, broker: RedisBroker, model: type, family: str,
+                 build: Callable[[Any], _Message], *, interval: float = 1.0, grace: float = 5.0,
+                 batch: int = 500):
+        self.store = store
+        self.broker = broker
+        self.model = model
+        self.family = family
+        self.build = build
+        self.interval = interval
+        self.grace = dt.timedelta(seconds=grace)
+        self.batch = batch
+        self._lock_key = f"payhook:sweeper:{family}"
+        self._me = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # Dramatiq returns a dead worker's unacked messages during "maintenance",
+        # which it runs on a random 0.1 % of commands; this twin runs it on every one.
+        self._maintainer = RedisBroker(
+            client=broker.client, namespace=broker.namespace, middleware=[],
+            heartbeat_timeout=broker.heartbeat_timeout, maintenance_chance=1_000_000,
+        )
+
+    def run_once(self, now: dt.datetime | None = None) -> int:
+        """One sweep; returns how many jobs were enqueued."""
+        now = now or utcnow()
+        model = self.model
+        with self.store.write() as session:
+            # A claim whose lease ran out belongs to a worker that died mid-attempt.
+            session.execute(
+                update(model)
+                .where(model.state == SENDING, model.lease_until < now)
+                .values(state=PENDING, lease_until=None, message_id=None)
+                .execution_options(synchronize_session=False)
+            )
+        with self.store.read() as session:
+            rows = session.execute(
+                select(model)
+                .where(model.state == PENDING, model.next_attempt_at <= now)
+                .order_by(model.next_attempt_at)
+                .limit(self.batch)
+            ).scalars().all()
+        # A job enqueued moments ago may not have reached Redis yet; leave it be.
+        settled = [r for r in rows if r.message_id is None or r.updated_at <= now - self.grace]
+        with_message = [r for r in settled if r.message_id]
+        alive = self.broker.existing([(r.queue_name, r.message_id) for r in with_message])
+        lost = [r for r, ok in zip(with_message, alive) if not ok]
+        orphans = [r for r in settled if r.message_id is None] + lost
+        return self._enqueue(orphans)
+
+    def _enqueue(self, jobs: list[Any]) -> int:
+        sent = 0
+        for job in jobs:
+            message = plan(self.build(job))
+            with self.store.write() as session:
+                # Compare-and-set: if a worker touched the row since we read it, it is not ours to resend.
+                changed = session.execute(
+                    update(self.model)
+                    .where(self.model.id == job.id, self.model.state == PENDING,
+                           self.model.message_id.is_(None) if job.message_id is None
+                           else self.model.message_id == job.message_id)
+                    .values(queue_name=message.queue_name, message_id=message.options[REDIS_ID])
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+            if changed:
+                self.broker.enqueue(message)
+                sent += 1
+        if sent:
+            log.info("sweeper enqueued %d %s job(s)", sent, self.family)
+        return sent
+
+    def _is_leader(self) -> bool:
+        client = self.broker.client
+        ttl_ms = int(self.interval * 5000)
+        if client.set(self._lock_key, self._me, nx=True, px=ttl_ms):
+            return True
+        if client.get(self._lock_key) == self._me.encode():
+            client.pexpire(self._lock_key, ttl_ms)
+            return True
+        return False
+
+    def _requeue_from_dead_workers(self) -> None:
+        for queue in queue_names(self.family):
+            self._maintainer.do_qsize(queue)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if self._is_leader():
+                    self._requeue_from_dead_workers()
+                    self.run_once()
+            except Exception:
+                log.exception("sweeper tick failed; will retry")
+
+    def start(self) -> None:
+        """Sweep every ``interval`` seconds in a daemon thread."""
+        self._thread = threading.Thread(target=self._loop, name=f"sweeper-{self.family}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop sweeping and release leadership."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        try:
+            if self.broker.client.get(self._lock_key) == self._me.encode():
+                self.broker.client.delete(self._lock_key)
+        except Exception:
+            log.debug("could not release sweeper lock", exc_info=True)

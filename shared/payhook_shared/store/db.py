@@ -1,0 +1,94 @@
+"""Engines and sessions for SQLite (the zero-configuration default) and PostgreSQL."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def normalise_url(url: str) -> str:
+    """Pick the psycopg 3 driver for plain ``postgres(ql)://`` URLs."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def create_engine(url: str, pool_size: int = 5, **kwargs: Any) -> Engine:
+    """An engine configured for concurrent service use.
+
+    SQLite runs in WAL mode with a busy timeout, and write transactions begin
+    ``IMMEDIATE`` so two writers queue for the lock instead of deadlocking on
+    a read-to-write upgrade.
+    """
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        engine = sqlalchemy.create_engine(url, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    return sqlalchemy.create_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800, **kwargs,
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take over transaction control from pysqlite so "begin" below decides the mode.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = "IMMEDIATE" if conn.get_execution_options().get("payhook_write") else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class Store:
+    """The database behind one process: an engine and its sessions."""
+
+    def __init__(self, url: str, pool_size: int = 5, **engine_kwargs: Any):
+        self.url = normalise_url(url)
+        self.engine = create_engine(self.url, pool_size=pool_size, **engine_kwargs)
+        self._writer = self.engine.execution_options(payhook_write=True)
+        self._write_sessions = sessionmaker(self._writer, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.engine.dialect.name
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session whose work commits at the end of the block, or rolls back on error."""
+        with self._write_sessions.begin() as session:
+            yield session
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reads; nothing it does is committed."""
+        with self._read_sessions() as session:
+            yield session
+
+    def ping(self) -> None:
+        """Raise if the database cannot answer a trivial query."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def dispose(self) -> None:
+        """Close every pooled connection (on shutdown, or after a fork)."""
+        self.engine.dispose()

@@ -1,0 +1,221 @@
+"""Tables of the store.
+
+Deliveries and emails are *jobs*: the row is the record of work to do, and a
+Redis message only carries the row's id. ``queue_name`` and ``message_id``
+name the live Redis message, so a sweeper can tell a job whose message was
+lost (Redis flushed, worker killed) and enqueue it again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, SmallInteger, String, Text,
+    TypeDecorator, UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware in UTC."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp stored in UTC and always read back timezone-aware.
+
+    SQLite keeps no zone, so naive values read from it are UTC by contract.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+# Integer on SQLite so the column aliases ROWID and autoincrements.
+BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: UTCDateTime(), dict[str, Any]: JSON(), list[str]: JSON()}
+
+
+class JobState(str, enum.Enum):
+    """Life of a delivery or an email."""
+
+    PENDING = "pending"      # waiting for next_attempt_at
+    SENDING = "sending"      # claimed by a worker until lease_until
+    DONE = "done"            # delivered / sent
+    DEAD = "dead"            # gave up; kept for inspection and retry
+
+
+class Merchant(Base):
+    __tablename__ = "merchants"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    notification_email: Mapped[str | None] = mapped_column(String(320))
+    callback_token: Mapped[str] = mapped_column(String(64))
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    endpoints: Mapped[list[Endpoint]] = relationship(back_populates="merchant", order_by="Endpoint.id")
+
+
+class ApiKey(Base):
+    """An API key, stored as its SHA-256 only. No merchant means an admin key."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str | None] = mapped_column(ForeignKey("merchants.id"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class Endpoint(Base):
+    __tablename__ = "endpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    secret: Mapped[str] = mapped_column(String(100))
+    previous_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_secret_expires_at: Mapped[dt.datetime | None]
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # None: every event type; otherwise the list of types sent to this endpoint.
+    event_types: Mapped[list[str] | None] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    merchant: Mapped[Merchant] = relationship(back_populates="endpoints")
+
+    def accepts(self, event_type: str) -> bool:
+        """Whether this endpoint's filter lets ``event_type`` through."""
+        return self.enabled and (not self.event_types or event_type in self.event_types)
+
+    def signing_secrets(self, now: dt.datetime | None = None) -> list[str]:
+        """The secrets that sign now: the current one, plus the previous one in its grace window."""
+        now = now or utcnow()
+        active = [self.secret]
+        if self.previous_secret and self.previous_secret_expires_at and self.previous_secret_expires_at > now:
+            active.append(self.previous_secret)
+        return active
+
+
+class Event(Base):
+    """One payment callback or event, normalised, with its raw payload verbatim."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("merchant_id", "dedupe_key", name="uq_events_merchant_dedupe"),
+        Index("ix_events_merchant_id_id", "merchant_id", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    provider: Mapped[str] = mapped_column(String(40))
+    type: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20))
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    receipt: Mapped[str | None] = mapped_column(String(100))
+    reference: Mapped[str | None] = mapped_column(String(200))
+    provider_ids: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    phone: Mapped[str | None] = mapped_column(String(100))
+    result_code: Mapped[str | None] = mapped_column(String(40))
+    result_desc: Mapped[str | None] = mapped_column(Text)
+    occurred_at: Mapped[dt.datetime | None]
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    priority: Mapped[int] = mapped_column(SmallInteger)
+    dedupe_key: Mapped[str] = mapped_column(String(300))
+    customer_email: Mapped[str | None] = mapped_column(String(320))
+    # Provider fields that have no column of their own (metadata items, parameters).
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    raw_payload: Mapped[str] = mapped_column(Text)
+
+    deliveries: Mapped[list[Delivery]] = relationship(back_populates="event", order_by="Delivery.id")
+
+
+class _Job:
+    state: Mapped[str] = mapped_column(String(16), default=JobState.PENDING.value)
+    priority: Mapped[int] = mapped_column(SmallInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    lease_until: Mapped[dt.datetime | None]
+    queue_name: Mapped[str | None] = mapped_column(String(64))
+    message_id: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Delivery(_Job, Base):
+    """One event to one endpoint, with every attempt made."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint_id", name="uq_deliveries_event_endpoint"),
+        Index("ix_deliveries_due", "state", "next_attempt_at"),
+        Index("ix_deliveries_endpoint_id_id", "endpoint_id", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id"))
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("endpoints.id"))
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    last_status: Mapped[int | None] = mapped_column(SmallInteger)
+    last_category: Mapped[str | None] = mapped_column(String(20))
+    delivered_at: Mapped[dt.datetime | None]
+
+    event: Mapped[Event] = relationship(back_populates="deliveries")
+    endpoint: Mapped[Endpoint] = relationship()
+    attempt_log: Mapped[list[DeliveryAttempt]] = relationship(order_by="DeliveryAttempt.id")
+
+
+class DeliveryAttempt(Base):
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime]
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(SmallInteger)
+    category: Mapped[str] = mapped_column(String(20))
+    error: Mapped[str | None] = mapped_column(Text)
+    response_snippet: Mapped[str | None] = mapped_column(Text)
+
+
+class Email(_Job, Base):
+    """One outbound email; ``dedupe_key`` stops the same notice being queued twice."""
+
+    __tablename__ = "emails"
+    __table_args__ = (Index("ix_emails_due", "state", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str | None] = mapped_column(ForeignKey("merchants.id"), index=True)
+    event_id: Mapped[str | None] = mapped_column(ForeignKey("events.id"))
+    template: Mapped[str] = mapped_column(String(60))
+    recipients: Mapped[list[str]] = mapped_column(JSON)
+    context: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    dedupe_key: Mapped[str] = mapped_column(String(300), unique=True)
+    sent_at: Mapped[dt.datetime | None]
