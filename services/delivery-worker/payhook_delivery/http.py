@@ -6,7 +6,7 @@ import dataclasses
 import time
 
 import urllib3
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ReadTimeoutError, SSLError
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ReadTimeoutError, SSLError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from .errors import Category
@@ -32,6 +32,9 @@ def pool(maxsize: int) -> urllib3.PoolManager:
 def _categorise(exc: Exception) -> Category:
     if isinstance(exc, MaxRetryError) and exc.reason is not None:
         exc = exc.reason
+    # NewConnectionError (refused, DNS) subclasses ConnectTimeoutError in urllib3, so it goes first.
+    if isinstance(exc, NewConnectionError):
+        return Category.NETWORK
     if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError, Urllib3Timeout)):
         return Category.TIMEOUT
     if isinstance(exc, SSLError):

@@ -128,16 +128,21 @@ def _json_type(value: Any) -> str:
     return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
 
 
+_PLAIN = {"Invalid input type.": "must be a JSON object."}
+
+
 def validation_message(messages: Any, prefix: str = "") -> list[str]:
     """Flatten marshmallow's nested error dict to ``["Body.stkCallback.CheckoutRequestID: ..."]``."""
     if isinstance(messages, dict):
         out: list[str] = []
         for key, value in messages.items():
-            path = f"{prefix}.{key}" if prefix else str(key)
+            # marshmallow files whole-object errors under "_schema"; they belong to the object itself.
+            path = prefix if key == "_schema" else (f"{prefix}.{key}" if prefix else str(key))
             out.extend(validation_message(value, path))
         return out
     if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
-        return [f"{prefix}: {' '.join(messages)}" if prefix else " ".join(messages)]
+        text = " ".join(_PLAIN.get(m, m) for m in messages)
+        return [f"{prefix}: {text}" if prefix else text]
     if isinstance(messages, list):
         return [line for m in messages for line in validation_message(m, prefix)]
     return [f"{prefix}: {messages}" if prefix else str(messages)]

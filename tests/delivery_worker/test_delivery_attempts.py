@@ -1,0 +1,123 @@
+"""Delivery attempts against a real receiver: signing, retries, categories, duplicates, lost messages."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select
+
+from factories import fixture_bytes, merchant_with_endpoints, stk_url
+from payhook_shared import signing
+from payhook_shared.jobs import plan
+from payhook_shared.messages import DeliverWebhook
+from payhook_shared.priority import Priority
+from payhook_shared.store import Delivery, DeliveryAttempt, JobState
+from support import wait_until
+
+
+def post_payment(client, merchant, fixture="mpesa/stk_success.json"):
+    response = client.post(stk_url(merchant), data=fixture_bytes(fixture), content_type="application/json")
+    assert response.status_code == 200
+
+
+def delivery(store) -> Delivery:
+    with store.read() as session:
+        return session.scalars(select(Delivery)).one()
+
+
+def attempts(store) -> list[DeliveryAttempt]:
+    with store.read() as session:
+        return list(session.scalars(select(DeliveryAttempt).order_by(DeliveryAttempt.id)))
+
+
+def test_webhook_is_signed_with_every_active_secret(client, store, receiver, delivery_worker):
+    merchant, [endpoint] = merchant_with_endpoints(store, receiver.url)
+    delivery_worker()
+    post_payment(client, merchant)
+    [webhook] = receiver.wait_for(1)
+    signing.verify(endpoint.secret, webhook.headers, webhook.body)
+    assert webhook.headers["content-type"] == "application/json"
+    assert webhook.headers["webhook-id"].startswith("evt_")
+
+
+def test_failures_are_retried_with_the_same_webhook_id_until_delivered(client, store, receiver, delivery_worker):
+    answers = iter([500, 503, 200])
+    receiver.respond = lambda req: (next(answers), {}, b"nope")
+    merchant, _ = merchant_with_endpoints(store, receiver.url)
+    delivery_worker(retry_schedule=(0.3, 0.3), retry_jitter=0.0)
+    post_payment(client, merchant)
+    got = receiver.wait_for(3)
+    assert len({r.headers["webhook-id"] for r in got}) == 1
+    assert got[1].at - got[0].at >= 0.25
+    wait_until(lambda: delivery(store).state == JobState.DONE.value, what="delivered")
+    assert [(a.number, a.status_code, a.category) for a in attempts(store)] == [
+        (1, 500, "server_error"), (2, 503, "server_error"), (3, 200, "success")]
+
+
+def test_delivery_is_dead_when_attempts_run_out(client, store, receiver, delivery_worker):
+    receiver.respond = lambda req: (500, {}, b"x" * 10_000)
+    merchant, _ = merchant_with_endpoints(store, receiver.url)
+    delivery_worker(retry_schedule=(0.2,), retry_jitter=0.0, response_snippet_bytes=100)
+    post_payment(client, merchant)
+    wait_until(lambda: delivery(store).state == JobState.DEAD.value, what="dead delivery")
+    assert len(receiver.received) == 2
+    assert all(len(a.response_snippet) == 100 for a in attempts(store))
+
+
+def test_redirect_is_a_failure_and_not_followed(client, store, receiver, delivery_worker):
+    receiver.respond = lambda req: (302, {"location": "http://127.0.0.1:9/elsewhere"}, b"")
+    merchant, _ = merchant_with_endpoints(store, receiver.url)
+    delivery_worker(retry_schedule=(), retry_jitter=0.0)
+    post_payment(client, merchant)
+    wait_until(lambda: delivery(store).state == JobState.DEAD.value, what="dead delivery")
+    assert [a.category for a in attempts(store)] == ["redirect"]
+    assert len(receiver.received) == 1
+
+
+def test_unreachable_endpoint_is_a_network_failure(client, store, delivery_worker):
+    from support import free_port
+
+    merchant, _ = merchant_with_endpoints(store, f"http://127.0.0.1:{free_port()}/closed")
+    delivery_worker(retry_schedule=(), retry_jitter=0.0)
+    post_payment(client, merchant)
+    wait_until(lambda: delivery(store).state == JobState.DEAD.value, what="dead delivery")
+    [attempt] = attempts(store)
+    assert attempt.category == "network" and attempt.status_code is None and attempt.error
+
+
+def test_slow_endpoint_times_out(client, store, receiver, delivery_worker):
+    def slow(req):
+        time.sleep(1.5)
+        return 200, {}, b""
+    receiver.respond = slow
+    merchant, _ = merchant_with_endpoints(store, receiver.url)
+    delivery_worker(retry_schedule=(), total_timeout=0.5)
+    post_payment(client, merchant)
+    wait_until(lambda: delivery(store).state == JobState.DEAD.value, what="dead delivery")
+    [attempt] = attempts(store)
+    assert attempt.category == "timeout" and attempt.duration_ms < 1400
+
+
+def test_duplicate_messages_deliver_once(client, store, receiver, delivery_worker):
+    merchant, _ = merchant_with_endpoints(store, receiver.url)
+    rt = delivery_worker()
+    post_payment(client, merchant)
+    d = delivery(store)
+    for _ in range(5):
+        rt.broker.enqueue(plan(DeliverWebhook(delivery_id=d.id, event_id=d.event_id, merchant_id=d.merchant_id,
+                                              priority=Priority(d.priority))))
+    receiver.wait_for(1)
+    time.sleep(0.5)
+    assert len(receiver.received) == 1
+
+
+def test_sweeper_restores_deliveries_after_redis_is_flushed(client, store, receiver, redis_client, delivery_worker):
+    merchant, _ = merchant_with_endpoints(store, receiver.url)
+    for n in range(5):
+        body = fixture_bytes("mpesa/stk_success.json").replace(b"ws_CO_191220191020363925", f"ws_CO_{n}".encode())
+        assert client.post(stk_url(merchant), data=body, content_type="application/json").status_code == 200
+    redis_client.flushall()  # every message gone before any worker ran
+    delivery_worker()
+    got = receiver.wait_for(5, timeout=20)
+    time.sleep(0.5)
+    assert len(got) == len({r.headers["webhook-id"] for r in got}) == 5

@@ -1,0 +1,36 @@
+"""Rows the tests need, created through the store like the services do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from payhook_shared import ids, signing
+from payhook_shared.store import Endpoint, Merchant, Store
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fixture_bytes(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def fixture_json(name: str) -> dict:
+    return json.loads(fixture_bytes(name))
+
+
+def merchant_with_endpoints(store: Store, *urls: str, email: str | None = "merchant@example.test",
+                            event_types: list[str] | None = None) -> tuple[Merchant, list[Endpoint]]:
+    """A merchant with one endpoint per URL."""
+    with store.write() as session:
+        merchant = Merchant(id=ids.new_id("mch"), name="Test Shop", notification_email=email,
+                            callback_token=ids.new_token(), settings={})
+        session.add(merchant)
+        endpoints = [Endpoint(id=ids.new_id("ep"), merchant_id=merchant.id, url=url,
+                              secret=signing.generate_secret(), event_types=event_types) for url in urls]
+        session.add_all(endpoints)
+    return merchant, endpoints
+
+
+def stk_url(merchant: Merchant) -> str:
+    return f"/cb/{merchant.id}/{merchant.callback_token}/stk"
