@@ -1,18 +1,28 @@
-"""One delivery attempt, from claim to recorded outcome."""
+"""One delivery attempt, from claim to recorded outcome, and the endpoint's health.
+
+Endpoint health is a circuit breaker kept in the store, so every worker
+process sees the same state: ``circuit_threshold`` failures in a row open it;
+while open, deliveries wait (postponed, no attempt spent); when the cool-down
+passes one delivery takes the half-open probe, and its success closes the
+circuit. The merchant hears once per incident (the circuit opening), and again
+if the endpoint fails continuously for ``disable_after`` and is disabled.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
 
-from sqlalchemy import select, update
+import dramatiq
+from sqlalchemy import func, select, update
 
-from payhook_shared import signing
+from payhook_shared import ids, jobs, signing
 from payhook_shared.events import webhook_body
 from payhook_shared.jobs import claim
 from payhook_shared.logs import bind
-from payhook_shared.messages import DeliverWebhook
-from payhook_shared.store import Delivery, DeliveryAttempt, Endpoint, Event, JobState
+from payhook_shared.messages import DeliverWebhook, SendEmail
+from payhook_shared.priority import Priority
+from payhook_shared.store import Delivery, DeliveryAttempt, Email, Endpoint, Event, JobState, Merchant
 from payhook_shared.store.models import utcnow
 
 from . import http, policy
@@ -22,14 +32,16 @@ from .runtime import Runtime
 log = logging.getLogger(__name__)
 
 SKIPPED = "skipped"
+WAITING = "waiting"
 
 
 def deliver(rt: Runtime, message: DeliverWebhook) -> str:
-    """Attempt one delivery; returns the attempt's category, or ``"skipped"``.
+    """Attempt one delivery; returns the attempt's category, ``"skipped"`` or ``"waiting"``.
 
     Skips when the delivery is not ours to attempt — already delivered, dead,
     not yet due, or claimed by another worker — so a duplicate message never
-    sends twice.
+    sends twice. Waits (postpones without spending an attempt) while the
+    endpoint's circuit is open.
     """
     settings = rt.settings
     with bind(delivery_id=message.delivery_id, event_id=message.event_id, merchant_id=message.merchant_id):
@@ -38,13 +50,28 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
             if not claim(session, Delivery, message.delivery_id, dt.timedelta(seconds=settings.lease_seconds), started):
                 log.debug("delivery not due or already handled; skipping")
                 return SKIPPED
-            delivery, endpoint, event = session.execute(
-                select(Delivery, Endpoint, Event)
+            delivery, endpoint, event, merchant = session.execute(
+                select(Delivery, Endpoint, Event, Merchant)
                 .join(Endpoint, Delivery.endpoint_id == Endpoint.id)
                 .join(Event, Delivery.event_id == Event.id)
+                .join(Merchant, Delivery.merchant_id == Merchant.id)
                 .where(Delivery.id == message.delivery_id)
             ).one()
+            if not endpoint.enabled:
+                _set(session, delivery.id, state=JobState.DEAD.value, lease_until=None, dead_at=started,
+                     last_category=Category.DISABLED.value, last_error="endpoint disabled",
+                     attempts=delivery.attempts - 1)
+                log.info("endpoint disabled; delivery kept as a dead letter for recovery")
+                return Category.DISABLED.value
+            wait_until = _circuit_wait(session, endpoint, started, settings.circuit_cooldown)
+            if wait_until is not None:
+                _set(session, delivery.id, state=JobState.PENDING.value, lease_until=None, message_id=None,
+                     next_attempt_at=wait_until, attempts=delivery.attempts - 1)
+                log.debug("circuit open for endpoint %s; waiting until %s", endpoint.id, wait_until.isoformat())
+                return WAITING
             attempt_no = delivery.attempts
+            in_round = attempt_no - delivery.round_start
+            schedule = policy.schedule_for(merchant.settings, settings.retry_schedule)
             body = webhook_body(event)
             headers = signing.headers(endpoint.signing_secrets(started), event.id, body)
 
@@ -52,11 +79,36 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
             rt.http, endpoint.url, body, headers, connect_timeout=settings.connect_timeout,
             total_timeout=settings.total_timeout, snippet_bytes=settings.response_snippet_bytes,
         )
-        _record(rt, delivery.id, attempt_no, started, result)
+        _record(rt, delivery, endpoint, merchant, attempt_no, in_round, schedule, started, result)
         return result.category.value
 
 
-def _record(rt: Runtime, delivery_id: str, attempt_no: int, started: dt.datetime, result: http.AttemptResult) -> None:
+def _set(session, delivery_id: str, **values) -> None:
+    session.execute(update(Delivery).where(Delivery.id == delivery_id).values(**values)
+                    .execution_options(synchronize_session=False))
+
+
+def _circuit_wait(session, endpoint: Endpoint, now: dt.datetime, cooldown: float) -> dt.datetime | None:
+    """``None`` if this delivery may go ahead; otherwise when to look again.
+
+    When the cool-down has passed, exactly one delivery wins the half-open
+    probe: a compare-and-set pushes the circuit's time forward for everyone else.
+    """
+    opened = endpoint.circuit_open_until
+    if opened is None:
+        return None
+    if opened > now:
+        return opened
+    next_probe = now + dt.timedelta(seconds=cooldown)
+    won = session.execute(
+        update(Endpoint).where(Endpoint.id == endpoint.id, Endpoint.circuit_open_until == opened)
+        .values(circuit_open_until=next_probe).execution_options(synchronize_session=False)
+    ).rowcount
+    return None if won else next_probe
+
+
+def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merchant, attempt_no: int,
+            in_round: int, schedule: tuple[float, ...], started: dt.datetime, result: http.AttemptResult) -> None:
     settings = rt.settings
     now = utcnow()
     values: dict = {"lease_until": None, "last_status": result.status, "last_category": result.category.value}
@@ -65,20 +117,91 @@ def _record(rt: Runtime, delivery_id: str, attempt_no: int, started: dt.datetime
         log.info("delivered on attempt %d (%s, %d ms)", attempt_no, result.status, result.duration_ms)
     else:
         error = result.error or f"HTTP {result.status}"
-        delay = policy.next_delay(attempt_no, result.category, settings.retry_schedule, settings.retry_jitter)
+        delay = policy.next_delay(
+            in_round, result.category, schedule, settings.retry_jitter,
+            retry_after=policy.parse_retry_after(result.retry_after, now),
+            retry_after_bounds=(settings.retry_after_min, settings.retry_after_max),
+        )
         if delay is None:
-            values.update(state=JobState.DEAD.value, last_error=error)
-            log.warning("delivery dead after attempt %d: %s", attempt_no, error)
+            values.update(state=JobState.DEAD.value, dead_at=now, last_error=error)
+            log.warning("delivery dead after attempt %d (%s): %s", attempt_no, result.category.value, error)
         else:
             # The sweeper enqueues it when due: no thread or Redis message waits meanwhile.
             values.update(state=JobState.PENDING.value, next_attempt_at=now + dt.timedelta(seconds=delay),
                           last_error=error)
             log.info("attempt %d failed (%s); retry in %.1f s", attempt_no, result.category.value, delay)
+    messages: list[dramatiq.Message] = []
     with rt.store.write() as session:
         session.add(DeliveryAttempt(
-            delivery_id=delivery_id, number=attempt_no, started_at=started, duration_ms=result.duration_ms,
+            delivery_id=delivery.id, number=attempt_no, started_at=started, duration_ms=result.duration_ms,
             status_code=result.status, category=result.category.value, error=result.error,
             response_snippet=result.snippet,
         ))
-        session.execute(update(Delivery).where(Delivery.id == delivery_id).values(**values)
-                        .execution_options(synchronize_session=False))
+        _set(session, delivery.id, **values)
+        messages = _update_health(session, settings, endpoint, merchant, result, now)
+    for message in messages:
+        try:
+            rt.broker.enqueue(message)
+        except Exception:
+            log.warning("could not enqueue %s; the sweeper will", message.queue_name, exc_info=True)
+
+
+def _update_health(session, settings, endpoint: Endpoint, merchant: Merchant, result: http.AttemptResult,
+                   now: dt.datetime) -> list[dramatiq.Message]:
+    """Fold one attempt into the endpoint's health; returns the emails to send after commit."""
+    if result.category is Category.SUCCESS:
+        if endpoint.consecutive_failures or endpoint.circuit_open_until or endpoint.failing_since:
+            session.execute(update(Endpoint).where(Endpoint.id == endpoint.id).values(
+                consecutive_failures=0, failing_since=None, circuit_open_until=None,
+            ).execution_options(synchronize_session=False))
+            log.info("endpoint %s healthy again; circuit closed", endpoint.id)
+        return []
+    if result.category is Category.BLOCKED:
+        return []
+    failures, failing_since, circuit_open_until, enabled = session.execute(
+        update(Endpoint).where(Endpoint.id == endpoint.id).values(
+            consecutive_failures=Endpoint.consecutive_failures + 1,
+            failing_since=func.coalesce(Endpoint.failing_since, now),
+        ).returning(Endpoint.consecutive_failures, Endpoint.failing_since, Endpoint.circuit_open_until,
+                    Endpoint.enabled)
+    ).one()
+    if not enabled:
+        return []
+    messages = []
+    if result.category is Category.GONE or failing_since <= now - dt.timedelta(seconds=settings.disable_after):
+        reason = "the endpoint answered 410 Gone" if result.category is Category.GONE else (
+            f"failing continuously since {failing_since:%Y-%m-%d %H:%M} UTC")
+        session.execute(update(Endpoint).where(Endpoint.id == endpoint.id).values(
+            enabled=False, disabled_at=now, disabled_reason=reason, circuit_open_until=None,
+        ).execution_options(synchronize_session=False))
+        log.warning("endpoint %s disabled: %s", endpoint.id, reason)
+        messages += _notify(session, "endpoint_disabled", endpoint, merchant, failing_since, reason, result)
+    elif failures >= settings.circuit_threshold and circuit_open_until is None:
+        session.execute(update(Endpoint).where(Endpoint.id == endpoint.id).values(
+            circuit_open_until=now + dt.timedelta(seconds=settings.circuit_cooldown),
+        ).execution_options(synchronize_session=False))
+        log.warning("endpoint %s failed %d times in a row; circuit open", endpoint.id, failures)
+        messages += _notify(session, "endpoint_failing", endpoint, merchant, failing_since,
+                            result.error or f"HTTP {result.status}", result)
+    return messages
+
+
+def _notify(session, template: str, endpoint: Endpoint, merchant: Merchant, incident: dt.datetime,
+            reason: str, result: http.AttemptResult) -> list[dramatiq.Message]:
+    """One email per endpoint incident (the dedupe key names the incident's start)."""
+    if not merchant.notification_email:
+        return []
+    dedupe_key = f"{template}:{endpoint.id}:{incident.isoformat()}"
+    if session.scalar(select(Email.id).where(Email.dedupe_key == dedupe_key)):
+        return []
+    email = Email(
+        id=ids.new_id("eml"), merchant_id=merchant.id, template=template,
+        recipients=[merchant.notification_email], priority=int(Priority.HIGH), dedupe_key=dedupe_key,
+        context={"merchant_name": merchant.name, "endpoint_id": endpoint.id, "endpoint_url": endpoint.url,
+                 "failing_since": incident.isoformat(), "reason": reason,
+                 "last_status": result.status, "last_category": result.category.value},
+    )
+    message = jobs.plan(SendEmail(email_id=email.id, merchant_id=merchant.id, priority=Priority.HIGH))
+    jobs.record(email, message)
+    session.add(email)
+    return [message]

@@ -23,6 +23,8 @@ class Category(str, enum.Enum):
     CLIENT_ERROR = "client_error"  # other 4xx
     SERVER_ERROR = "server_error"  # 5xx
     OTHER = "other"                # a status outside 200-599
+    DISABLED = "disabled"          # not attempted: the endpoint is disabled
+    BLOCKED = "blocked"            # not attempted: the URL resolves to a forbidden address
 
     @classmethod
     def of_status(cls, status: int) -> "Category":

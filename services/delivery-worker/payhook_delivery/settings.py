@@ -23,6 +23,14 @@ class Settings:
     total_timeout: float = 15.0
     response_snippet_bytes: int = 2048
     sweep_interval: float = 1.0
+    # Retry-After is honoured between these bounds (seconds).
+    retry_after_min: float = 1.0
+    retry_after_max: float = 3600.0
+    # Endpoint health: failures in a row that open the circuit, seconds between half-open
+    # probes, and seconds of continuous failure after which the endpoint is disabled.
+    circuit_threshold: int = 5
+    circuit_cooldown: float = 60.0
+    disable_after: float = 5 * 24 * 3600.0
     # dramatiq CLI
     processes: int = 2
     threads: int = 8

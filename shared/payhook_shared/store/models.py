@@ -103,6 +103,12 @@ class Endpoint(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     # None: every event type; otherwise the list of types sent to this endpoint.
     event_types: Mapped[list[str] | None] = mapped_column(JSON)
+    # Health: failures in a row, since when it has failed without a success, and the circuit.
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    failing_since: Mapped[dt.datetime | None]
+    circuit_open_until: Mapped[dt.datetime | None]
+    disabled_at: Mapped[dt.datetime | None]
+    disabled_reason: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -176,6 +182,7 @@ class Delivery(_Job, Base):
         UniqueConstraint("event_id", "endpoint_id", name="uq_deliveries_event_endpoint"),
         Index("ix_deliveries_due", "state", "next_attempt_at"),
         Index("ix_deliveries_endpoint_id_id", "endpoint_id", "id"),
+        Index("ix_deliveries_state_dead_at", "state", "dead_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -184,6 +191,9 @@ class Delivery(_Job, Base):
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
     last_status: Mapped[int | None] = mapped_column(SmallInteger)
     last_category: Mapped[str | None] = mapped_column(String(20))
+    # Attempts made before the current retry round; an operator's retry starts a fresh schedule.
+    round_start: Mapped[int] = mapped_column(Integer, default=0)
+    dead_at: Mapped[dt.datetime | None]
     delivered_at: Mapped[dt.datetime | None]
 
     event: Mapped[Event] = relationship(back_populates="deliveries")
