@@ -55,9 +55,9 @@ class RedisBroker(_DramatiqRedisBroker):
 def create_broker(url: str, *, heartbeat_timeout_ms: int = 30_000, middleware: list | None = None) -> RedisBroker:
     """A broker on ``url``.
 
-    ``heartbeat_timeout_ms`` is half of Dramatiq's minute, so messages held by
-    a killed worker return to their queue sooner; it stays above the longest
-    delivery attempt (15 s) because a worker whose threads are all busy sends no
-    heartbeat until one finishes.
+    ``heartbeat_timeout_ms`` defaults to half of Dramatiq's minute, so messages
+    held by a killed worker return to their queue sooner; it must stay above the
+    longest job (a delivery attempt's 15 s), because a worker whose threads are
+    all busy sends no heartbeat until one finishes.
     """
     return RedisBroker(url=url, heartbeat_timeout=heartbeat_timeout_ms, middleware=middleware)

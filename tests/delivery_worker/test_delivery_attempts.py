@@ -121,3 +121,12 @@ def test_sweeper_restores_deliveries_after_redis_is_flushed(client, store, recei
     got = receiver.wait_for(5, timeout=20)
     time.sleep(0.5)
     assert len(got) == len({r.headers["webhook-id"] for r in got}) == 5
+
+
+def test_payload_over_the_cap_is_dead_without_an_attempt(client, store, receiver, delivery_worker):
+    merchant, _ = merchant_with_endpoints(store, receiver.url)
+    delivery_worker(max_payload_bytes=200)
+    post_payment(client, merchant)
+    wait_until(lambda: delivery(store).state == JobState.DEAD.value, what="dead delivery")
+    assert delivery(store).last_category == "too_large" and "exceeds 200" in delivery(store).last_error
+    assert receiver.received == [] and attempts(store) == []

@@ -25,5 +25,6 @@ class Lifecycle(dramatiq.Middleware):
 
 settings = Settings.from_env()
 logs.configure("delivery-worker", settings.log_format, settings.log_level)
-broker = create_broker(settings.redis_url, middleware=[m() for m in default_middleware] + [Lifecycle()])
+broker = create_broker(settings.redis_url, heartbeat_timeout_ms=int(settings.heartbeat_timeout * 1000),
+                       middleware=[m() for m in default_middleware] + [Lifecycle()])
 dramatiq.set_broker(broker)

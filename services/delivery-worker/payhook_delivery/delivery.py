@@ -73,6 +73,12 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
             in_round = attempt_no - delivery.round_start
             schedule = policy.schedule_for(merchant.settings, settings.retry_schedule)
             body = webhook_body(event)
+            if len(body) > settings.max_payload_bytes:
+                _set(session, delivery.id, state=JobState.DEAD.value, lease_until=None, dead_at=started,
+                     last_category=Category.TOO_LARGE.value, attempts=delivery.attempts - 1,
+                     last_error=f"payload of {len(body)} bytes exceeds {settings.max_payload_bytes}")
+                log.warning("payload too large (%d bytes); delivery dead", len(body))
+                return Category.TOO_LARGE.value
             headers = signing.headers(endpoint.signing_secrets(started), event.id, body)
 
         result = http.post(

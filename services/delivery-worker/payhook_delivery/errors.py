@@ -25,6 +25,7 @@ class Category(str, enum.Enum):
     OTHER = "other"                # a status outside 200-599
     DISABLED = "disabled"          # not attempted: the endpoint is disabled
     BLOCKED = "blocked"            # not attempted: the URL resolves to a forbidden address
+    TOO_LARGE = "too_large"        # not attempted: the body exceeds MAX_PAYLOAD_BYTES
 
     @classmethod
     def of_status(cls, status: int) -> "Category":

@@ -22,7 +22,13 @@ class Settings:
     connect_timeout: float = 5.0
     total_timeout: float = 15.0
     response_snippet_bytes: int = 2048
+    max_payload_bytes: int = 256 * 1024
     sweep_interval: float = 1.0
+    # A claim outlives the longest attempt by this margin before the sweeper frees it.
+    lease_margin: float = 30.0
+    # A worker silent this long is dead, and Redis hands its unacked messages to others.
+    # It must exceed total_timeout: a worker whose threads are all busy sends no heartbeat.
+    heartbeat_timeout: float = 30.0
     # Retry-After is honoured between these bounds (seconds).
     retry_after_min: float = 1.0
     retry_after_max: float = 3600.0
@@ -39,7 +45,7 @@ class Settings:
     @property
     def lease_seconds(self) -> float:
         """How long a claim lasts: longer than any attempt can take."""
-        return self.total_timeout + 30
+        return self.total_timeout + self.lease_margin
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":
