@@ -192,26 +192,30 @@ def _stop(broker, workers) -> None:
 
 @pytest.fixture
 def delivery_worker(database_url, redis_url):
-    """Start a real Dramatiq worker for the delivery queues on the real Redis.
+    """Start real Dramatiq workers for the delivery queues on the real Redis.
 
-    Call it with setting overrides; it returns the worker's Runtime.
+    Call it with setting overrides (``pools=("urgent", "standard")`` starts one
+    worker per pool, as separate deployments would); it returns the Runtime.
     """
     import dramatiq
 
     from payhook_delivery import runtime
     from payhook_delivery.actors import broker
     from payhook_delivery.settings import Settings
+    from payhook_shared.priority import DELIVERY, pool_queues
 
     started = []
 
-    def start(threads: int = 4, **overrides):
+    def start(threads: int = 4, pools: tuple[str, ...] = ("all",), **overrides):
         settings = Settings.from_env({}, database_url=database_url, redis_url=redis_url,
                                      sweep_interval=0.2, threads=threads, **overrides)
         rt = runtime.Runtime.build(settings, broker)
         runtime.install(rt)
-        worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
-        worker.start()
-        started.append(worker)
+        for pool in pools:
+            worker = dramatiq.Worker(broker, queues=set(pool_queues(DELIVERY, pool)), worker_threads=threads,
+                                     worker_timeout=settings.poll_interval_ms)
+            worker.start()
+            started.append(worker)
         return rt
 
     yield start

@@ -34,3 +34,11 @@ def merchant_with_endpoints(store: Store, *urls: str, email: str | None = "merch
 
 def stk_url(merchant: Merchant) -> str:
     return f"/cb/{merchant.id}/{merchant.callback_token}/stk"
+
+
+def load_merchant(store: Store, merchant_id: str) -> Merchant:
+    """A merchant with its endpoints loaded, as the ingest path needs it."""
+    from sqlalchemy.orm import selectinload
+
+    with store.read() as session:
+        return session.get(Merchant, merchant_id, options=[selectinload(Merchant.endpoints)])

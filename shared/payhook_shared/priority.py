@@ -51,3 +51,24 @@ def actor_name(family: str, priority: Priority) -> str:
 def queue_names(family: str) -> list[str]:
     """Every queue of a family, most urgent first."""
     return [queue_name(family, p) for p in Priority]
+
+
+#: Worker pools. Each pool runs as its own processes with its own threads, so
+#: work of one pool can never occupy threads reserved for another: LOW work
+#: cannot fill the threads URGENT needs, and LOW keeps a guaranteed share of
+#: its own. Within a pool, more urgent messages are taken first.
+POOLS: dict[str, tuple[Priority, ...]] = {
+    "urgent": (Priority.URGENT, Priority.HIGH),
+    "standard": (Priority.NORMAL, Priority.LOW),
+    "low": (Priority.LOW,),
+    "all": tuple(Priority),
+}
+
+
+def pool_queues(family: str, pool: str) -> list[str]:
+    """The queues a worker of ``pool`` consumes, most urgent first.
+
+    Raises:
+      KeyError: for an unknown pool name.
+    """
+    return [queue_name(family, p) for p in POOLS[pool]]

@@ -1,20 +1,47 @@
-"""``payhook-delivery-worker``: run the Dramatiq worker for every delivery queue."""
+"""``payhook-delivery-worker``: one worker process serving one pool of delivery queues.
 
-import os
-import sys
+Dramatiq's own CLI fixes an idle queue's poll back-off at up to a second, too
+slow for URGENT; this runner embeds Dramatiq's Worker with a short poll
+instead. Scale by running more processes (replicas); each pool is its own
+Deployment so its capacity is reserved.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import dramatiq
+
+from payhook_shared.priority import DELIVERY, pool_queues
 
 from .settings import Settings
 
+log = logging.getLogger("payhook_delivery")
+
 
 def main() -> None:
-    """Replace this process with the ``dramatiq`` CLI, configured from Settings."""
+    """Run until SIGTERM or SIGINT, then finish the work in flight and exit."""
     settings = Settings.from_env()
-    dramatiq = os.path.join(os.path.dirname(sys.executable), "dramatiq")
-    os.execv(dramatiq, [
-        dramatiq, "payhook_delivery.actors",
-        "--processes", str(settings.processes), "--threads", str(settings.threads),
-        *sys.argv[1:],
-    ])
+    from .actors import broker  # importing declares the actors on the configured broker
+
+    queues = pool_queues(DELIVERY, settings.pool)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    broker.emit_after("process_boot")
+    worker = dramatiq.Worker(broker, queues=set(queues), worker_threads=settings.threads,
+                             worker_timeout=settings.poll_interval_ms)
+    worker.start()
+    log.info("delivery worker up: pool %s (%s), %d threads", settings.pool, ", ".join(queues), settings.threads)
+    stop.wait()
+    log.info("stopping: finishing deliveries in flight (up to %.0f s)", settings.shutdown_timeout)
+    worker.stop(timeout=int(settings.shutdown_timeout * 1000))
+    broker.emit_before("process_stop")
+    broker.close()
+    log.info("delivery worker stopped")
 
 
 if __name__ == "__main__":

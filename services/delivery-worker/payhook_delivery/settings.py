@@ -37,10 +37,12 @@ class Settings:
     circuit_threshold: int = 5
     circuit_cooldown: float = 60.0
     disable_after: float = 5 * 24 * 3600.0
-    # dramatiq CLI
-    processes: int = 2
+    # Worker process: which pool of priority queues it serves (see payhook_shared.priority.POOLS),
+    # its threads, how often an idle queue is polled, and how long SIGTERM waits for work in flight.
+    pool: str = "all"
     threads: int = 8
-    shutdown_timeout: int = 30
+    poll_interval_ms: int = 100
+    shutdown_timeout: float = 30.0
 
     @property
     def lease_seconds(self) -> float:
