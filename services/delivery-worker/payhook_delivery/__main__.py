@@ -39,7 +39,6 @@ def main() -> None:
     stop.wait()
     log.info("stopping: finishing deliveries in flight (up to %.0f s)", settings.shutdown_timeout)
     worker.stop(timeout=int(settings.shutdown_timeout * 1000))
-    broker.emit_before("process_stop")
     broker.close()
     log.info("delivery worker stopped")
 
