@@ -51,6 +51,7 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
         result = http.post(
             rt.http, endpoint.url, body, headers, connect_timeout=settings.connect_timeout,
             total_timeout=settings.total_timeout, snippet_bytes=settings.response_snippet_bytes,
+            allow=settings.endpoint_allowlist,
         )
         _record(rt, delivery.id, attempt_no, started, result)
         return result.category.value

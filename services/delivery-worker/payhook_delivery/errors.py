@@ -23,6 +23,7 @@ class Category(str, enum.Enum):
     CLIENT_ERROR = "client_error"  # other 4xx
     SERVER_ERROR = "server_error"  # 5xx
     OTHER = "other"                # a status outside 200-599
+    BLOCKED = "blocked"            # refused by the SSRF guard; nothing was sent
 
     @classmethod
     def of_status(cls, status: int) -> "Category":

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from .errors import Category
 
 # Categories where trying again cannot help.
-FINAL = frozenset({Category.GONE})
+FINAL = frozenset({Category.GONE, Category.BLOCKED})
 
 
 def next_delay(attempts: int, category: Category, schedule: Sequence[float], jitter: float,

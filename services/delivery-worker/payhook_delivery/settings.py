@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from payhook_shared import ssrf
 from payhook_shared.config import load_settings
 
 
@@ -23,10 +24,17 @@ class Settings:
     total_timeout: float = 15.0
     response_snippet_bytes: int = 2048
     sweep_interval: float = 1.0
+    # CIDRs endpoints may resolve to although they are not public (e.g. 127.0.0.0/8 in development).
+    endpoint_allowlist: tuple[str, ...] = ()
+    # Seconds a delivery waits when its endpoint is at max_in_flight (a rate limit computes its own wait).
+    limit_retry_delay: float = 0.5
     # dramatiq CLI
     processes: int = 2
     threads: int = 8
     shutdown_timeout: int = 30
+
+    def __post_init__(self) -> None:
+        ssrf.networks(self.endpoint_allowlist)  # a bad CIDR fails at start-up, not at the first delivery
 
     @property
     def lease_seconds(self) -> float:
