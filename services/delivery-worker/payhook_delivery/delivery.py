@@ -15,21 +15,23 @@ from payhook_shared.messages import DeliverWebhook
 from payhook_shared.store import Delivery, DeliveryAttempt, Endpoint, Event, JobState
 from payhook_shared.store.models import utcnow
 
-from . import http, policy
+from . import http, limits, policy
 from .errors import Category
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 SKIPPED = "skipped"
+DEFERRED = "deferred"
 
 
 def deliver(rt: Runtime, message: DeliverWebhook) -> str:
-    """Attempt one delivery; returns the attempt's category, or ``"skipped"``.
+    """Attempt one delivery; returns the attempt's category, ``"skipped"`` or ``"deferred"``.
 
     Skips when the delivery is not ours to attempt — already delivered, dead,
     not yet due, or claimed by another worker — so a duplicate message never
-    sends twice.
+    sends twice. Defers, without spending an attempt, when the endpoint is at
+    its rate limit or concurrency cap.
     """
     settings = rt.settings
     with bind(delivery_id=message.delivery_id, event_id=message.event_id, merchant_id=message.merchant_id):
@@ -48,11 +50,15 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
             body = webhook_body(event)
             headers = signing.headers(endpoint.signing_secrets(started), event.id, body)
 
-        result = http.post(
-            rt.http, endpoint.url, body, headers, connect_timeout=settings.connect_timeout,
-            total_timeout=settings.total_timeout, snippet_bytes=settings.response_snippet_bytes,
-            allow=settings.endpoint_allowlist,
-        )
+        with rt.limiter.slot(endpoint.id, endpoint.rate_limit_per_second, endpoint.max_in_flight) as grant:
+            if not grant.granted:
+                limits.defer(rt.store, delivery.id, grant.wait)
+                return DEFERRED
+            result = http.post(
+                rt.http, endpoint.url, body, headers, connect_timeout=settings.connect_timeout,
+                total_timeout=settings.total_timeout, snippet_bytes=settings.response_snippet_bytes,
+                allow=settings.endpoint_allowlist,
+            )
         _record(rt, delivery.id, attempt_no, started, result)
         return result.category.value
 

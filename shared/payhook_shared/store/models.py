@@ -103,6 +103,9 @@ class Endpoint(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     # None: every event type; otherwise the list of types sent to this endpoint.
     event_types: Mapped[list[str] | None] = mapped_column(JSON)
+    # Caps the delivery-worker enforces across all its processes; None means unlimited.
+    rate_limit_per_second: Mapped[int | None] = mapped_column(Integer)
+    max_in_flight: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
