@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -137,3 +140,36 @@ def test_rate_limit_spreads_deliveries_over_time(client, store, receiver, delive
     assert all(sum(1 for t in times if start <= t < start + 0.95) <= 5 for start in times)
     assert len({r.headers["webhook-id"] for r in got}) == 20 == len(got)
     assert attempt_count(store) == 20 and all(d.attempts == 1 for d in deliveries(store))
+
+
+def test_max_in_flight_holds_across_worker_processes(client, store, receiver, database_url, redis_url, tmp_path):
+    lock, state = threading.Lock(), {"now": 0, "peak": 0}
+
+    def slow(req):
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        time.sleep(0.2)
+        with lock:
+            state["now"] -= 1
+        return 200, {}, b""
+
+    receiver.respond = slow
+    merchant, [endpoint] = merchant_with_endpoints(store, receiver.url)
+    limited(store, endpoint, max_in_flight=1)
+    post_payments(client, merchant, 6)
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "ENDPOINT_ALLOWLIST": "127.0.0.0/8",
+           "SWEEP_INTERVAL": "0.2", "LIMIT_RETRY_DELAY": "0.1", "LOG_FORMAT": "text"}
+    dramatiq = os.path.join(os.path.dirname(sys.executable), "dramatiq")
+    with open(tmp_path / "worker.log", "wb") as log:
+        workers = subprocess.Popen([dramatiq, "payhook_delivery.actors", "--processes", "2", "--threads", "3"],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            got = receiver.wait_for(6, timeout=40)
+            wait_until(lambda: all_done(store, 6), timeout=10, what="all delivered")
+        finally:
+            workers.terminate()
+            workers.wait(20)
+    assert state["peak"] == 1
+    assert len({r.headers["webhook-id"] for r in got}) == 6 == len(got)
+    assert attempt_count(store) == 6
