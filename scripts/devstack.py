@@ -29,6 +29,8 @@ DEFAULTS = {
     "LOG_FORMAT": "text",
     "PROCESSES": "1",
     "PYTHONUNBUFFERED": "1",
+    # The demo receiver listens on 127.0.0.1, which the SSRF guard refuses unless allowlisted.
+    "ENDPOINT_ALLOWLIST": "127.0.0.0/8",
 }
 
 

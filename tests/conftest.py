@@ -207,6 +207,8 @@ def delivery_worker(database_url, redis_url):
     started = []
 
     def start(threads: int = 4, pools: tuple[str, ...] = ("all",), **overrides):
+        # Receivers listen on 127.0.0.1, which the SSRF guard refuses unless allowlisted.
+        overrides.setdefault("endpoint_allowlist", ("127.0.0.0/8",))
         settings = Settings.from_env({}, database_url=database_url, redis_url=redis_url,
                                      sweep_interval=0.2, threads=threads, **overrides)
         rt = runtime.Runtime.build(settings, broker)

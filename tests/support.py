@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -75,14 +76,32 @@ class Received:
         return json.loads(self.body)
 
 
+def self_signed_certificate(directory: Path, name: str = "localhost") -> tuple[Path, Path]:
+    """A fresh self-signed certificate for ``name`` (and 127.0.0.1), made with the ``openssl`` CLI.
+
+    Returns ``(certificate, key)`` PEM paths.
+    """
+    binary = shutil.which("openssl")
+    if binary is None:
+        raise RuntimeError("the openssl command is needed to make test certificates")
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(
+        [binary, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}",
+         "-addext", f"subjectAltName=DNS:{name},IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
 class Receiver:
     """A real HTTP server standing in for a merchant's endpoint.
 
     ``respond`` decides each answer: it gets the request and returns
     ``(status, headers, body)``; the default accepts everything with 200.
+    With ``tls=(certificate, key)`` it speaks HTTPS.
     """
 
-    def __init__(self):
+    def __init__(self, tls: tuple[Path, Path] | None = None):
         self.received: list[Received] = []
         self.respond: Callable[[Received], tuple[int, dict, bytes]] = lambda r: (200, {}, b'{"ok":true}')
         self._lock = threading.Lock()
@@ -109,11 +128,20 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self.scheme = "https" if tls else "http"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/webhooks"
+        return f"{self.scheme}://127.0.0.1:{self.port}/webhooks"
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
 
     def start(self) -> "Receiver":
         self.thread.start()

@@ -19,3 +19,7 @@ class DecodeError(PayhookError):
 
 class ConfigError(PayhookError):
     """A setting was missing or could not be converted to its type."""
+
+
+class UnsafeURL(PayhookError):
+    """An endpoint URL that Payhook refuses to call: not http(s), or it leads to a non-public address."""

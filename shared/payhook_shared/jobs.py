@@ -66,6 +66,23 @@ def claim(session: Any, model: type, job_id: str, lease: dt.timedelta, now: dt.d
     return session.execute(stmt).rowcount == 1
 
 
+def release(session: Any, model: type, job_id: str, retry_at: dt.datetime) -> bool:
+    """Hand back a claimed job untried: pending again from ``retry_at``, its claim's attempt not counted.
+
+    For a worker that claimed a job but may not attempt it yet (its endpoint is
+    at a limit). ``message_id`` stays empty, so the sweeper enqueues the job
+    again when it is due. ``False`` if the job was not held in a claim.
+    """
+    stmt = (
+        update(model)
+        .where(model.id == job_id, model.state == SENDING)
+        .values(state=PENDING, lease_until=None, next_attempt_at=retry_at, attempts=model.attempts - 1,
+                message_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    return session.execute(stmt).rowcount == 1
+
+
 class Sweeper:
     """Re-enqueues due jobs whose Redis message is gone, and frees expired claims.
 

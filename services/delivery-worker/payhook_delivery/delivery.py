@@ -25,7 +25,7 @@ from payhook_shared.priority import Priority
 from payhook_shared.store import Delivery, DeliveryAttempt, Email, Endpoint, Event, JobState, Merchant
 from payhook_shared.store.models import utcnow
 
-from . import http, policy
+from . import http, limits, policy
 from .errors import Category
 from .runtime import Runtime
 
@@ -33,15 +33,17 @@ log = logging.getLogger(__name__)
 
 SKIPPED = "skipped"
 WAITING = "waiting"
+DEFERRED = "deferred"
 
 
 def deliver(rt: Runtime, message: DeliverWebhook) -> str:
-    """Attempt one delivery; returns the attempt's category, ``"skipped"`` or ``"waiting"``.
+    """Attempt one delivery; returns the attempt's category, ``"skipped"``, ``"waiting"`` or ``"deferred"``.
 
     Skips when the delivery is not ours to attempt — already delivered, dead,
     not yet due, or claimed by another worker — so a duplicate message never
-    sends twice. Waits (postpones without spending an attempt) while the
-    endpoint's circuit is open.
+    sends twice. Without spending an attempt, it waits while the endpoint's
+    circuit is open, and defers when the endpoint is at its rate limit or
+    concurrency cap.
     """
     settings = rt.settings
     with bind(delivery_id=message.delivery_id, event_id=message.event_id, merchant_id=message.merchant_id):
@@ -65,8 +67,7 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
                 return Category.DISABLED.value
             wait_until = _circuit_wait(session, endpoint, started, settings.circuit_cooldown)
             if wait_until is not None:
-                _set(session, delivery.id, state=JobState.PENDING.value, lease_until=None, message_id=None,
-                     next_attempt_at=wait_until, attempts=delivery.attempts - 1)
+                jobs.release(session, Delivery, delivery.id, wait_until)
                 log.debug("circuit open for endpoint %s; waiting until %s", endpoint.id, wait_until.isoformat())
                 return WAITING
             attempt_no = delivery.attempts
@@ -81,10 +82,15 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
                 return Category.TOO_LARGE.value
             headers = signing.headers(endpoint.signing_secrets(started), event.id, body)
 
-        result = http.post(
-            rt.http, endpoint.url, body, headers, connect_timeout=settings.connect_timeout,
-            total_timeout=settings.total_timeout, snippet_bytes=settings.response_snippet_bytes,
-        )
+        with rt.limiter.slot(endpoint.id, endpoint.rate_limit_per_second, endpoint.max_in_flight) as grant:
+            if not grant.granted:
+                limits.defer(rt.store, delivery.id, grant.wait)
+                return DEFERRED
+            result = http.post(
+                rt.http, endpoint.url, body, headers, connect_timeout=settings.connect_timeout,
+                total_timeout=settings.total_timeout, snippet_bytes=settings.response_snippet_bytes,
+                allow=settings.endpoint_allowlist,
+            )
         _record(rt, delivery, endpoint, merchant, attempt_no, in_round, schedule, started, result)
         return result.category.value
 

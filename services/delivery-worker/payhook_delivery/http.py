@@ -1,13 +1,23 @@
-"""One HTTP attempt: POST with hard timeouts, no redirects, a capped response read."""
+"""One HTTP attempt: POST with hard timeouts, no redirects, a capped response read.
+
+The endpoint's host is resolved once and checked by the SSRF guard, and the
+connection goes to exactly that address (TLS still verifies the certificate
+against the URL's host name), so DNS cannot swap the address after the check.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 import urllib3
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ReadTimeoutError, SSLError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
+
+from payhook_shared import ssrf
+from payhook_shared.errors import UnsafeURL
 
 from .errors import Category
 
@@ -49,15 +59,75 @@ def _finish(response: urllib3.BaseHTTPResponse) -> None:
     response.release_conn()
 
 
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where one attempt goes: the URL's parts, and the one checked address to connect to."""
+
+    scheme: str
+    host: str
+    port: int
+    address: str
+    path: str
+
+    @property
+    def host_header(self) -> str:
+        """The ``Host`` header the URL implies (the connection itself goes to ``address``)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def target(url: str, allow: Iterable[str] = ()) -> Target:
+    """Resolve and check ``url``'s host once.
+
+    Raises:
+      UnsafeURL: when the URL is not http(s) or leads to a non-public, non-allowlisted address.
+      OSError: when the host does not resolve.
+    """
+    scheme, host, port = ssrf.split_url(url)
+    address = ssrf.resolve_safe(host, port, allow)
+    parts = urlsplit(url)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target(scheme, host, port, address, path)
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
 def post(http: urllib3.PoolManager, url: str, body: bytes, headers: dict[str, str], *,
-         connect_timeout: float, total_timeout: float, snippet_bytes: int) -> AttemptResult:
-    """POST ``body`` to ``url``; never raises for network trouble, it categorises it."""
+         connect_timeout: float, total_timeout: float, snippet_bytes: int,
+         allow: Iterable[str] = ()) -> AttemptResult:
+    """POST ``body`` to ``url`` if the SSRF guard lets it; never raises for network trouble, it categorises it.
+
+    A refused URL is a ``BLOCKED`` attempt and nothing is sent; ``allow`` lists
+    the CIDRs that may be called although they are not public.
+    """
     started = time.monotonic()
-    timeout = urllib3.Timeout(connect=connect_timeout, read=total_timeout, total=total_timeout)
     try:
-        response = http.request(
-            "POST", url, body=body, headers={**headers, "content-type": "application/json",
-                                             "user-agent": "Payhook-Webhooks/0.1"},
+        dest = target(url, allow)
+    except UnsafeURL as exc:
+        return AttemptResult(category=Category.BLOCKED, duration_ms=_elapsed_ms(started), error=str(exc)[:1000])
+    except OSError as exc:  # DNS trouble is transient, like a refused connection
+        return AttemptResult(category=Category.NETWORK, duration_ms=_elapsed_ms(started),
+                             error=f"cannot resolve: {type(exc).__name__}: {exc}"[:1000])
+    return send(http, dest, body, headers, connect_timeout=connect_timeout, total_timeout=total_timeout,
+                snippet_bytes=snippet_bytes, started=started)
+
+
+def send(http: urllib3.PoolManager, dest: Target, body: bytes, headers: dict[str, str], *,
+         connect_timeout: float, total_timeout: float, snippet_bytes: int,
+         started: float | None = None) -> AttemptResult:
+    """POST ``body`` to ``dest.address``, presenting ``dest.host`` in ``Host``, SNI and certificate checks."""
+    started = time.monotonic() if started is None else started
+    timeout = urllib3.Timeout(connect=connect_timeout, read=total_timeout, total=total_timeout)
+    tls = {"server_hostname": dest.host, "assert_hostname": dest.host} if dest.scheme == "https" else None
+    try:
+        conn = http.connection_from_host(dest.address, dest.port, dest.scheme, pool_kwargs=tls)
+        response = conn.urlopen(
+            "POST", dest.path, body=body,
+            headers={**headers, "host": dest.host_header, "content-type": "application/json",
+                     "user-agent": "Payhook-Webhooks/0.1"},
             timeout=timeout, redirect=False, retries=False, preload_content=False,
         )
         try:
@@ -65,13 +135,11 @@ def post(http: urllib3.PoolManager, url: str, body: bytes, headers: dict[str, st
         finally:
             _finish(response)
     except Exception as exc:  # every transport failure is a categorised attempt, not a crash
-        return AttemptResult(
-            category=_categorise(exc), duration_ms=int((time.monotonic() - started) * 1000),
-            error=f"{type(exc).__name__}: {exc}"[:1000],
-        )
+        return AttemptResult(category=_categorise(exc), duration_ms=_elapsed_ms(started),
+                             error=f"{type(exc).__name__}: {exc}"[:1000])
     return AttemptResult(
         category=Category.of_status(response.status),
-        duration_ms=int((time.monotonic() - started) * 1000),
+        duration_ms=_elapsed_ms(started),
         status=response.status,
         snippet=snippet.decode("utf-8", "replace"),
         retry_after=response.headers.get("retry-after"),

@@ -18,6 +18,7 @@ from payhook_shared.priority import DELIVERY, Priority
 from payhook_shared.store import Delivery, Store
 
 from . import http
+from .limits import Limiter
 from .settings import Settings
 
 
@@ -35,13 +36,15 @@ class Runtime:
     broker: RedisBroker
     http: urllib3.PoolManager
     sweeper: Sweeper
+    limiter: Limiter
 
     @classmethod
     def build(cls, settings: Settings, broker: RedisBroker) -> "Runtime":
         """Resources for ``settings``, enqueuing on ``broker``."""
         store = Store(settings.database_url, pool_size=settings.db_pool_size)
         sweeper = Sweeper(store, broker, Delivery, DELIVERY, _message_for, interval=settings.sweep_interval)
-        return cls(settings, store, broker, http.pool(settings.threads), sweeper)
+        limiter = Limiter(broker.client, lease=settings.lease_seconds, busy_delay=settings.limit_retry_delay)
+        return cls(settings, store, broker, http.pool(settings.threads), sweeper, limiter)
 
     def close(self) -> None:
         """Stop the sweeper and release connections."""

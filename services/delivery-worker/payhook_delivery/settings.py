@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from payhook_shared import ssrf
 from payhook_shared.config import load_settings
 
 
@@ -37,12 +38,19 @@ class Settings:
     circuit_threshold: int = 5
     circuit_cooldown: float = 60.0
     disable_after: float = 5 * 24 * 3600.0
+    # CIDRs endpoints may resolve to although they are not public (e.g. 127.0.0.0/8 in development).
+    endpoint_allowlist: tuple[str, ...] = ()
+    # Seconds a delivery waits when its endpoint is at max_in_flight (a rate limit computes its own wait).
+    limit_retry_delay: float = 0.5
     # Worker process: which pool of priority queues it serves (see payhook_shared.priority.POOLS),
     # its threads, how often an idle queue is polled, and how long SIGTERM waits for work in flight.
     pool: str = "all"
     threads: int = 8
     poll_interval_ms: int = 100
     shutdown_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        ssrf.networks(self.endpoint_allowlist)  # a bad CIDR fails at start-up, not at the first delivery
 
     @property
     def lease_seconds(self) -> float:

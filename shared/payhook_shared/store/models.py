@@ -109,6 +109,9 @@ class Endpoint(Base):
     circuit_open_until: Mapped[dt.datetime | None]
     disabled_at: Mapped[dt.datetime | None]
     disabled_reason: Mapped[str | None] = mapped_column(String(200))
+    # Caps the delivery-worker enforces across all its processes; None means unlimited.
+    rate_limit_per_second: Mapped[int | None] = mapped_column(Integer)
+    max_in_flight: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -1,0 +1,159 @@
+"""SSRF guard: webhooks go only to public addresses, unless an allowlist names the address.
+
+A merchant chooses its endpoint URLs, so without this guard anyone who can
+register an endpoint could make Payhook POST into its own network: cloud
+metadata services, admin ports on loopback, private subnets. The
+webhook-service checks a URL when it is registered (``check_url``); the
+delivery-worker checks again at every attempt (``resolve_safe``) because DNS
+can change in between, and then connects to exactly the address it checked, so
+a DNS answer that changes between check and connect (rebinding) gains nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from .errors import ConfigError, UnsafeURL
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Metadata services hand out cloud credentials; some sit on addresses that look public.
+METADATA = frozenset(ipaddress.ip_address(a) for a in (
+    "169.254.169.254",  # AWS, GCP, Azure, DigitalOcean, OpenStack
+    "169.254.170.2",    # AWS ECS task metadata
+    "fd00:ec2::254",    # AWS IPv6
+    "100.100.100.200",  # Alibaba Cloud
+    "168.63.129.16",    # Azure WireServer
+    "192.0.0.192",      # Oracle Cloud
+))
+
+# Not publicly routable, yet not all flagged by every Python's ``ipaddress``.
+NON_PUBLIC = tuple(ipaddress.ip_network(n) for n in (
+    "100.64.0.0/10",    # carrier-grade NAT (shared address space)
+    "192.0.0.0/24",     # IETF protocol assignments
+    "198.18.0.0/15",    # benchmarking
+    "64:ff9b:1::/48",   # local-use NAT64
+))
+
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def networks(cidrs: Iterable[str | Network]) -> tuple[Network, ...]:
+    """Parse an allowlist of CIDRs (``"127.0.0.0/8"``, ``"10.1.2.3"``).
+
+    Raises:
+      ConfigError: when an entry is not an IP network.
+    """
+    parsed = []
+    for cidr in cidrs:
+        if isinstance(cidr, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+            parsed.append(cidr)
+            continue
+        try:
+            parsed.append(ipaddress.ip_network(cidr.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(f"not an IP network in the endpoint allowlist: {cidr!r}") from None
+    return tuple(parsed)
+
+
+def _embedded_ipv4(addr: Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, 6to4, NAT64), which is where packets really go."""
+    if isinstance(addr, ipaddress.IPv4Address):
+        return None
+    if addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    if addr.sixtofour is not None:
+        return addr.sixtofour
+    if addr in NAT64:
+        return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    return None
+
+
+def _allowed(addr: Address, allow: tuple[Network, ...]) -> bool:
+    embedded = _embedded_ipv4(addr)
+    return any(addr in net or (embedded is not None and embedded in net) for net in allow)
+
+
+def why_unsafe(addr: Address) -> str | None:
+    """Why ``addr`` must not be called, or ``None`` when it is a public address."""
+    if addr in METADATA:
+        return "a cloud metadata address"
+    embedded = _embedded_ipv4(addr)
+    if embedded is not None:
+        reason = why_unsafe(embedded)
+        return f"an IPv6 form of {embedded}, {reason}" if reason else None
+    for flag, reason in (("is_unspecified", "unspecified"), ("is_loopback", "loopback"),
+                         ("is_link_local", "link-local"), ("is_multicast", "multicast"),
+                         ("is_private", "private"), ("is_reserved", "reserved")):
+        if getattr(addr, flag):
+            return reason
+    if any(addr in net for net in NON_PUBLIC) or not addr.is_global:
+        return "not publicly routable"
+    return None
+
+
+def split_url(url: str) -> tuple[str, str, int]:
+    """``(scheme, host, port)`` of an endpoint URL, with the scheme's default port filled in.
+
+    Raises:
+      UnsafeURL: when ``url`` is not an absolute http(s) URL.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UnsafeURL(f"not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UnsafeURL("endpoint URL must be an absolute http:// or https:// URL")
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+def _resolve(host: str, port: int) -> list[Address]:
+    """Every address ``host`` resolves to (an IP literal resolves to itself, without DNS)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    # getaddrinfo may append a "%scope" to link-local IPv6 answers.
+    return list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
+
+
+def _check(host: str, addresses: list[Address], allow: tuple[Network, ...]) -> None:
+    for addr in addresses:
+        if _allowed(addr, allow):
+            continue
+        reason = why_unsafe(addr)
+        if reason:
+            shown = host if host == str(addr) else f"{host} ({addr})"
+            raise UnsafeURL(f"endpoint host {shown} is {reason}; refused (see ENDPOINT_ALLOWLIST)")
+
+
+def resolve_safe(host: str, port: int, allow: Iterable[str | Network] = ()) -> str:
+    """Resolve ``host`` once and return the address to connect to, if every address it has is safe.
+
+    Connect to the returned address and nothing else: resolving again could
+    give another answer.
+
+    Raises:
+      UnsafeURL: when any address of ``host`` is non-public and not allowlisted.
+      OSError: when ``host`` does not resolve (a transient failure at delivery).
+    """
+    addresses = _resolve(host, port)
+    _check(host, addresses, networks(allow))
+    return str(addresses[0])
+
+
+def check_url(url: str, allow: Iterable[str | Network] = ()) -> None:
+    """Refuse ``url`` unless it is absolute http(s) and its host resolves only to allowed addresses.
+
+    Raises:
+      UnsafeURL: naming what is wrong; a host that does not resolve is refused
+        too, since nothing can be said about where it leads.
+    """
+    _, host, port = split_url(url)
+    try:
+        resolve_safe(host, port, allow)
+    except OSError as exc:
+        raise UnsafeURL(f"endpoint host {host} does not resolve: {exc}") from None
+
