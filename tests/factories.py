@@ -34,3 +34,13 @@ def merchant_with_endpoints(store: Store, *urls: str, email: str | None = "merch
 
 def stk_url(merchant: Merchant) -> str:
     return f"/cb/{merchant.id}/{merchant.callback_token}/stk"
+
+
+def callback_url(merchant: Merchant, kind: str) -> str:
+    """The merchant's callback path for ``kind`` (``stk``, ``c2b-confirmation``, ``b2c-result``, …)."""
+    return f"/cb/{merchant.id}/{merchant.callback_token}/{kind}"
+
+
+def set_merchant_settings(store: Store, merchant: Merchant, settings: dict) -> None:
+    with store.write() as session:
+        session.get(Merchant, merchant.id).settings = settings
