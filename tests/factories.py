@@ -42,3 +42,13 @@ def load_merchant(store: Store, merchant_id: str) -> Merchant:
 
     with store.read() as session:
         return session.get(Merchant, merchant_id, options=[selectinload(Merchant.endpoints)])
+
+
+def callback_url(merchant: Merchant, kind: str) -> str:
+    """The merchant's callback path for ``kind`` (``stk``, ``c2b-confirmation``, ``b2c-result``, …)."""
+    return f"/cb/{merchant.id}/{merchant.callback_token}/{kind}"
+
+
+def set_merchant_settings(store: Store, merchant: Merchant, settings: dict) -> None:
+    with store.write() as session:
+        session.get(Merchant, merchant.id).settings = settings

@@ -10,7 +10,7 @@ from flask import Flask, g, request
 from payhook_shared import logs
 from payhook_shared.store import Store
 
-from . import cli, errors
+from . import c2b, cli, errors
 from .api import callbacks, health
 from .broker import broker_for
 from .settings import Settings
@@ -27,6 +27,7 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     app.extensions["payhook.settings"] = settings
     app.extensions["payhook.store"] = Store(settings.database_url, pool_size=settings.db_pool_size)
     app.extensions["payhook.broker"] = broker_for(settings)
+    app.extensions["payhook.http"] = c2b.http_pool()
 
     @app.before_request
     def _correlate() -> None:

@@ -10,14 +10,15 @@ from flask import Flask, current_app
 from sqlalchemy import select
 
 from payhook_shared import ids, signing
+from payhook_shared.callbacks.mpesa import NORMALISERS
 from payhook_shared.store import Endpoint, Merchant
 from payhook_shared.store.migrate import upgrade
 
 
 def callback_urls(base_url: str, merchant: Merchant) -> dict[str, str]:
-    """The URLs a merchant pastes into Daraja, by callback kind."""
+    """The URLs a merchant pastes into Daraja, by callback kind (``stk``, ``c2b-confirmation``, …)."""
     root = f"{base_url.rstrip('/')}/cb/{merchant.id}/{merchant.callback_token}"
-    return {"stk": f"{root}/stk"}
+    return {kind: f"{root}/{kind}" for kind in NORMALISERS}
 
 
 def register(app: Flask) -> None:

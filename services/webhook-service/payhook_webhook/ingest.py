@@ -19,15 +19,28 @@ from sqlalchemy.orm import Session
 
 from payhook_shared import ids, jobs
 from payhook_shared.broker import RedisBroker
+from payhook_shared.callbacks import mpesa
 from payhook_shared.events import SUCCEEDED, NormalisedEvent
 from payhook_shared.logs import bind
 from payhook_shared.messages import DeliverWebhook, SendEmail
 from payhook_shared.priority import Priority
-from payhook_shared.store import Delivery, Email, Event, Merchant, Store
+from payhook_shared.store import Delivery, Email, Endpoint, Event, Merchant, Store
 
 log = logging.getLogger(__name__)
 
 _INSERT = {"postgresql": pg_insert, "sqlite": sqlite_insert}
+
+# Types delivered only to endpoints that list them: a C2B validation is not a
+# payment, and an endpoint taking "every type" expects payments.
+OPT_IN_TYPES = frozenset({mpesa.C2B_VALIDATION})
+# Types that are not money received, so they send no "payment received" email.
+NO_RECEIPT_EMAIL_TYPES = mpesa.NOT_RECEIVED_TYPES
+
+
+def _wants(endpoint: Endpoint, event_type: str) -> bool:
+    if event_type in OPT_IN_TYPES:
+        return endpoint.enabled and bool(endpoint.event_types) and event_type in endpoint.event_types
+    return endpoint.accepts(event_type)
 
 
 @dataclasses.dataclass
@@ -78,7 +91,7 @@ def record(store: Store, broker: RedisBroker, merchant: Merchant, event: Normali
             return Recorded(_existing_event_id(session, merchant.id, event.dedupe_key), duplicate=True)
 
         for endpoint in merchant.endpoints:
-            if not endpoint.accepts(event.type):
+            if not _wants(endpoint, event.type):
                 continue
             delivery = Delivery(id=ids.new_id("dlv"), event_id=event_id, endpoint_id=endpoint.id,
                                 merchant_id=merchant.id, priority=int(priority))
@@ -117,8 +130,8 @@ def _send(broker: RedisBroker, messages: list[dramatiq.Message]) -> None:
 
 def _notifications(merchant: Merchant, event: NormalisedEvent, event_id: str,
                    priority: Priority) -> list[Email]:
-    """Emails an event causes: for now, the merchant's "payment received" notice."""
-    if event.status != SUCCEEDED or not merchant.notification_email:
+    """Emails an event causes: for now, the merchant's "payment received" notice for money received."""
+    if event.status != SUCCEEDED or event.type in NO_RECEIPT_EMAIL_TYPES or not merchant.notification_email:
         return []
     context = {
         "merchant_name": merchant.name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 from typing import Any
 
@@ -87,40 +88,58 @@ def parse_daraja_time(value: Any) -> dt.datetime | None:
     return local.replace(tzinfo=EAT).astimezone(dt.timezone.utc)
 
 
-def _depth(value: Any, limit: int) -> int:
+def _check_tree(value: Any, limit: int) -> None:
+    """Refuse nesting deeper than ``limit`` and strings no database can store.
+
+    A lone surrogate (``"\\ud800"``) cannot be encoded as UTF-8 and PostgreSQL
+    text cannot hold NUL; both would otherwise fail only at the store.
+    """
     stack = [(value, 1)]
-    deepest = 0
     while stack:
         node, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
+        if depth > limit:
+            raise DecodeError(f"JSON nested deeper than {limit} levels")
         if isinstance(node, dict):
+            stack.extend((k, depth) for k in node)
             stack.extend((v, depth + 1) for v in node.values())
         elif isinstance(node, list):
             stack.extend((v, depth + 1) for v in node)
-    return deepest
+        elif isinstance(node, str):
+            if "\x00" in node:
+                raise DecodeError("JSON strings must not contain NUL (\\u0000)")
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                raise DecodeError("JSON strings must be valid Unicode (lone surrogate escape)") from None
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"number {text[:20]}... is out of range")
+    return number
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
     """Decode a request body that must be one JSON object.
 
     Raises:
-      DecodeError: for invalid UTF-8 or JSON, a non-object, NaN/Infinity, or nesting deeper than 32.
+      DecodeError: for invalid UTF-8 or JSON, a non-object, NaN/Infinity or numbers out of float range,
+        nesting deeper than 32, or strings holding NUL or lone surrogates.
     """
     def _reject_constant(name: str) -> Any:
         raise ValueError(f"{name} is not valid JSON")
 
     try:
-        value = json.loads(body, parse_constant=_reject_constant)
+        # Decode here: json.loads would also guess UTF-16/32, which the store keeps as UTF-8 text.
+        value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite)
     except RecursionError:
         raise DecodeError("JSON nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise DecodeError(f"body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise DecodeError(f"body must be a JSON object, got {_json_type(value)}")
-    if _depth(value, MAX_DEPTH) > MAX_DEPTH:
-        raise DecodeError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    _check_tree(value, MAX_DEPTH)
     return value
 
 

@@ -1,7 +1,14 @@
-"""Provider callback routes: ``/cb/<merchant_id>/<token>/<kind>``.
+"""Provider callback routes: ``/cb/<merchant_id>/<token>/<kind>``, one route per callback kind.
 
 The path deliberately avoids words Safaricom refuses in callback URLs
-(mpesa, safaricom, exec, cmd, sql, query, …); ids and tokens are hex.
+(mpesa, safaricom, exec, cmd, sql, query, …); ids and tokens are hex and the
+kinds (``stk``, ``c2b-confirmation``, ``b2c-result``, …) are chosen to match.
+
+Every kind is recorded before it is answered. C2B validation requests are
+recorded too, as ``mpesa.c2b.validation`` events carrying the decision: one
+insert is cheap next to Safaricom's 8 s window, and it leaves a trace of every
+rejection. They are delivered only to endpoints that list that type, and the
+confirmation, not the validation, is the payment.
 """
 
 from __future__ import annotations
@@ -13,12 +20,12 @@ from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy.orm import selectinload
 
 from payhook_shared.callbacks import parse_json
-from payhook_shared.callbacks.mpesa import normalise_stk
+from payhook_shared.callbacks.mpesa import NORMALISERS, load_c2b_validation
 from payhook_shared.errors import DecodeError
 from payhook_shared.logs import bind
 from payhook_shared.store import Merchant
 
-from .. import ingest
+from .. import c2b, ingest
 from ..classify import classify
 from ..errors import InvalidPayload, NotFound, UnsupportedMediaType
 
@@ -27,6 +34,9 @@ log = logging.getLogger(__name__)
 bp = Blueprint("callbacks", __name__, url_prefix="/cb")
 
 ACCEPTED = {"ResultCode": 0, "ResultDesc": "Accepted"}
+# What Safaricom expects from a C2B confirmation URL.
+CONFIRMED = {"ResultCode": 0, "ResultDesc": "Success"}
+KINDS = tuple(NORMALISERS)
 
 
 def _merchant(merchant_id: str, token: str) -> Merchant:
@@ -50,21 +60,38 @@ def _json_body() -> tuple[bytes, dict]:
         raise InvalidPayload(str(exc)) from None
 
 
-@bp.post("/<merchant_id>/<token>/stk")
-def stk_result(merchant_id: str, token: str):
-    """STK Push (M-Pesa Express) result callback."""
+def _receive(merchant_id: str, token: str, kind: str):
     merchant = _merchant(merchant_id, token)
     raw, payload = _json_body()
     with bind(merchant_id=merchant.id):
         try:
-            event = normalise_stk(payload)
+            event = NORMALISERS[kind](payload)
         except DecodeError as exc:
-            log.info("refused STK callback: %s", exc)
+            log.info("refused %s callback: %s", kind, exc)
             raise InvalidPayload(str(exc), exc.messages) from None
+        answer = CONFIRMED if kind == "c2b-confirmation" else ACCEPTED
+        if kind == "c2b-validation":
+            decision = c2b.decide(merchant.settings, load_c2b_validation(payload), raw,
+                                  current_app.extensions["payhook.http"])
+            event.details.update(decision.details())
+            answer = decision.answer()
         recorded = ingest.record(
             current_app.extensions["payhook.store"], current_app.extensions["payhook.broker"],
             merchant, event, raw, classify(event),
         )
         if recorded.duplicate:
-            log.info("duplicate STK callback for %s", recorded.event_id)
-    return jsonify(ACCEPTED)
+            log.info("duplicate %s callback for %s", kind, recorded.event_id)
+    return jsonify(answer)
+
+
+def _route(kind: str):
+    def view(merchant_id: str, token: str):
+        return _receive(merchant_id, token, kind)
+
+    view.__name__ = f"receive_{kind.replace('-', '_')}"
+    view.__doc__ = f"The {kind} callback: validate, record, then answer as Safaricom expects."
+    return view
+
+
+for _kind in KINDS:
+    bp.add_url_rule(f"/<merchant_id>/<token>/{_kind}", endpoint=_kind, view_func=_route(_kind), methods=["POST"])

@@ -1,0 +1,99 @@
+"""Property: no body, however wrong, makes any callback route answer 5xx.
+
+More than 10,000 generated bodies in all: arbitrary JSON, random and truncated
+bytes, and the fixtures with values replaced by wrong types or removed, each
+posted to a random callback route. One app, merchant and SQLite store serve
+the whole module so the examples stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from factories import FIXTURES, callback_url, merchant_with_endpoints
+from payhook_shared.store import Store
+from payhook_webhook.api.callbacks import KINDS
+
+EXAMPLES = 2600  # per test; four tests
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SAMPLES = [json.loads(p.read_bytes()) for p in sorted((FIXTURES / "mpesa").glob("*.json"))]
+RAW_SAMPLES = [p.read_bytes() for p in sorted((FIXTURES / "mpesa").glob("*.json"))]
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(min_value=-(10**40), max_value=10**40),
+                    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=40),
+                    st.sampled_from(["0", "5.00", "-1", "1e999", "R000002", "20240706224852",
+                                     "06.07.2024 22:48:52", "2547 ***** 126", "", " "]))
+json_values = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)), max_leaves=12)
+
+
+@pytest.fixture(scope="module")
+def fuzz_client(tmp_path_factory, sqlite_template, redis_server):
+    from payhook_webhook.app import create_app
+
+    path = Path(tmp_path_factory.mktemp("fuzz")) / "payhook.db"
+    shutil.copy(sqlite_template, path)
+    url = f"sqlite:///{path}"
+    store = Store(url)
+    merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/a")
+    store.dispose()
+    app = create_app({"database_url": url, "redis_url": redis_server.url, "log_level": "ERROR"})
+    yield app.test_client(), merchant
+    app.extensions["payhook.store"].dispose()
+
+
+def _post(fuzz_client, kind: str, body: bytes) -> None:
+    client, merchant = fuzz_client
+    response = client.post(callback_url(merchant, kind), data=body, content_type="application/json")
+    assert response.status_code < 500, (kind, body[:300], response.get_data()[:300])
+    if response.status_code >= 400:
+        assert response.get_json()["error"]["message"]
+
+
+def _mutate(value, path: list[int], replacement, delete: bool):
+    """Replace (or delete) the node that ``path`` picks among ``value``'s children, recursively."""
+    if not path or not isinstance(value, (dict, list)) or not value:
+        return replacement
+    keys = list(value) if isinstance(value, dict) else list(range(len(value)))
+    key = keys[path[0] % len(keys)]
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    if len(path) == 1 and delete:
+        del copy[key]
+    else:
+        copy[key] = _mutate(copy[key], path[1:], replacement, delete)
+    return copy
+
+
+@FUZZ
+@given(kind=st.sampled_from(KINDS), value=json_values)
+def test_arbitrary_json(fuzz_client, kind, value):
+    _post(fuzz_client, kind, json.dumps(value).encode())
+
+
+@FUZZ
+@given(kind=st.sampled_from(KINDS), sample=st.sampled_from(SAMPLES),
+       path=st.lists(st.integers(min_value=0, max_value=20), min_size=1, max_size=6),
+       replacement=json_values, delete=st.booleans())
+def test_mutated_fixtures(fuzz_client, kind, sample, path, replacement, delete):
+    _post(fuzz_client, kind, json.dumps(_mutate(sample, path, replacement, delete)).encode())
+
+
+@FUZZ
+@given(kind=st.sampled_from(KINDS), sample=st.sampled_from(RAW_SAMPLES), cut=st.integers(min_value=0),
+       junk=st.binary(max_size=20))
+def test_truncated_and_spliced_bytes(fuzz_client, kind, sample, cut, junk):
+    cut %= len(sample) + 1
+    _post(fuzz_client, kind, sample[:cut] + junk)
+
+
+@FUZZ
+@given(kind=st.sampled_from(KINDS), body=st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode)))
+def test_random_bytes(fuzz_client, kind, body):
+    _post(fuzz_client, kind, body)
