@@ -34,3 +34,11 @@ def merchant_with_endpoints(store: Store, *urls: str, email: str | None = "merch
 
 def stk_url(merchant: Merchant) -> str:
     return f"/cb/{merchant.id}/{merchant.callback_token}/stk"
+
+
+def api_key(store: Store, merchant_id: str | None = None) -> dict[str, str]:
+    """Headers carrying a new API key: an admin key, or ``merchant_id``'s."""
+    from payhook_webhook.auth import create_api_key
+
+    _, key = create_api_key(store, merchant_id, label="test")
+    return {"Authorization": f"Bearer {key}"}
