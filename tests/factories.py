@@ -52,3 +52,11 @@ def callback_url(merchant: Merchant, kind: str) -> str:
 def set_merchant_settings(store: Store, merchant: Merchant, settings: dict) -> None:
     with store.write() as session:
         session.get(Merchant, merchant.id).settings = settings
+
+
+def api_key(store: Store, merchant_id: str | None = None) -> dict[str, str]:
+    """Headers carrying a new API key: an admin key, or ``merchant_id``'s."""
+    from payhook_webhook.auth import create_api_key
+
+    _, key = create_api_key(store, merchant_id, label="test")
+    return {"Authorization": f"Bearer {key}"}

@@ -11,9 +11,10 @@ from payhook_shared import logs
 from payhook_shared.store import Store
 
 from . import c2b, cli, errors
-from .api import callbacks, health
+from .api import callbacks, events, health, management, openapi
 from .broker import broker_for
 from .settings import Settings
+from .source_ip import SourcePolicy
 
 
 def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
@@ -28,6 +29,7 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     app.extensions["payhook.store"] = Store(settings.database_url, pool_size=settings.db_pool_size)
     app.extensions["payhook.broker"] = broker_for(settings)
     app.extensions["payhook.http"] = c2b.http_pool()
+    app.extensions["payhook.source_policy"] = SourcePolicy.from_settings(settings)
 
     @app.before_request
     def _correlate() -> None:
@@ -48,5 +50,8 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(callbacks.bp)
+    app.register_blueprint(management.bp)
+    app.register_blueprint(events.bp)
+    app.register_blueprint(openapi.bp)
     cli.register(app)
     return app

@@ -1,4 +1,6 @@
-"""Default priority rules for events, first match wins.
+"""Priority rules for events: a merchant's own overrides first, then the defaults.
+
+Defaults, first match wins:
 
 1. URGENT: a reversal, whatever its status: money left the merchant's account.
 2. LOW: informational callbacks: account balances (including their timeouts)
@@ -8,21 +10,75 @@
    the request may or may not have gone through), so a merchant knows now.
 4. HIGH: a payment of 100,000.00 or more (two-decimal currency).
 5. NORMAL: everything else.
+
+Overrides live in ``Merchant.settings["priority_rules"]``: a list of rules,
+tried in order before the defaults; the first rule whose every given condition
+holds decides the priority::
+
+    [{"event_type": "mpesa.stk_push", "status": "failed", "priority": "normal"},
+     {"min_amount_minor": 1000000, "priority": "urgent"},
+     {"event_type": "shop.refund", "priority": "low"}]
+
+Conditions: ``event_type`` (equal), ``status`` (``succeeded``/``failed``/
+``unknown``), ``min_amount_minor`` (amount in minor units at least this; an
+event without an amount never matches). A rule with no condition matches
+every event. ``priority`` is ``urgent``, ``high``, ``normal`` or ``low``.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from payhook_shared.callbacks import mpesa
 from payhook_shared.events import FAILED, UNKNOWN, NormalisedEvent
 from payhook_shared.priority import Priority
+from payhook_shared.store import Merchant
+
+log = logging.getLogger(__name__)
 
 LARGE_PAYMENT_MINOR = 100_000_00  # 100,000.00 in a two-decimal currency
 URGENT_TYPES = frozenset({mpesa.REVERSAL})
 LOW_TYPES = frozenset({mpesa.ACCOUNT_BALANCE, mpesa.C2B_VALIDATION})
 
+Rule = Mapping[str, Any]
 
-def classify(event: NormalisedEvent) -> Priority:
-    """The priority an event gets under the default rules."""
+
+def rules_of(merchant: Merchant) -> list[Rule]:
+    """The priority overrides a merchant configured (``[]`` when none)."""
+    return list((merchant.settings or {}).get("priority_rules") or [])
+
+
+def _matches(rule: Rule, event: NormalisedEvent) -> bool:
+    if "event_type" in rule and rule["event_type"] != event.type:
+        return False
+    if "status" in rule and rule["status"] != event.status:
+        return False
+    if "min_amount_minor" in rule:
+        threshold = rule["min_amount_minor"]
+        if event.amount_minor is None or event.amount_minor < threshold:
+            return False
+    return True
+
+
+def _override(event: NormalisedEvent, rules: Sequence[Rule]) -> Priority | None:
+    for rule in rules:
+        try:
+            if _matches(rule, event):
+                return Priority.parse(rule["priority"])
+        except (KeyError, TypeError, ValueError):
+            # The API validates rules; one stored some other way must not cost the event.
+            log.warning("ignoring malformed priority rule %r", rule)
+    return None
+
+
+def classify(event: NormalisedEvent, rules: Sequence[Rule] | None = None) -> Priority:
+    """The priority ``event`` gets: the first matching rule of ``rules``, else the defaults."""
+    if rules:
+        chosen = _override(event, rules)
+        if chosen is not None:
+            return chosen
     if event.type in URGENT_TYPES:
         return Priority.URGENT
     if event.type in LOW_TYPES:

@@ -1,4 +1,4 @@
-"""``flask --app payhook_webhook.app`` commands: migrate the store, seed a demo merchant."""
+"""``flask --app payhook_webhook.app`` commands: migrate the store, seed a demo merchant, create API keys."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from payhook_shared import ids, signing
 from payhook_shared.callbacks.mpesa import NORMALISERS
 from payhook_shared.store import Endpoint, Merchant
 from payhook_shared.store.migrate import upgrade
+
+from . import auth
 
 
 def callback_urls(base_url: str, merchant: Merchant) -> dict[str, str]:
@@ -29,6 +31,19 @@ def register(app: Flask) -> None:
         """Upgrade the store to the newest schema."""
         upgrade(current_app.extensions["payhook.settings"].database_url)
         click.echo("store migrated")
+
+    @app.cli.command("create-api-key")
+    @click.option("--merchant", "merchant_id", default=None, help="Merchant id; without it, an admin key.")
+    @click.option("--label", default="", help="What the key is for, to recognise it later.")
+    def create_api_key(merchant_id: str | None, label: str) -> None:
+        """Create an API key and print it; it is stored hashed and cannot be shown again."""
+        try:
+            row, key = auth.create_api_key(current_app.extensions["payhook.store"], merchant_id, label)
+        except LookupError as exc:
+            raise click.BadParameter(str(exc), param_hint="--merchant") from None
+        kind = f"merchant {merchant_id}" if merchant_id else "admin"
+        click.echo(f"created {kind} API key {row.id}; store it now, it is not shown again:", err=True)
+        click.echo(key)
 
     @app.cli.command("seed-demo")
     @click.option("--receiver-url", required=True, help="Endpoint URL of the demo merchant receiver.")

@@ -20,6 +20,7 @@ class WebhookServiceError(Exception):
 
     status = 500
     code = "internal_error"
+    headers: dict[str, str] = {}
 
     def __init__(self, message: str, fields: dict | None = None):
         super().__init__(message)
@@ -37,6 +38,27 @@ class InvalidPayload(WebhookServiceError):
 class UnsupportedMediaType(WebhookServiceError):
     status = 415
     code = "unsupported_media_type"
+
+
+class Unauthorized(WebhookServiceError):
+    """No API key, a malformed one, or one that is unknown or revoked."""
+
+    status = 401
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="payhook"'}
+
+
+class Forbidden(WebhookServiceError):
+    """The caller is known but may not do this."""
+
+    status = 403
+    code = "forbidden"
+
+
+class SourceNotAllowed(Forbidden):
+    """A callback came from an address outside the provider's allowlist."""
+
+    code = "source_not_allowed"
 
 
 class NotFound(WebhookServiceError):
@@ -63,7 +85,9 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(WebhookServiceError)
     def _service_error(exc: WebhookServiceError):
-        return _answer(exc.status, exc.code, exc.message, exc.fields)
+        body, status = _answer(exc.status, exc.code, exc.message, exc.fields)
+        body.headers.update(exc.headers)
+        return body, status
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

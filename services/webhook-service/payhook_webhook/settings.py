@@ -6,6 +6,13 @@ import dataclasses
 
 from payhook_shared.config import load_settings
 
+# Safaricom's documented Daraja callback source addresses.
+SAFARICOM_CALLBACK_IPS = (
+    "196.201.214.200", "196.201.214.206", "196.201.213.114", "196.201.214.207",
+    "196.201.214.208", "196.201.213.44", "196.201.212.127", "196.201.212.138",
+    "196.201.212.129", "196.201.212.136", "196.201.212.74", "196.201.212.69",
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -19,6 +26,11 @@ class Settings:
     db_pool_size: int = 5
     log_format: str = "json"
     log_level: str = "INFO"
+    # Source-IP allowlist for the M-Pesa callback routes (IPs or CIDRs), off unless enabled.
+    mpesa_ip_allowlist_enabled: bool = False
+    mpesa_ip_allowlist: tuple[str, ...] = SAFARICOM_CALLBACK_IPS
+    # Peers (CIDRs) whose X-Forwarded-For is believed, e.g. the load balancer's subnet.
+    trusted_proxies: tuple[str, ...] = ()
     # gunicorn
     bind: str = "127.0.0.1:8640"
     web_workers: int = 2

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, SmallInteger, String, Text,
-    TypeDecorator, UniqueConstraint,
+    TypeDecorator, UniqueConstraint, true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -72,6 +72,8 @@ class Merchant(Base):
     notification_email: Mapped[str | None] = mapped_column(String(320))
     callback_token: Mapped[str] = mapped_column(String(64))
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # A disabled merchant's API keys are refused; its callbacks are still recorded.
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     endpoints: Mapped[list[Endpoint]] = relationship(back_populates="merchant", order_by="Endpoint.id")

@@ -26,12 +26,15 @@ from payhook_shared.logs import bind
 from payhook_shared.store import Merchant
 
 from .. import c2b, ingest
-from ..classify import classify
+from ..classify import classify, rules_of
 from ..errors import InvalidPayload, NotFound, UnsupportedMediaType
+from ..source_ip import enforce_mpesa_allowlist
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("callbacks", __name__, url_prefix="/cb")
+# Every route here is an M-Pesa callback; the allowlist is off unless MPESA_IP_ALLOWLIST_ENABLED.
+bp.before_request(enforce_mpesa_allowlist)
 
 ACCEPTED = {"ResultCode": 0, "ResultDesc": "Accepted"}
 # What Safaricom expects from a C2B confirmation URL.
@@ -77,7 +80,7 @@ def _receive(merchant_id: str, token: str, kind: str):
             answer = decision.answer()
         recorded = ingest.record(
             current_app.extensions["payhook.store"], current_app.extensions["payhook.broker"],
-            merchant, event, raw, classify(event),
+            merchant, event, raw, classify(event, rules=rules_of(merchant)),
         )
         if recorded.duplicate:
             log.info("duplicate %s callback for %s", kind, recorded.event_id)

@@ -1,0 +1,102 @@
+"""Generic payment events: ``POST /v1/events``.
+
+Any system that can call an HTTP API can feed Payhook: the event is
+recorded, delivered and emailed exactly like a provider callback. The
+caller's ``idempotency_key`` is the dedupe key, so a retried request answers
+``200`` with the first event's id and records nothing new.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify
+from sqlalchemy.orm import selectinload
+
+from payhook_shared import money
+from payhook_shared.events import STATUSES, UNKNOWN, NormalisedEvent
+from payhook_shared.logs import bind
+from payhook_shared.store import Merchant
+
+from .. import auth, ingest
+from ..classify import classify, rules_of
+from ..errors import Forbidden, InvalidPayload, NotFound
+from .schemas import EventCreateSchema, json_body, load
+
+bp = Blueprint("events", __name__, url_prefix="/v1")
+bp.before_request(auth.require_api_key)
+
+PROVIDER = "api"
+_CURRENCY = re.compile(r"^[A-Za-z]{3}$")
+
+
+def _refuse(field: str, message: str) -> InvalidPayload:
+    return InvalidPayload(f"{field}: {message}", {field: [message]})
+
+
+def normalise_api_event(body: dict[str, Any]) -> NormalisedEvent:
+    """The ``NormalisedEvent`` a validated ``POST /v1/events`` body describes.
+
+    ``data.status`` is kept when it is ``succeeded``, ``failed`` or
+    ``unknown`` and is otherwise ``unknown``; ``data.amount`` (major units)
+    needs ``data.currency`` and becomes exact minor units.
+
+    Raises:
+      InvalidPayload: naming ``data.amount`` or ``data.currency`` when they cannot be read.
+    """
+    data = body["data"]
+    status = data.get("status")
+    currency = data.get("currency")
+    if currency is not None:
+        if not isinstance(currency, str) or not _CURRENCY.match(currency):
+            raise _refuse("data.currency", "must be a three-letter ISO 4217 code such as KES")
+        currency = currency.upper()
+    amount_minor = None
+    if data.get("amount") is not None:
+        if currency is None:
+            raise _refuse("data.currency", "is required when data.amount is given")
+        try:
+            amount_minor = money.to_minor(data["amount"], currency)
+        except money.AmountError as exc:
+            raise _refuse("data.amount", str(exc)) from None
+    return NormalisedEvent(
+        provider=PROVIDER,
+        type=body["type"],
+        status=status if isinstance(status, str) and status in STATUSES else UNKNOWN,
+        dedupe_key=f"{PROVIDER}:{body['idempotency_key']}",
+        amount_minor=amount_minor,
+        currency=currency,
+        customer_email=body["customer_email"],
+    )
+
+
+def _merchant_id(requested: str | None) -> str:
+    principal = auth.current_principal()
+    if principal.is_admin:
+        if requested is None:
+            raise _refuse("merchant_id", "is required with an admin API key")
+        return requested
+    if requested is not None and requested != principal.merchant_id:
+        raise NotFound(f"no merchant {requested}")
+    return principal.merchant_id
+
+
+@bp.post("/events")
+def create_event():
+    """Record a payment event for a merchant: 201 the first time, 200 with the same id on a repeat."""
+    raw, payload = json_body()
+    body = load(EventCreateSchema(), payload)
+    merchant_id = _merchant_id(body["merchant_id"])
+    store = current_app.extensions["payhook.store"]
+    with store.read() as session:
+        merchant = session.get(Merchant, merchant_id, options=[selectinload(Merchant.endpoints)])
+    if merchant is None:
+        raise NotFound(f"no merchant {merchant_id}")
+    if not merchant.enabled:
+        raise Forbidden("merchant disabled")
+    event = normalise_api_event(body)
+    priority = body["priority"] if body["priority"] is not None else classify(event, rules=rules_of(merchant))
+    with bind(merchant_id=merchant.id):
+        recorded = ingest.record(store, current_app.extensions["payhook.broker"], merchant, event, raw, priority)
+    return jsonify(id=recorded.event_id), 200 if recorded.duplicate else 201

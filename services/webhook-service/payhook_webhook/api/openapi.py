@@ -1,0 +1,288 @@
+"""``GET /openapi.json``: the OpenAPI 3.0 description of every route.
+
+Request bodies are generated from the marshmallow schemas that validate them,
+so the document cannot drift from what the API accepts. The paths and answers
+of the JSON API are maintained here; the provider callback routes all share
+one contract, so each callback rule in the app is described from that
+contract and its view's docstring.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, jsonify
+from marshmallow import Schema, fields, validate
+
+from .schemas import (
+    MAX_GRACE_SECONDS, EndpointCreateSchema, EndpointUpdateSchema, EventCreateSchema, MerchantCreateSchema,
+    MerchantUpdateSchema, PriorityField, PriorityRuleSchema, RotateSecretSchema, validate_endpoint_url,
+)
+
+bp = Blueprint("openapi", __name__)
+
+REQUEST_SCHEMAS: dict[str, type[Schema]] = {
+    "MerchantCreate": MerchantCreateSchema,
+    "MerchantUpdate": MerchantUpdateSchema,
+    "PriorityRule": PriorityRuleSchema,
+    "EndpointCreate": EndpointCreateSchema,
+    "EndpointUpdate": EndpointUpdateSchema,
+    "RotateSecret": RotateSecretSchema,
+    "EventCreate": EventCreateSchema,
+}
+_NAMES = {schema: name for name, schema in REQUEST_SCHEMAS.items()}
+_PRIORITIES = ["urgent", "high", "normal", "low"]
+
+
+def _field_schema(field: fields.Field) -> dict[str, Any]:
+    """JSON Schema of one marshmallow field, with its validators as constraints."""
+    out: dict[str, Any]
+    if isinstance(field, PriorityField):
+        out = {"type": "string", "enum": _PRIORITIES}
+    elif isinstance(field, fields.Email):
+        out = {"type": "string", "format": "email"}
+    elif isinstance(field, fields.String):
+        out = {"type": "string"}
+    elif isinstance(field, fields.Integer):
+        out = {"type": "integer"}
+    elif isinstance(field, fields.Boolean):
+        out = {"type": "boolean"}
+    elif isinstance(field, fields.Dict):
+        out = {"type": "object"}
+    elif isinstance(field, fields.List):
+        out = {"type": "array", "items": _field_schema(field.inner)}
+    elif isinstance(field, fields.Nested):
+        out = {"$ref": f"#/components/schemas/{_NAMES[type(field.schema)]}"}
+    else:
+        out = {}
+    array = out.get("type") == "array"
+    for validator in field.validators:
+        if isinstance(validator, validate.Length):
+            if validator.min is not None:
+                out["minItems" if array else "minLength"] = validator.min
+            if validator.max is not None:
+                out["maxItems" if array else "maxLength"] = validator.max
+        elif isinstance(validator, validate.Range):
+            if validator.min is not None:
+                out["minimum"] = validator.min
+            if validator.max is not None:
+                out["maximum"] = validator.max
+        elif isinstance(validator, validate.OneOf):
+            out["enum"] = list(validator.choices)
+        elif isinstance(validator, validate.Regexp):
+            out["pattern"] = validator.regex.pattern
+        elif validator is validate_endpoint_url:
+            out.update(format="uri", description="absolute http(s) URL without credentials")
+    if field.allow_none and "$ref" not in out:
+        out["nullable"] = True
+    return out
+
+
+def schema_of(schema: type[Schema]) -> dict[str, Any]:
+    """JSON Schema of a marshmallow request schema (unknown fields are refused)."""
+    instance = schema()
+    properties = {name: _field_schema(field) for name, field in instance.fields.items()}
+    required = [name for name, field in instance.fields.items() if field.required]
+    out: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+    if required:
+        out["required"] = required
+    return out
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _body(name: str, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    meaning = {
+        400: "invalid body or query; the message names the field",
+        401: "missing, malformed, unknown or revoked API key",
+        403: "the key may not do this, or the merchant is disabled",
+        404: "no such resource (or not the key's merchant)",
+        415: "the body is not declared as application/json",
+        503: "the store could not record the request; retry",
+    }
+    return {str(s): _json(_ref("Error"), meaning[s]) for s in statuses}
+
+
+_ID = {"type": "string", "pattern": "^[a-z]+_[0-9a-f]+$"}
+_TIME = {"type": "string", "format": "date-time"}
+_PAGE_PARAMS = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}},
+    {"name": "after", "in": "query", "description": "the last id of the previous page (its `next_after`)",
+     "schema": {"type": "string"}},
+]
+
+
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _page(item: str) -> dict[str, Any]:
+    return {"type": "object", "required": ["data", "has_more", "next_after"], "properties": {
+        "data": {"type": "array", "items": _ref(item)},
+        "has_more": {"type": "boolean"},
+        "next_after": {"type": "string", "nullable": True, "description": "pass as `after` for the next page"},
+    }}
+
+
+def _components() -> dict[str, Any]:
+    schemas = {name: schema_of(schema) for name, schema in REQUEST_SCHEMAS.items()}
+    schemas["Error"] = {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["code", "message"], "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"},
+            "fields": {"type": "object", "description": "marshmallow's messages by field"},
+        }}}}
+    schemas["Merchant"] = {"type": "object", "properties": {
+        "id": _ID, "name": {"type": "string"}, "notification_email": {"type": "string", "nullable": True},
+        "enabled": {"type": "boolean"}, "priority_rules": {"type": "array", "items": _ref("PriorityRule")},
+        "created_at": _TIME,
+    }}
+    schemas["CallbackUrls"] = {"type": "object", "properties": {
+        "merchant_id": _ID,
+        "callback_urls": {"type": "object", "additionalProperties": {"type": "string", "format": "uri"}},
+    }}
+    schemas["Endpoint"] = {"type": "object", "properties": {
+        "id": _ID, "merchant_id": _ID, "url": {"type": "string", "format": "uri"},
+        "description": {"type": "string"},
+        "event_types": {"type": "array", "items": {"type": "string"}, "nullable": True},
+        "enabled": {"type": "boolean"},
+        "previous_secret_expires_at": {**_TIME, "nullable": True},
+        "created_at": _TIME, "updated_at": _TIME,
+    }}
+    schemas["EndpointWithSecret"] = {"allOf": [_ref("Endpoint"), {"type": "object", "properties": {
+        "secret": {"type": "string", "description": "whsec_ signing secret; shown only in this answer"}}}]}
+    schemas["EventId"] = {"type": "object", "properties": {"id": _ID}}
+    return {
+        "schemas": schemas,
+        "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
+                                       "description": "`phk_…` admin or merchant API key"}},
+    }
+
+
+def _api_paths() -> dict[str, Any]:
+    secured = {"security": [{"apiKey": []}]}
+    merchant = [_path_param("merchant_id")]
+    endpoint = [_path_param("endpoint_id")]
+    return {
+        "/v1/merchants": {
+            "post": {**secured, "summary": "Create a merchant (admin key)", "requestBody": _body("MerchantCreate"),
+                     "responses": {"201": _json({"allOf": [_ref("Merchant"), _ref("CallbackUrls")]}, "created"),
+                                   **_errors(400, 401, 403, 415, 503)}},
+            "get": {**secured, "summary": "List merchants (a merchant key sees its own)",
+                    "parameters": _PAGE_PARAMS,
+                    "responses": {"200": _json(_page("Merchant"), "one page"), **_errors(400, 401, 403)}},
+        },
+        "/v1/merchants/{merchant_id}": {
+            "parameters": merchant,
+            "get": {**secured, "summary": "Get a merchant",
+                    "responses": {"200": _json(_ref("Merchant"), "the merchant"), **_errors(401, 403, 404)}},
+            "patch": {**secured, "summary": "Update a merchant; `enabled` (disable/enable) needs an admin key",
+                      "requestBody": _body("MerchantUpdate"),
+                      "responses": {"200": _json(_ref("Merchant"), "updated"),
+                                    **_errors(400, 401, 403, 404, 415, 503)}},
+        },
+        "/v1/merchants/{merchant_id}/callback-urls": {
+            "parameters": merchant,
+            "get": {**secured, "summary": "The merchant's callback URLs by kind",
+                    "responses": {"200": _json(_ref("CallbackUrls"), "the URLs"), **_errors(401, 403, 404)}},
+        },
+        "/v1/merchants/{merchant_id}/endpoints": {
+            "parameters": merchant,
+            "post": {**secured, "summary": "Add a webhook endpoint (its secret is shown once)",
+                     "requestBody": _body("EndpointCreate"),
+                     "responses": {"201": _json(_ref("EndpointWithSecret"), "created"),
+                                   **_errors(400, 401, 403, 404, 415, 503)}},
+            "get": {**secured, "summary": "List the merchant's endpoints", "parameters": _PAGE_PARAMS,
+                    "responses": {"200": _json(_page("Endpoint"), "one page"), **_errors(400, 401, 403, 404)}},
+        },
+        "/v1/endpoints/{endpoint_id}": {
+            "parameters": endpoint,
+            "get": {**secured, "summary": "Get an endpoint (never its secret)",
+                    "responses": {"200": _json(_ref("Endpoint"), "the endpoint"), **_errors(401, 403, 404)}},
+            "patch": {**secured, "summary": "Update an endpoint; `enabled: false` disables it",
+                      "requestBody": _body("EndpointUpdate"),
+                      "responses": {"200": _json(_ref("Endpoint"), "updated"),
+                                    **_errors(400, 401, 403, 404, 415, 503)}},
+        },
+        "/v1/endpoints/{endpoint_id}/rotate-secret": {
+            "parameters": endpoint,
+            "post": {**secured,
+                     "summary": "New signing secret (shown once); the old one keeps signing for the grace "
+                                f"period (default 86400 s, at most {MAX_GRACE_SECONDS} s)",
+                     "requestBody": _body("RotateSecret", required=False),
+                     "responses": {"200": _json(_ref("EndpointWithSecret"), "rotated"),
+                                   **_errors(400, 401, 403, 404, 415, 503)}},
+        },
+        "/v1/events": {
+            "post": {**secured, "summary": "Record a payment event (idempotent on idempotency_key)",
+                     "requestBody": _body("EventCreate"),
+                     "responses": {"201": _json(_ref("EventId"), "recorded"),
+                                   "200": _json(_ref("EventId"), "a repeat: the first event's id, nothing new"),
+                                   **_errors(400, 401, 403, 404, 415, 503)}},
+        },
+        "/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": "the process answers"}}}},
+        "/health/ready": {"get": {"summary": "Readiness: the store and Redis answer", "responses": {
+            "200": {"description": "ready"}, "503": {"description": "the store or Redis does not answer"}}}},
+        "/openapi.json": {"get": {"summary": "This document",
+                                  "responses": {"200": {"description": "OpenAPI 3.0 document"}}}},
+    }
+
+
+_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def openapi_path(rule: str) -> str:
+    """A Flask rule as an OpenAPI path: ``/cb/<merchant_id>/<token>/stk`` → ``/cb/{merchant_id}/{token}/stk``."""
+    return _CONVERTER.sub(r"{\1}", rule)
+
+
+def _callback_paths(app: Flask) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.split(".")[0] != "callbacks":
+            continue
+        view = app.view_functions[rule.endpoint]
+        operation = {
+            "summary": (view.__doc__ or rule.endpoint).strip().splitlines()[0],
+            "description": "Provider callback; the URL's token authenticates it. With the M-Pesa IP allowlist "
+                           "on, sources outside it get 403.",
+            "parameters": [_path_param(name) for name in sorted(rule.arguments)],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {
+                "200": _json({"type": "object", "properties": {"ResultCode": {"type": "integer"},
+                                                               "ResultDesc": {"type": "string"}}},
+                             "recorded (or a repeat)"),
+                **_errors(400, 404, 415, 503),
+                "403": _json(_ref("Error"), "source address not in the M-Pesa IP allowlist"),
+            },
+        }
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            paths.setdefault(openapi_path(rule.rule), {})[method.lower()] = operation
+    return paths
+
+
+def document(app: Flask) -> dict[str, Any]:
+    """The OpenAPI document of ``app``."""
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Payhook webhook-service", "version": "1",
+                 "description": "Provider callbacks in; merchant, endpoint and event management API."},
+        "paths": {**_api_paths(), **_callback_paths(app)},
+        "components": _components(),
+    }
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    """The OpenAPI document of this service."""
+    return jsonify(document(current_app))

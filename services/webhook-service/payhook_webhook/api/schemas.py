@@ -1,0 +1,170 @@
+"""Request schemas of the JSON API (``/v1``), and reading a request through one.
+
+Every refusal is a 400 whose message names the offending field, e.g.
+``url: must be an absolute http(s) URL``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import request
+from marshmallow import Schema, ValidationError, fields, validate
+
+from payhook_shared.callbacks import parse_json
+from payhook_shared.callbacks.base import load as load_schema
+from payhook_shared.errors import DecodeError
+from payhook_shared.events import STATUSES
+from payhook_shared.priority import Priority
+
+from ..errors import InvalidPayload, UnsupportedMediaType
+
+MAX_URL_LENGTH = 2048
+DEFAULT_GRACE_SECONDS = 24 * 3600
+MAX_GRACE_SECONDS = 7 * 24 * 3600
+DEFAULT_PAGE = 50
+MAX_PAGE = 100
+
+
+def validate_endpoint_url(url: str) -> str:
+    """Check that ``url`` may be a webhook endpoint; return it unchanged.
+
+    The one place endpoint URLs are judged: rules about which hosts may be
+    called (SSRF protection) belong here too.
+
+    Raises:
+      ValidationError: naming what is wrong with the URL.
+    """
+    if len(url) > MAX_URL_LENGTH:
+        raise ValidationError(f"must be at most {MAX_URL_LENGTH} characters")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise ValidationError("must not contain whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValidationError(f"is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("must be an absolute http(s) URL, such as https://shop.example/webhooks")
+    if parts.username is not None or parts.password is not None:
+        raise ValidationError("must not contain credentials; authenticate with the webhook signature")
+    if port == 0:
+        raise ValidationError("port must be 1 to 65535")
+    return url
+
+
+class PriorityField(fields.Field):
+    """A priority given as ``"urgent"``/``"high"``/``"normal"``/``"low"`` (or 0–3); loads as ``Priority``."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Priority:
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValidationError("must be one of urgent, high, normal, low")
+        try:
+            return Priority.parse(value)
+        except ValueError:
+            raise ValidationError("must be one of urgent, high, normal, low") from None
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else Priority.parse(value).label
+
+
+class PriorityRuleSchema(Schema):
+    """One per-merchant priority override; every condition given must hold."""
+
+    event_type = fields.String(validate=validate.Length(1, 100))
+    status = fields.String(validate=validate.OneOf(STATUSES))
+    min_amount_minor = fields.Integer(strict=True, validate=validate.Range(min=0))
+    priority = PriorityField(required=True)
+
+
+class MerchantCreateSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    notification_email = fields.Email(allow_none=True, load_default=None, validate=validate.Length(max=320))
+    priority_rules = fields.List(fields.Nested(PriorityRuleSchema), allow_none=True, load_default=None,
+                                 validate=validate.Length(max=50))
+
+
+class MerchantUpdateSchema(Schema):
+    name = fields.String(validate=validate.Length(1, 200))
+    notification_email = fields.Email(allow_none=True, validate=validate.Length(max=320))
+    priority_rules = fields.List(fields.Nested(PriorityRuleSchema), allow_none=True,
+                                 validate=validate.Length(max=50))
+    enabled = fields.Boolean()
+
+
+class EndpointCreateSchema(Schema):
+    url = fields.String(required=True, validate=validate_endpoint_url)
+    description = fields.String(load_default="", validate=validate.Length(max=500))
+    event_types = fields.List(fields.String(validate=validate.Length(1, 100)), allow_none=True,
+                              load_default=None, validate=validate.Length(1, 100))
+    enabled = fields.Boolean(load_default=True)
+
+
+class EndpointUpdateSchema(Schema):
+    url = fields.String(validate=validate_endpoint_url)
+    description = fields.String(validate=validate.Length(max=500))
+    event_types = fields.List(fields.String(validate=validate.Length(1, 100)), allow_none=True,
+                              validate=validate.Length(1, 100))
+    enabled = fields.Boolean()
+
+
+class RotateSecretSchema(Schema):
+    grace_period_seconds = fields.Integer(strict=True, load_default=DEFAULT_GRACE_SECONDS,
+                                          validate=validate.Range(0, MAX_GRACE_SECONDS))
+
+
+class PageQuerySchema(Schema):
+    limit = fields.Integer(load_default=DEFAULT_PAGE, validate=validate.Range(1, MAX_PAGE))
+    after = fields.String(load_default=None, validate=validate.Length(1, 40))
+
+
+class EventCreateSchema(Schema):
+    type = fields.String(required=True, validate=[
+        validate.Length(1, 100),
+        validate.Regexp(r"^[A-Za-z0-9_.:-]+$", error="may contain only letters, digits and _ . : -"),
+    ])
+    data = fields.Dict(keys=fields.String(), required=True)
+    idempotency_key = fields.String(required=True, validate=validate.Length(1, 200))
+    priority = PriorityField(load_default=None, allow_none=True)
+    customer_email = fields.Email(load_default=None, allow_none=True, validate=validate.Length(max=320))
+    # Required with an admin key; a merchant key may omit it or must name its own merchant.
+    merchant_id = fields.String(load_default=None, validate=validate.Length(1, 40))
+
+
+def load(schema: Schema, payload: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``payload`` with ``schema``.
+
+    Raises:
+      InvalidPayload: naming every offending field.
+    """
+    try:
+        return load_schema(schema, payload)
+    except DecodeError as exc:
+        raise InvalidPayload(str(exc), exc.messages) from None
+
+
+def json_body(optional: bool = False) -> tuple[bytes, dict[str, Any]]:
+    """The request's raw body and its one JSON object (``{}`` for an empty ``optional`` body).
+
+    Raises:
+      UnsupportedMediaType: for a body that is not declared as JSON.
+      InvalidPayload: for a body that is not one JSON object.
+    """
+    raw = request.get_data(cache=True)
+    if optional and not raw.strip():
+        return raw, {}
+    if not request.mimetype or "json" not in request.mimetype:
+        raise UnsupportedMediaType(f"expected application/json, got {request.mimetype or 'no content type'}")
+    try:
+        raw.decode("utf-8")
+        return raw, parse_json(raw)
+    except UnicodeDecodeError:
+        raise InvalidPayload("body must be JSON encoded as UTF-8") from None
+    except DecodeError as exc:
+        raise InvalidPayload(str(exc)) from None
+
+
+def query(schema: Schema) -> dict[str, Any]:
+    """The request's query string, validated by ``schema``."""
+    return load(schema, request.args.to_dict())

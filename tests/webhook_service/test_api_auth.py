@@ -1,0 +1,113 @@
+"""API keys: stored hashed, shown once, checked on every /v1 route, scoped to one merchant."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+from sqlalchemy import select
+
+from factories import api_key, merchant_with_endpoints
+from payhook_shared.store import ApiKey
+from payhook_shared.store.models import utcnow
+from payhook_webhook import auth
+
+FORBIDDEN_WORDS = ("mpesa", "safaricom", "exe", "exec", "cmd", "sql", "query")
+
+
+def test_keys_are_hex_and_stored_only_as_their_sha256(store):
+    row, key = auth.create_api_key(store, label="ops")
+    assert re.fullmatch(r"phk_[0-9a-f]{64}", key)
+    assert not any(word in key for word in FORBIDDEN_WORDS)
+    with store.read() as session:
+        stored = session.get(ApiKey, row.id)
+    assert stored.key_hash == hashlib.sha256(key.encode()).hexdigest()
+    assert key not in (stored.key_hash, stored.label, stored.id)
+    assert stored.merchant_id is None and stored.label == "ops"
+
+
+@pytest.mark.parametrize("header, problem", [
+    (None, "missing Authorization header"),
+    ("Basic dXNlcjpwYXNz", "must be 'Bearer <api key>'"),
+    ("Bearer", "must be 'Bearer <api key>'"),
+    ("Bearer phk_" + "0" * 64, "invalid API key"),
+    ("Bearer not-a-key", "invalid API key"),
+])
+def test_missing_or_invalid_keys_get_401_naming_the_problem(client, header, problem):
+    headers = {"Authorization": header} if header else {}
+    response = client.get("/v1/merchants", headers=headers)
+    assert response.status_code == 401
+    assert response.get_json()["error"]["code"] == "unauthorized"
+    assert problem in response.get_json()["error"]["message"]
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_revoked_key_is_refused(client, store):
+    headers = api_key(store)
+    with store.write() as session:
+        session.execute(select(ApiKey)).scalar_one().revoked_at = utcnow()
+    response = client.get("/v1/merchants", headers=headers)
+    assert response.status_code == 401
+    assert response.get_json()["error"]["message"] == "API key revoked"
+
+
+def test_merchant_key_sees_only_its_own_merchant(client, store):
+    mine, _ = merchant_with_endpoints(store, "https://mine.example/hook")
+    theirs, their_endpoints = merchant_with_endpoints(store, "https://theirs.example/hook")
+    headers = api_key(store, mine.id)
+
+    assert client.get(f"/v1/merchants/{mine.id}", headers=headers).status_code == 200
+    for path in (f"/v1/merchants/{theirs.id}", f"/v1/merchants/{theirs.id}/endpoints",
+                 f"/v1/merchants/{theirs.id}/callback-urls", f"/v1/endpoints/{their_endpoints[0].id}"):
+        response = client.get(path, headers=headers)
+        assert response.status_code == 404, path
+    listed = client.get("/v1/merchants", headers=headers).get_json()["data"]
+    assert [m["id"] for m in listed] == [mine.id]
+
+
+def test_merchant_key_cannot_create_merchants_or_enable_itself(client, store):
+    merchant, _ = merchant_with_endpoints(store)
+    headers = api_key(store, merchant.id)
+    response = client.post("/v1/merchants", json={"name": "Other"}, headers=headers)
+    assert response.status_code == 403
+    assert "admin API key" in response.get_json()["error"]["message"]
+    response = client.patch(f"/v1/merchants/{merchant.id}", json={"enabled": False}, headers=headers)
+    assert response.status_code == 403
+
+
+def test_disabled_merchants_keys_are_refused(client, store):
+    merchant, _ = merchant_with_endpoints(store)
+    merchant_headers = api_key(store, merchant.id)
+    admin = api_key(store)
+    assert client.patch(f"/v1/merchants/{merchant.id}", json={"enabled": False},
+                        headers=admin).get_json()["enabled"] is False
+    response = client.get(f"/v1/merchants/{merchant.id}", headers=merchant_headers)
+    assert response.status_code == 403
+    assert response.get_json()["error"]["message"] == "merchant disabled"
+
+
+def test_cli_prints_a_working_key_once(webhook_app, client, store):
+    merchant, _ = merchant_with_endpoints(store)
+    runner = webhook_app.test_cli_runner()
+    result = runner.invoke(args=["create-api-key", "--merchant", merchant.id, "--label", "shop backend"])
+    assert result.exit_code == 0, result.output
+    key = result.stdout.strip()
+    assert re.fullmatch(r"phk_[0-9a-f]{64}", key)
+    response = client.get(f"/v1/merchants/{merchant.id}", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 200
+    with store.read() as session:
+        row = session.execute(select(ApiKey)).scalar_one()
+    assert (row.merchant_id, row.label) == (merchant.id, "shop backend")
+
+    admin = runner.invoke(args=["create-api-key"])
+    assert admin.exit_code == 0
+    assert client.get("/v1/merchants", headers={"Authorization": f"Bearer {admin.stdout.strip()}"}).status_code == 200
+
+
+def test_cli_refuses_an_unknown_merchant(webhook_app, store):
+    result = webhook_app.test_cli_runner().invoke(args=["create-api-key", "--merchant", "mch_00"])
+    assert result.exit_code != 0
+    assert "no merchant mch_00" in result.output
+    with store.read() as session:
+        assert session.execute(select(ApiKey)).first() is None

@@ -1,0 +1,212 @@
+"""Merchant and endpoint management under /v1: create, list by keyset, get, update, disable, rotate."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from marshmallow import ValidationError
+
+from factories import api_key, merchant_with_endpoints
+from payhook_shared import signing
+from payhook_shared.store import Endpoint, Merchant
+from payhook_shared.store.models import utcnow
+from payhook_webhook.api.schemas import validate_endpoint_url
+
+
+@pytest.fixture
+def admin(store):
+    return api_key(store)
+
+
+def create_merchant(client, admin, **body):
+    response = client.post("/v1/merchants", json={"name": "Shop", **body}, headers=admin)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def test_create_get_and_update_a_merchant(client, store, admin):
+    created = create_merchant(client, admin, notification_email="owner@shop.example",
+                              priority_rules=[{"status": "failed", "priority": "normal"}])
+    assert created["id"].startswith("mch_") and created["enabled"] is True
+    assert created["priority_rules"] == [{"status": "failed", "priority": "normal"}]
+    assert created["callback_urls"]["stk"].endswith("/stk")
+
+    fetched = client.get(f"/v1/merchants/{created['id']}", headers=admin).get_json()
+    assert fetched["name"] == "Shop" and fetched["notification_email"] == "owner@shop.example"
+
+    merchant_headers = api_key(store, created["id"])
+    updated = client.patch(f"/v1/merchants/{created['id']}", headers=merchant_headers,
+                           json={"name": "Renamed", "priority_rules": None}).get_json()
+    assert (updated["name"], updated["priority_rules"]) == ("Renamed", [])
+    with store.read() as session:
+        assert "priority_rules" not in session.get(Merchant, created["id"]).settings
+
+
+def test_admin_disables_and_enables_a_merchant(client, store, admin):
+    merchant = create_merchant(client, admin)
+    disabled = client.patch(f"/v1/merchants/{merchant['id']}", json={"enabled": False}, headers=admin)
+    assert disabled.get_json()["enabled"] is False
+    with store.read() as session:
+        assert session.get(Merchant, merchant["id"]).enabled is False
+    enabled = client.patch(f"/v1/merchants/{merchant['id']}", json={"enabled": True}, headers=admin)
+    assert enabled.get_json()["enabled"] is True
+
+
+def test_merchants_list_is_keyset_paginated(client, admin):
+    ids = [create_merchant(client, admin, name=f"Shop {i}")["id"] for i in range(5)]
+    seen, after, pages = [], None, 0
+    while True:
+        query = "?limit=2" + (f"&after={after}" if after else "")
+        page = client.get(f"/v1/merchants{query}", headers=admin).get_json()
+        pages += 1
+        seen += [m["id"] for m in page["data"]]
+        if not page["has_more"]:
+            assert page["next_after"] is None
+            break
+        after = page["next_after"]
+    assert seen == sorted(ids) and pages == 3
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/v1/merchants", {}, "name: Missing data for required field."),
+    ("/v1/merchants", {"name": ""}, "name: Length must be between 1 and 200."),
+    ("/v1/merchants", {"name": "x", "notification_email": "nope"}, "notification_email: Not a valid email"),
+    ("/v1/merchants", {"name": "x", "colour": "red"}, "colour: Unknown field."),
+    ("/v1/merchants", {"name": "x", "priority_rules": [{"priority": "asap"}]},
+     "priority_rules.0.priority: must be one of urgent, high, normal, low"),
+    ("/v1/merchants", {"name": "x", "priority_rules": [{"status": "paid", "priority": "low"}]},
+     "priority_rules.0.status: Must be one of"),
+    ("/v1/merchants", {"name": "x", "priority_rules": [{"min_amount_minor": "5", "priority": "low"}]},
+     "priority_rules.0.min_amount_minor: Not a valid integer."),
+])
+def test_bad_merchant_bodies_get_400_naming_the_field(client, store, admin, path, body, field):
+    response = client.post(path, json=body, headers=admin)
+    assert response.status_code == 400
+    assert field in response.get_json()["error"]["message"]
+    with store.read() as session:
+        assert session.query(Merchant).count() == 0
+
+
+def test_bad_query_and_media_type_are_named(client, admin):
+    response = client.get("/v1/merchants?limit=0", headers=admin)
+    assert response.status_code == 400 and "limit:" in response.get_json()["error"]["message"]
+    response = client.post("/v1/merchants", data="name=x", headers=admin,
+                           content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 415
+    response = client.post("/v1/merchants", data=b"[1]", headers=admin, content_type="application/json")
+    assert response.status_code == 400 and "must be a JSON object" in response.get_json()["error"]["message"]
+
+
+def test_endpoint_lifecycle(client, store, admin):
+    merchant = create_merchant(client, admin)
+    headers = api_key(store, merchant["id"])
+    response = client.post(f"/v1/merchants/{merchant['id']}/endpoints", headers=headers, json={
+        "url": "https://shop.example/hooks", "description": "orders", "event_types": ["mpesa.stk_push"]})
+    assert response.status_code == 201
+    created = response.get_json()
+    assert created["secret"].startswith("whsec_")
+    assert created["event_types"] == ["mpesa.stk_push"] and created["enabled"] is True
+
+    fetched = client.get(f"/v1/endpoints/{created['id']}", headers=headers).get_json()
+    assert "secret" not in fetched and fetched["url"] == "https://shop.example/hooks"
+
+    updated = client.patch(f"/v1/endpoints/{created['id']}", headers=headers,
+                           json={"event_types": None, "enabled": False, "url": "http://shop.example:8080/h"})
+    assert updated.status_code == 200
+    body = updated.get_json()
+    assert (body["event_types"], body["enabled"], body["url"]) == (None, False, "http://shop.example:8080/h")
+    with store.read() as session:
+        endpoint = session.get(Endpoint, created["id"])
+    assert endpoint.enabled is False and not endpoint.accepts("mpesa.stk_push")
+
+    listed = client.get(f"/v1/merchants/{merchant['id']}/endpoints?limit=10", headers=headers).get_json()
+    assert [e["id"] for e in listed["data"]] == [created["id"]] and listed["has_more"] is False
+
+
+def test_endpoints_list_is_keyset_paginated(client, store, admin):
+    merchant, endpoints = merchant_with_endpoints(store, *(f"https://shop.example/{i}" for i in range(3)))
+    first = client.get(f"/v1/merchants/{merchant.id}/endpoints?limit=2", headers=admin).get_json()
+    second = client.get(f"/v1/merchants/{merchant.id}/endpoints?limit=2&after={first['next_after']}",
+                        headers=admin).get_json()
+    assert [e["id"] for e in first["data"] + second["data"]] == sorted(e.id for e in endpoints)
+    assert second["has_more"] is False
+
+
+@pytest.mark.parametrize("url, problem", [
+    ("ftp://shop.example/hook", "must be an absolute http(s) URL"),
+    ("/relative/hook", "must be an absolute http(s) URL"),
+    ("https://", "must be an absolute http(s) URL"),
+    ("https://user:pass@shop.example/hook", "must not contain credentials"),
+    ("https://shop.example:99999/hook", "is not a valid URL"),
+    ("https://shop.example/a b", "whitespace"),
+    ("https://shop.example/" + "a" * 2048, "at most 2048"),
+])
+def test_endpoint_urls_must_be_absolute_http(client, store, admin, url, problem):
+    merchant, _ = merchant_with_endpoints(store)
+    response = client.post(f"/v1/merchants/{merchant.id}/endpoints", json={"url": url}, headers=admin)
+    assert response.status_code == 400
+    message = response.get_json()["error"]["message"]
+    assert message.startswith("url: ") and problem in message
+    with pytest.raises(ValidationError):
+        validate_endpoint_url(url)
+
+
+def test_endpoint_event_types_must_be_a_list_of_strings(client, store, admin):
+    merchant, _ = merchant_with_endpoints(store)
+    response = client.post(f"/v1/merchants/{merchant.id}/endpoints", headers=admin,
+                           json={"url": "https://shop.example/h", "event_types": "mpesa.stk_push"})
+    assert response.status_code == 400
+    assert "event_types: Not a valid list." in response.get_json()["error"]["message"]
+
+
+def test_rotate_secret_keeps_the_old_one_signing_for_the_grace_window(client, store, admin):
+    merchant, (endpoint,) = merchant_with_endpoints(store, "https://shop.example/h")
+    old = endpoint.secret
+    response = client.post(f"/v1/endpoints/{endpoint.id}/rotate-secret", headers=admin)
+    assert response.status_code == 200
+    new = response.get_json()["secret"]
+    assert new.startswith("whsec_") and new != old
+    with store.read() as session:
+        rotated = session.get(Endpoint, endpoint.id)
+    assert rotated.signing_secrets() == [new, old]
+    left = rotated.previous_secret_expires_at - utcnow()
+    assert dt.timedelta(hours=23, minutes=59) < left <= dt.timedelta(hours=24)
+    assert rotated.signing_secrets(utcnow() + dt.timedelta(hours=25)) == [new]
+    # Both secrets verify what the delivery worker signs during the window.
+    headers = signing.headers(rotated.signing_secrets(), "evt_1", b"{}")
+    signing.verify(old, headers, b"{}")
+    signing.verify(new, headers, b"{}")
+
+
+def test_rotate_secret_grace_is_configurable(client, store, admin):
+    merchant, (endpoint,) = merchant_with_endpoints(store, "https://shop.example/h")
+    response = client.post(f"/v1/endpoints/{endpoint.id}/rotate-secret", json={"grace_period_seconds": 3600},
+                           headers=admin)
+    with store.read() as session:
+        rotated = session.get(Endpoint, endpoint.id)
+    assert rotated.previous_secret_expires_at - utcnow() <= dt.timedelta(hours=1)
+    response = client.post(f"/v1/endpoints/{endpoint.id}/rotate-secret", json={"grace_period_seconds": 0},
+                           headers=admin)
+    with store.read() as session:
+        rotated = session.get(Endpoint, endpoint.id)
+    assert rotated.signing_secrets() == [response.get_json()["secret"]]
+    assert rotated.previous_secret is None
+
+    response = client.post(f"/v1/endpoints/{endpoint.id}/rotate-secret", json={"grace_period_seconds": -1},
+                           headers=admin)
+    assert response.status_code == 400
+    assert "grace_period_seconds:" in response.get_json()["error"]["message"]
+
+
+def test_callback_urls_come_from_the_cli_helper(client, store, admin):
+    merchant, _ = merchant_with_endpoints(store)
+    body = client.get(f"/v1/merchants/{merchant.id}/callback-urls", headers=admin).get_json()
+    assert body["merchant_id"] == merchant.id
+    assert body["callback_urls"]["stk"] == f"http://127.0.0.1:8640/cb/{merchant.id}/{merchant.callback_token}/stk"
+
+
+def test_unknown_ids_are_404(client, admin):
+    assert client.get("/v1/merchants/mch_00", headers=admin).status_code == 404
+    assert client.get("/v1/endpoints/ep_00", headers=admin).status_code == 404
+    assert client.post("/v1/endpoints/ep_00/rotate-secret", headers=admin).status_code == 404
