@@ -10,19 +10,14 @@ import threading
 
 import jinja2
 
+from payhook_shared import notices
 from payhook_shared.broker import RedisBroker
 from payhook_shared.jobs import Sweeper
-from payhook_shared.messages import SendEmail
-from payhook_shared.priority import MAIL, Priority
+from payhook_shared.priority import MAIL
 from payhook_shared.store import Email, Store
 
 from . import render, transport
 from .settings import Settings
-
-
-def _message_for(email: Email) -> SendEmail:
-    return SendEmail(email_id=email.id, event_id=email.event_id, merchant_id=email.merchant_id or "",
-                     priority=Priority(email.priority))
 
 
 @dataclasses.dataclass
@@ -40,8 +35,8 @@ class Runtime:
     def build(cls, settings: Settings, broker: RedisBroker) -> "Runtime":
         """Resources for ``settings``, enqueuing on ``broker``."""
         store = Store(settings.database_url, pool_size=settings.db_pool_size)
-        sweeper = Sweeper(store, broker, Email, MAIL, _message_for, interval=settings.sweep_interval)
-        mail = transport.from_settings(settings.smtp_url, settings.outbox_dir, settings.smtp_timeout)
+        sweeper = Sweeper(store, broker, Email, MAIL, notices.message_for, interval=settings.sweep_interval)
+        mail = transport.from_settings(settings)
         return cls(settings, store, broker, mail, render.environment(), sweeper)
 
     def close(self) -> None:

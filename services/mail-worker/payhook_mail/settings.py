@@ -16,6 +16,8 @@ class Settings:
     # smtp://user:pass@host:587 (STARTTLS), smtps://… (implicit TLS), smtp+plain://… (no TLS).
     # Empty: write .eml files to outbox_dir instead.
     smtp_url: str = ""
+    # A PEM file of CA certificates to trust instead of the system's (a private or test CA).
+    smtp_ca_file: str = ""
     smtp_timeout: float = 15.0
     outbox_dir: str = "var/outbox"
     mail_from: str = "Payhook <no-reply@payhook.local>"
