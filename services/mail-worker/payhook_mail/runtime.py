@@ -1,4 +1,4 @@
-"""What a mail-worker process needs at hand: settings, store, broker, transport, templates, sweeper.
+"""What a mail-worker process needs at hand: settings, store, broker, transport, templates, sweeper, alerts.
 
 Built lazily on first use, after Dramatiq has forked the process. Tests ``install`` their own.
 """
@@ -17,6 +17,7 @@ from payhook_shared.priority import MAIL
 from payhook_shared.store import Email, Store
 
 from . import render, transport
+from .alerts import AlertLoop
 from .settings import Settings
 
 
@@ -30,6 +31,10 @@ class Runtime:
     transport: transport.Transport
     templates: jinja2.Environment
     sweeper: Sweeper
+    alerts: AlertLoop = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.alerts = AlertLoop(self)
 
     @classmethod
     def build(cls, settings: Settings, broker: RedisBroker) -> "Runtime":
@@ -40,8 +45,9 @@ class Runtime:
         return cls(settings, store, broker, mail, render.environment(), sweeper)
 
     def close(self) -> None:
-        """Stop the sweeper and release connections."""
+        """Stop the sweeper and the alert check, and release connections."""
         self.sweeper.stop()
+        self.alerts.stop()
         self.transport.close()
         self.store.dispose()
 

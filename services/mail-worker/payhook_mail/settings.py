@@ -28,6 +28,11 @@ class Settings:
     retry_schedule: tuple[float, ...] = (10, 60, 300, 1800, 7200)
     retry_jitter: float = 0.2
     sweep_interval: float = 1.0
+    # Operator alerts: sent to these addresses (comma-separated; empty turns the check off) when the
+    # dead deliveries and emails reach the threshold; at most one alert per hour.
+    alert_emails: tuple[str, ...] = ()
+    alert_dead_letter_threshold: int = 10
+    alert_interval: float = 60.0
     processes: int = 1
     threads: int = 4
 
