@@ -57,7 +57,8 @@ def main() -> None:
     print(f"""
 Payhook is starting.
   STK callback URL (demo merchant): {stk_url}
-  Try it (a signed webhook reaches the demo receiver, and an email lands in var/outbox/):
+  Try it (a signed webhook reaches the demo receiver; the merchant's notice and the buyer's
+  receipt land in var/outbox/):
 
     curl -sS -H 'Content-Type: application/json' --data @tests/fixtures/mpesa/stk_success.json {stk_url}
 

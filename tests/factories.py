@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sqlalchemy.orm import selectinload
+
 from payhook_shared import ids, signing
+from payhook_shared.callbacks.mpesa import normalise_stk
 from payhook_shared.store import Endpoint, Merchant, Store
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -60,3 +63,19 @@ def api_key(store: Store, merchant_id: str | None = None) -> dict[str, str]:
 
     _, key = create_api_key(store, merchant_id, label="test")
     return {"Authorization": f"Bearer {key}"}
+
+
+def record_payment(store: Store, broker, merchant_id: str, fixture: str, customer_email: str | None = None) -> str:
+    """Record an STK payment through the webhook-service's ingest, as a callback would; its event id.
+
+    ``customer_email`` stands in for gateways whose callbacks name the buyer.
+    """
+    from payhook_webhook import ingest
+    from payhook_webhook.classify import classify
+
+    payload = fixture_json(fixture)
+    event = normalise_stk(payload)
+    event.customer_email = customer_email
+    with store.read() as session:
+        merchant = session.get(Merchant, merchant_id, options=[selectinload(Merchant.endpoints)])
+    return ingest.record(store, broker, merchant, event, json.dumps(payload).encode(), classify(event)).event_id

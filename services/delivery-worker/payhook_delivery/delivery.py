@@ -16,12 +16,11 @@ import logging
 import dramatiq
 from sqlalchemy import func, select, update
 
-from payhook_shared import ids, jobs, signing
+from payhook_shared import jobs, notices, signing
 from payhook_shared.events import webhook_body
 from payhook_shared.jobs import claim
 from payhook_shared.logs import bind
-from payhook_shared.messages import DeliverWebhook, SendEmail
-from payhook_shared.priority import Priority
+from payhook_shared.messages import DeliverWebhook
 from payhook_shared.store import Delivery, DeliveryAttempt, Email, Endpoint, Event, JobState, Merchant
 from payhook_shared.store.models import utcnow
 
@@ -179,7 +178,7 @@ def _update_health(session, settings, endpoint: Endpoint, merchant: Merchant, re
     ).one()
     if not enabled:
         return []
-    messages = []
+    messages: list[Email | None] = []
     if result.category is Category.GONE or failing_since <= now - dt.timedelta(seconds=settings.disable_after):
         reason = "the endpoint answered 410 Gone" if result.category is Category.GONE else (
             f"failing continuously since {failing_since:%Y-%m-%d %H:%M} UTC")
@@ -187,33 +186,14 @@ def _update_health(session, settings, endpoint: Endpoint, merchant: Merchant, re
             enabled=False, disabled_at=now, disabled_reason=reason, circuit_open_until=None,
         ).execution_options(synchronize_session=False))
         log.warning("endpoint %s disabled: %s", endpoint.id, reason)
-        messages += _notify(session, "endpoint_disabled", endpoint, merchant, failing_since, reason, result)
+        messages.append(notices.endpoint_disabled(merchant, endpoint, disabled_at=now, reason=reason))
     elif failures >= settings.circuit_threshold and circuit_open_until is None:
         session.execute(update(Endpoint).where(Endpoint.id == endpoint.id).values(
             circuit_open_until=now + dt.timedelta(seconds=settings.circuit_cooldown),
         ).execution_options(synchronize_session=False))
         log.warning("endpoint %s failed %d times in a row; circuit open", endpoint.id, failures)
-        messages += _notify(session, "endpoint_failing", endpoint, merchant, failing_since,
-                            result.error or f"HTTP {result.status}", result)
-    return messages
-
-
-def _notify(session, template: str, endpoint: Endpoint, merchant: Merchant, incident: dt.datetime,
-            reason: str, result: http.AttemptResult) -> list[dramatiq.Message]:
-    """One email per endpoint incident (the dedupe key names the incident's start)."""
-    if not merchant.notification_email:
-        return []
-    dedupe_key = f"{template}:{endpoint.id}:{incident.isoformat()}"
-    if session.scalar(select(Email.id).where(Email.dedupe_key == dedupe_key)):
-        return []
-    email = Email(
-        id=ids.new_id("eml"), merchant_id=merchant.id, template=template,
-        recipients=[merchant.notification_email], priority=int(Priority.HIGH), dedupe_key=dedupe_key,
-        context={"merchant_name": merchant.name, "endpoint_id": endpoint.id, "endpoint_url": endpoint.url,
-                 "failing_since": incident.isoformat(), "reason": reason,
-                 "last_status": result.status, "last_category": result.category.value},
-    )
-    message = jobs.plan(SendEmail(email_id=email.id, merchant_id=merchant.id, priority=Priority.HIGH))
-    jobs.record(email, message)
-    session.add(email)
-    return [message]
+        messages.append(notices.endpoint_failing(merchant, endpoint, incident_started_at=failing_since,
+                                                 failures=failures,
+                                                 last_error=result.error or f"HTTP {result.status}"))
+    # One email per incident: stage() skips an email whose incident was already announced.
+    return [m for m in (notices.stage(session, e) for e in messages if e is not None) if m is not None]

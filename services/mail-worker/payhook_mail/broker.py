@@ -12,11 +12,13 @@ from .settings import Settings
 
 
 class Lifecycle(dramatiq.Middleware):
-    """Starts this process's sweeper when the worker boots; releases everything at shutdown."""
+    """Starts this process's sweeper and alert check when the worker boots; releases everything at shutdown."""
 
     def after_worker_boot(self, broker, worker) -> None:
         from . import runtime
-        runtime.get().sweeper.start()
+        rt = runtime.get()
+        rt.sweeper.start()
+        rt.alerts.start()
 
     def before_worker_shutdown(self, broker, worker) -> None:
         from . import runtime

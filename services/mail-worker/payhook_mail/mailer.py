@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import re
 
+import jinja2
 from sqlalchemy import update
 
 from payhook_shared.jobs import claim
@@ -37,15 +39,30 @@ def send(rt: Runtime, message: SendEmail) -> str:
                 return SKIPPED
             email = session.get(Email, message.email_id)
         try:
+            _check_recipients(email.recipients)
             rendered = render.render(rt.templates, email.template, email.context)
             mime = render.build(rendered, sender=settings.mail_from, recipients=email.recipients,
                                 message_id=f"<{email.id}@{settings.message_id_domain}>")
             rt.transport.send(mime)
         except TransientMailError as exc:
             return _finish(rt, email, RETRY, str(exc))
-        except (PermanentMailError, ValueError) as exc:
+        except PermanentMailError as exc:
             return _finish(rt, email, DEAD, str(exc))
+        except (jinja2.TemplateError, ValueError) as exc:
+            return _finish(rt, email, DEAD, f"cannot render {email.template!r}: {type(exc).__name__}: {exc}")
         return _finish(rt, email, SENT, None)
+
+
+# One @, no spaces or angle brackets, a dot in the domain: enough to refuse what no server would take.
+_ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\".]+")
+
+
+def _check_recipients(recipients: list[str]) -> None:
+    if not recipients:
+        raise PermanentMailError("no recipients")
+    invalid = [r for r in recipients if not isinstance(r, str) or not _ADDRESS.fullmatch(r)]
+    if invalid:
+        raise PermanentMailError(f"invalid address: {', '.join(map(repr, invalid))}")
 
 
 def _finish(rt: Runtime, email: Email, outcome: str, error: str | None) -> str:

@@ -1,4 +1,4 @@
-"""What a mail-worker process needs at hand: settings, store, broker, transport, templates, sweeper.
+"""What a mail-worker process needs at hand: settings, store, broker, transport, templates, sweeper, alerts.
 
 Built lazily on first use, after Dramatiq has forked the process. Tests ``install`` their own.
 """
@@ -10,19 +10,15 @@ import threading
 
 import jinja2
 
+from payhook_shared import notices
 from payhook_shared.broker import RedisBroker
 from payhook_shared.jobs import Sweeper
-from payhook_shared.messages import SendEmail
-from payhook_shared.priority import MAIL, Priority
+from payhook_shared.priority import MAIL
 from payhook_shared.store import Email, Store
 
 from . import render, transport
+from .alerts import AlertLoop
 from .settings import Settings
-
-
-def _message_for(email: Email) -> SendEmail:
-    return SendEmail(email_id=email.id, event_id=email.event_id, merchant_id=email.merchant_id or "",
-                     priority=Priority(email.priority))
 
 
 @dataclasses.dataclass
@@ -35,18 +31,23 @@ class Runtime:
     transport: transport.Transport
     templates: jinja2.Environment
     sweeper: Sweeper
+    alerts: AlertLoop = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.alerts = AlertLoop(self)
 
     @classmethod
     def build(cls, settings: Settings, broker: RedisBroker) -> "Runtime":
         """Resources for ``settings``, enqueuing on ``broker``."""
         store = Store(settings.database_url, pool_size=settings.db_pool_size)
-        sweeper = Sweeper(store, broker, Email, MAIL, _message_for, interval=settings.sweep_interval)
-        mail = transport.from_settings(settings.smtp_url, settings.outbox_dir, settings.smtp_timeout)
+        sweeper = Sweeper(store, broker, Email, MAIL, notices.message_for, interval=settings.sweep_interval)
+        mail = transport.from_settings(settings)
         return cls(settings, store, broker, mail, render.environment(), sweeper)
 
     def close(self) -> None:
-        """Stop the sweeper and release connections."""
+        """Stop the sweeper and the alert check, and release connections."""
         self.sweeper.stop()
+        self.alerts.stop()
         self.transport.close()
         self.store.dispose()
 

@@ -16,6 +16,8 @@ class Settings:
     # smtp://user:pass@host:587 (STARTTLS), smtps://… (implicit TLS), smtp+plain://… (no TLS).
     # Empty: write .eml files to outbox_dir instead.
     smtp_url: str = ""
+    # A PEM file of CA certificates to trust instead of the system's (a private or test CA).
+    smtp_ca_file: str = ""
     smtp_timeout: float = 15.0
     outbox_dir: str = "var/outbox"
     mail_from: str = "Payhook <no-reply@payhook.local>"
@@ -26,6 +28,11 @@ class Settings:
     retry_schedule: tuple[float, ...] = (10, 60, 300, 1800, 7200)
     retry_jitter: float = 0.2
     sweep_interval: float = 1.0
+    # Operator alerts: sent to these addresses (comma-separated; empty turns the check off) when the
+    # dead deliveries and emails reach the threshold; at most one alert per hour.
+    alert_emails: tuple[str, ...] = ()
+    alert_dead_letter_threshold: int = 10
+    alert_interval: float = 60.0
     processes: int = 1
     threads: int = 4
 

@@ -23,6 +23,13 @@ def callback_urls(base_url: str, merchant: Merchant) -> dict[str, str]:
     return {kind: f"{root}/{kind}" for kind in NORMALISERS}
 
 
+def _with_receipt_fallback(settings: dict, customer_email: str) -> dict:
+    """``settings`` with ``notifications.receipt.fallback_email`` set, everything else kept."""
+    notifications = dict(settings.get("notifications") or {})
+    notifications["receipt"] = {**(notifications.get("receipt") or {}), "fallback_email": customer_email}
+    return {**settings, "notifications": notifications}
+
+
 def register(app: Flask) -> None:
     """Attach the CLI commands to ``app``."""
 
@@ -48,9 +55,11 @@ def register(app: Flask) -> None:
     @app.cli.command("seed-demo")
     @click.option("--receiver-url", required=True, help="Endpoint URL of the demo merchant receiver.")
     @click.option("--email", default="merchant@demo.payhook.test", show_default=True)
+    @click.option("--customer-email", default="customer@demo.payhook.test", show_default=True,
+                  help="Where the demo sends buyer receipts for payments that carry no customer email.")
     @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("var/demo.json"),
                   show_default=True, help="Where to write the demo merchant's ids and secrets.")
-    def seed_demo(receiver_url: str, email: str, out: Path) -> None:
+    def seed_demo(receiver_url: str, email: str, customer_email: str, out: Path) -> None:
         """Create (once) a demo merchant whose endpoint is the demo receiver; print its callback URL."""
         settings = current_app.extensions["payhook.settings"]
         store = current_app.extensions["payhook.store"]
@@ -62,6 +71,8 @@ def register(app: Flask) -> None:
                 merchant = Merchant(id=ids.new_id("mch"), name="Demo Shop", notification_email=email,
                                     callback_token=ids.new_token(), settings={})
                 session.add(merchant)
+            # Daraja's STK callback names no buyer email, so the demo sends its receipts to a stand-in buyer.
+            merchant.settings = _with_receipt_fallback(merchant.settings or {}, customer_email)
             endpoint = session.execute(
                 select(Endpoint).where(Endpoint.merchant_id == merchant.id, Endpoint.url == receiver_url)
             ).scalar_one_or_none()

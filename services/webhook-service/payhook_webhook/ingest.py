@@ -17,12 +17,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from payhook_shared import ids, jobs
+from payhook_shared import ids, jobs, notices
 from payhook_shared.broker import RedisBroker
 from payhook_shared.callbacks import mpesa
-from payhook_shared.events import SUCCEEDED, NormalisedEvent
+from payhook_shared.events import NormalisedEvent
 from payhook_shared.logs import bind
-from payhook_shared.messages import DeliverWebhook, SendEmail
+from payhook_shared.messages import DeliverWebhook
 from payhook_shared.priority import Priority
 from payhook_shared.store import Delivery, Email, Endpoint, Event, Merchant, Store
 
@@ -101,12 +101,10 @@ def record(store: Store, broker: RedisBroker, merchant: Merchant, event: Normali
             session.add(delivery)
             messages.append(message)
 
-        for email in _notifications(merchant, event, event_id, priority):
-            message = jobs.plan(SendEmail(email_id=email.id, event_id=event_id,
-                                          merchant_id=merchant.id, priority=Priority(email.priority)))
-            jobs.record(email, message)
-            session.add(email)
-            messages.append(message)
+        for email in _notifications(merchant, event, event_id):
+            staged = notices.stage(session, email)
+            if staged is not None:
+                messages.append(staged)
 
     recorded = Recorded(event_id, duplicate=False,
                         deliveries=sum(m.queue_name.startswith("delivery.") for m in messages),
@@ -128,23 +126,15 @@ def _send(broker: RedisBroker, messages: list[dramatiq.Message]) -> None:
             return
 
 
-def _notifications(merchant: Merchant, event: NormalisedEvent, event_id: str,
-                   priority: Priority) -> list[Email]:
-    """Emails an event causes: for now, the merchant's "payment received" notice for money received."""
-    if event.status != SUCCEEDED or event.type in NO_RECEIPT_EMAIL_TYPES or not merchant.notification_email:
+def _notifications(merchant: Merchant, event: NormalisedEvent, event_id: str) -> list[Email]:
+    """Emails a new event causes, by the merchant's preferences.
+
+    Only for money coming in (not payouts, reversals or balances): the merchant's
+    "payment received" (on by default) or "payment failed" (opt-in) notice, and
+    the buyer's receipt when the event carries a customer email.
+    """
+    if event.type in NO_RECEIPT_EMAIL_TYPES:
         return []
-    context = {
-        "merchant_name": merchant.name,
-        "event_type": event.type,
-        "amount_minor": event.amount_minor,
-        "currency": event.currency,
-        "receipt": event.receipt,
-        "phone": event.phone,
-        "occurred_at": event.occurred_at.isoformat() if event.occurred_at else None,
-    }
-    return [Email(
-        id=ids.new_id("eml"), merchant_id=merchant.id, event_id=event_id,
-        template="payment_received", recipients=[merchant.notification_email],
-        context=context, priority=int(priority),
-        dedupe_key=f"payment_received:{event_id}",
-    )]
+    return [email for email in (notices.payment_received(merchant, event, event_id),
+                                notices.payment_failed(merchant, event, event_id),
+                                notices.receipt(merchant, event, event_id)) if email is not None]
