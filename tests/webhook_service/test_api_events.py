@@ -26,7 +26,7 @@ def test_event_is_normalised_recorded_and_queued(client, store, redis_client):
     assert response.status_code == 201
     event_id = response.get_json()["id"]
     assert event_id.startswith("evt_")
-    assert counts(store) == (1, 2, 1)
+    assert counts(store) == (1, 2, 2)  # the merchant's notice and the buyer's receipt
     assert redis_client.llen("dramatiq:delivery.normal") == 2
     with store.read() as session:
         event = session.get(Event, event_id)
