@@ -15,6 +15,9 @@ FAILED = "failed"
 UNKNOWN = "unknown"
 STATUSES = (SUCCEEDED, FAILED, UNKNOWN)
 
+#: Synthetic events operators record to test a running stack; delivered, never mailed.
+TEST_TYPE = "payhook.test"
+
 
 @dataclasses.dataclass
 class NormalisedEvent:

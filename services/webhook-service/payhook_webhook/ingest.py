@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from payhook_shared import ids, jobs, notices
 from payhook_shared.broker import RedisBroker
 from payhook_shared.callbacks import mpesa
-from payhook_shared.events import NormalisedEvent
+from payhook_shared.events import TEST_TYPE, NormalisedEvent
 from payhook_shared.logs import bind
 from payhook_shared.messages import DeliverWebhook
 from payhook_shared.priority import Priority
@@ -34,7 +34,7 @@ _INSERT = {"postgresql": pg_insert, "sqlite": sqlite_insert}
 # payment, and an endpoint taking "every type" expects payments.
 OPT_IN_TYPES = frozenset({mpesa.C2B_VALIDATION})
 # Types that are not money received, so they send no "payment received" email.
-NO_RECEIPT_EMAIL_TYPES = mpesa.NOT_RECEIVED_TYPES
+NO_RECEIPT_EMAIL_TYPES = mpesa.NOT_RECEIVED_TYPES | {TEST_TYPE}
 
 
 def _wants(endpoint: Endpoint, event_type: str) -> bool:

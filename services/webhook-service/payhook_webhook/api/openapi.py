@@ -16,8 +16,9 @@ from flask import Blueprint, Flask, current_app, jsonify
 from marshmallow import Schema, fields, validate
 
 from .schemas import (
-    MAX_GRACE_SECONDS, EndpointCreateSchema, EndpointUpdateSchema, EventCreateSchema, MerchantCreateSchema,
-    MerchantUpdateSchema, PriorityField, PriorityRuleSchema, RotateSecretSchema, validate_endpoint_url,
+    MAX_GRACE_SECONDS, DeadLetterFilterSchema, EndpointCreateSchema, EndpointUpdateSchema, EventCreateSchema,
+    MerchantCreateSchema, MerchantUpdateSchema, PriorityField, PriorityRuleSchema, PriorityTestSchema, PurgeSchema,
+    RecoverSchema, RotateSecretSchema, validate_endpoint_url,
 )
 
 bp = Blueprint("openapi", __name__)
@@ -30,6 +31,10 @@ REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "EndpointUpdate": EndpointUpdateSchema,
     "RotateSecret": RotateSecretSchema,
     "EventCreate": EventCreateSchema,
+    "DeadLetterFilter": DeadLetterFilterSchema,
+    "Purge": PurgeSchema,
+    "Recover": RecoverSchema,
+    "PriorityTest": PriorityTestSchema,
 }
 _NAMES = {schema: name for name, schema in REQUEST_SCHEMAS.items()}
 _PRIORITIES = ["urgent", "high", "normal", "low"]
@@ -162,6 +167,17 @@ def _components() -> dict[str, Any]:
     schemas["EndpointWithSecret"] = {"allOf": [_ref("Endpoint"), {"type": "object", "properties": {
         "secret": {"type": "string", "description": "whsec_ signing secret; shown only in this answer"}}}]}
     schemas["EventId"] = {"type": "object", "properties": {"id": _ID}}
+    schemas["Delivery"] = {"type": "object", "properties": {
+        "id": _ID, "event_id": _ID, "endpoint_id": _ID, "merchant_id": _ID,
+        "state": {"type": "string", "enum": ["pending", "sending", "done", "dead"]},
+        "attempts": {"type": "integer"}, "priority": {"type": "integer", "minimum": 0, "maximum": 3},
+        "last_status": {"type": "integer", "nullable": True},
+        "last_category": {"type": "string", "nullable": True}, "last_error": {"type": "string", "nullable": True},
+        "next_attempt_at": _TIME, "dead_at": {**_TIME, "nullable": True},
+        "delivered_at": {**_TIME, "nullable": True}, "created_at": _TIME,
+    }}
+    schemas["Count"] = {"type": "object", "additionalProperties": {"type": "integer"},
+                        "description": "how many rows the operation changed, e.g. {\"retried\": 3}"}
     return {
         "schemas": schemas,
         "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
@@ -229,6 +245,50 @@ def _api_paths() -> dict[str, Any]:
                      "responses": {"201": _json(_ref("EventId"), "recorded"),
                                    "200": _json(_ref("EventId"), "a repeat: the first event's id, nothing new"),
                                    **_errors(400, 401, 403, 404, 415, 503)}},
+        },
+        "/v1/dead-letters": {
+            "get": {**secured, "summary": "List dead letters, newest first (a merchant key sees its own)",
+                    "parameters": _PAGE_PARAMS + [
+                        {"name": n, "in": "query", "schema": {"type": "string"}}
+                        for n in ("merchant_id", "endpoint_id", "category")] + [
+                        {"name": n, "in": "query", "schema": _TIME} for n in ("since", "until")],
+                    "responses": {"200": _json(_page("Delivery"), "one page"), **_errors(400, 401, 404)}},
+        },
+        "/v1/dead-letters/retry": {
+            "post": {**secured, "summary": "Retry every dead letter matching the filters",
+                     "requestBody": _body("DeadLetterFilter", required=False),
+                     "responses": {"200": _json(_ref("Count"), "{\"retried\": n}"), **_errors(400, 401, 404, 415)}},
+        },
+        "/v1/dead-letters/purge": {
+            "post": {**secured, "summary": "Delete every dead letter matching the filters (confirm: true)",
+                     "requestBody": _body("Purge"),
+                     "responses": {"200": _json(_ref("Count"), "{\"purged\": n}"), **_errors(400, 401, 404, 415)}},
+        },
+        "/v1/deliveries/{delivery_id}": {
+            "parameters": [_path_param("delivery_id")],
+            "get": {**secured, "summary": "A delivery with every attempt",
+                    "responses": {"200": _json(_ref("Delivery"), "the delivery"), **_errors(401, 404)}},
+        },
+        "/v1/deliveries/{delivery_id}/retry": {
+            "parameters": [_path_param("delivery_id")],
+            "post": {**secured, "summary": "Retry one dead letter now, with a fresh schedule",
+                     "responses": {"200": _json(_ref("Count"), "{\"retried\": 1} (0 if it was not dead)"),
+                                   **_errors(401, 404)}},
+        },
+        "/v1/endpoints/{endpoint_id}/recover": {
+            "parameters": endpoint,
+            "post": {**secured, "summary": "Re-deliver every failed delivery of the endpoint since a time",
+                     "requestBody": _body("Recover"),
+                     "responses": {"200": _json(_ref("Count"), "{\"recovered\": n}"),
+                                   **_errors(400, 401, 404, 415)}},
+        },
+        "/test/priority/{merchant_id}/{level}": {
+            "parameters": [_path_param("merchant_id"), {**_path_param("level"), "schema": {
+                "type": "string", "enum": _PRIORITIES}}],
+            "post": {**secured, "summary": "Record synthetic payhook.test events at a priority (admin key)",
+                     "requestBody": _body("PriorityTest", required=False),
+                     "responses": {"200": {"description": "the events' ids and receive times"},
+                                   **_errors(400, 401, 403, 404, 415)}},
         },
         "/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": "the process answers"}}}},
         "/health/ready": {"get": {"summary": "Readiness: the store and Redis answer", "responses": {

@@ -6,6 +6,7 @@ Every refusal is a 400 whose message names the offending field, e.g.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -168,3 +169,29 @@ def json_body(optional: bool = False) -> tuple[bytes, dict[str, Any]]:
 def query(schema: Schema) -> dict[str, Any]:
     """The request's query string, validated by ``schema``."""
     return load(schema, request.args.to_dict())
+
+
+class DeadLetterFilterSchema(Schema):
+    merchant_id = fields.String(load_default=None, validate=validate.Length(1, 40))
+    endpoint_id = fields.String(load_default=None, validate=validate.Length(1, 40))
+    category = fields.String(load_default=None, validate=validate.Length(1, 20))
+    since = fields.AwareDateTime(load_default=None, default_timezone=dt.timezone.utc)
+    until = fields.AwareDateTime(load_default=None, default_timezone=dt.timezone.utc)
+
+
+class DeadLetterQuerySchema(DeadLetterFilterSchema):
+    limit = fields.Integer(load_default=DEFAULT_PAGE, validate=validate.Range(1, MAX_PAGE))
+    after = fields.String(load_default=None, validate=validate.Length(1, 40))
+
+
+class PurgeSchema(DeadLetterFilterSchema):
+    # Purging is irreversible: the caller must say so.
+    confirm = fields.Boolean(required=True, validate=validate.Equal(True, error="must be true to purge"))
+
+
+class RecoverSchema(Schema):
+    since = fields.AwareDateTime(required=True, default_timezone=dt.timezone.utc)
+
+
+class PriorityTestSchema(Schema):
+    count = fields.Integer(load_default=1, validate=validate.Range(1, 5000))

@@ -1,0 +1,49 @@
+"""Admin-only test traffic: ``POST /test/priority/<merchant_id>/<level>``.
+
+Records synthetic ``payhook.test`` events at a chosen priority through the
+real ingest path, so operators and ``make test-priority`` can check that
+priority holds under backlog on a running stack.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from payhook_shared import ids
+from payhook_shared.events import SUCCEEDED, TEST_TYPE, NormalisedEvent
+from payhook_shared.priority import Priority
+from payhook_shared.store import Event, Merchant
+
+from .. import auth, ingest
+from ..errors import InvalidPayload, NotFound
+from .schemas import PriorityTestSchema, json_body, load
+
+bp = Blueprint("testing", __name__, url_prefix="/test")
+bp.before_request(auth.require_api_key)
+
+@bp.post("/priority/<merchant_id>/<level>")
+def priority_test(merchant_id: str, level: str):
+    """Record ``count`` test events at ``level``; returns their ids and when each was received."""
+    auth.require_admin()
+    try:
+        priority = Priority.parse(level)
+    except ValueError:
+        raise InvalidPayload(f"level must be one of {', '.join(p.label for p in Priority)}") from None
+    _, body = json_body(optional=True)
+    count = load(PriorityTestSchema(), body)["count"]
+    store, broker = current_app.extensions["payhook.store"], current_app.extensions["payhook.broker"]
+    with store.read() as session:
+        merchant = session.get(Merchant, merchant_id, options=[selectinload(Merchant.endpoints)])
+    if merchant is None:
+        raise NotFound(f"no merchant {merchant_id}")
+    recorded = []
+    for _ in range(count):
+        event = NormalisedEvent(provider="payhook", type=TEST_TYPE, status=SUCCEEDED,
+                                dedupe_key=f"test:{ids.new_token()}", details={"priority": priority.label})
+        recorded.append(ingest.record(store, broker, merchant, event, b"{}", priority).event_id)
+    with store.read() as session:
+        received = dict(session.execute(select(Event.id, Event.received_at).where(Event.id.in_(recorded))).all())
+    return jsonify(priority=priority.label, events=[
+        {"id": event_id, "received_at": received[event_id].timestamp()} for event_id in recorded])
