@@ -8,7 +8,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test clean
+.PHONY: help setup run test test-priority clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,6 +27,9 @@ run: setup ## Start the whole system (Redis, web, workers, demo receiver) with e
 
 test: setup ## Run the test suite (starts its own Redis; PostgreSQL too when TEST_DATABASE_URL is set)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-priority: setup ## Check priority holds under a LOW backlog on the running stack (starts one if none)
+	$(PY) scripts/test_priority.py
 
 clean: ## Remove the virtualenv and local state (var/)
 	rm -rf $(VENV) var

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from payhook_shared import ids, signing
 from payhook_shared.callbacks.mpesa import NORMALISERS
-from payhook_shared.store import Endpoint, Merchant
+from payhook_shared.store import ApiKey, Endpoint, Merchant
 from payhook_shared.store.migrate import upgrade
 
 from . import auth
@@ -28,6 +28,21 @@ def _with_receipt_fallback(settings: dict, customer_email: str) -> dict:
     notifications = dict(settings.get("notifications") or {})
     notifications["receipt"] = {**(notifications.get("receipt") or {}), "fallback_email": customer_email}
     return {**settings, "notifications": notifications}
+
+
+def _demo_admin_key(store, previous: Path) -> str:
+    """The demo's admin key: the one already in ``previous`` if it still works, else a new one.
+
+    Keys are stored hashed, so the demo file is the only place this one can be read again.
+    """
+    if previous.exists():
+        key = json.loads(previous.read_text()).get("admin_api_key")
+        if key:
+            with store.read() as session:
+                if session.scalar(select(ApiKey.id).where(ApiKey.key_hash == auth.hash_key(key),
+                                                          ApiKey.revoked_at.is_(None))):
+                    return key
+    return auth.create_api_key(store, None, label="demo admin (make run)")[1]
 
 
 def register(app: Flask) -> None:
@@ -81,11 +96,13 @@ def register(app: Flask) -> None:
                                     description="demo merchant receiver", secret=signing.generate_secret())
                 session.add(endpoint)
             demo = {
+                "base_url": settings.public_base_url,
                 "merchant_id": merchant.id,
                 "endpoint_id": endpoint.id,
                 "endpoint_secret": endpoint.secret,
                 "callback_urls": callback_urls(settings.public_base_url, merchant),
             }
+        demo["admin_api_key"] = _demo_admin_key(store, out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(demo, indent=2))
         click.echo(json.dumps(demo["callback_urls"]))
