@@ -172,7 +172,8 @@ def webhook_app(database_url, redis_url):
     """The real webhook-service Flask app on the test store and Redis."""
     from payhook_webhook.app import create_app
 
-    app = create_app({"database_url": database_url, "redis_url": redis_url, "log_format": "text"})
+    app = create_app({"database_url": database_url, "redis_url": redis_url, "log_format": "text",
+                      "endpoint_allowlist": ("127.0.0.0/8",)})
     app.config["TESTING"] = True
     yield app
     app.extensions["payhook.store"].dispose()

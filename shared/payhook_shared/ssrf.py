@@ -144,16 +144,21 @@ def resolve_safe(host: str, port: int, allow: Iterable[str | Network] = ()) -> s
     return str(addresses[0])
 
 
-def check_url(url: str, allow: Iterable[str | Network] = ()) -> None:
+def check_url(url: str, allow: Iterable[str | Network] = (), *, unresolvable_ok: bool = False) -> None:
     """Refuse ``url`` unless it is absolute http(s) and its host resolves only to allowed addresses.
+
+    ``unresolvable_ok`` lets a host that does not resolve (yet) pass, as at
+    registration, where a merchant may add an endpoint before its DNS exists;
+    delivery checks again after resolving, so nothing unsafe is ever called.
 
     Raises:
       UnsafeURL: naming what is wrong; a host that does not resolve is refused
-        too, since nothing can be said about where it leads.
+        unless ``unresolvable_ok``, since nothing can be said about where it leads.
     """
     _, host, port = split_url(url)
     try:
         resolve_safe(host, port, allow)
     except OSError as exc:
-        raise UnsafeURL(f"endpoint host {host} does not resolve: {exc}") from None
+        if not unresolvable_ok:
+            raise UnsafeURL(f"endpoint host {host} does not resolve: {exc}") from None
 

@@ -210,3 +210,17 @@ def test_unknown_ids_are_404(client, admin):
     assert client.get("/v1/merchants/mch_00", headers=admin).status_code == 404
     assert client.get("/v1/endpoints/ep_00", headers=admin).status_code == 404
     assert client.post("/v1/endpoints/ep_00/rotate-secret", headers=admin).status_code == 404
+
+
+def test_endpoints_on_private_or_metadata_addresses_are_refused_at_registration(client, store):
+    merchant, _ = merchant_with_endpoints(store)
+    admin = api_key(store)
+    for url in ("http://169.254.169.254/latest/meta-data", "http://10.0.0.1/hook", "http://[::1]:8080/x",
+                "http://192.168.1.20/x"):
+        response = client.post(f"/v1/merchants/{merchant.id}/endpoints", json={"url": url}, headers=admin)
+        assert response.status_code == 400, url
+        assert "refused" in response.get_json()["error"]["message"]
+    # The test app allowlists 127.0.0.0/8; a host that does not resolve yet is checked again at delivery.
+    for url in ("http://127.0.0.1:9/x", "https://not-yet-live.example/hook"):
+        response = client.post(f"/v1/merchants/{merchant.id}/endpoints", json={"url": url}, headers=admin)
+        assert response.status_code == 201, url

@@ -31,6 +31,8 @@ class Settings:
     mpesa_ip_allowlist: tuple[str, ...] = SAFARICOM_CALLBACK_IPS
     # Peers (CIDRs) whose X-Forwarded-For is believed, e.g. the load balancer's subnet.
     trusted_proxies: tuple[str, ...] = ()
+    # Non-public CIDRs endpoints may be registered on (e.g. 127.0.0.0/8 in development).
+    endpoint_allowlist: tuple[str, ...] = ()
     # gunicorn
     bind: str = "127.0.0.1:8640"
     web_workers: int = 2

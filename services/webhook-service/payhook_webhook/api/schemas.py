@@ -10,12 +10,13 @@ import datetime as dt
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import request
+from flask import current_app, request
 from marshmallow import Schema, ValidationError, fields, validate
 
 from payhook_shared.callbacks import parse_json
 from payhook_shared.callbacks.base import load as load_schema
-from payhook_shared.errors import DecodeError
+from payhook_shared import ssrf
+from payhook_shared.errors import DecodeError, UnsafeURL
 from payhook_shared.events import STATUSES
 from payhook_shared.priority import Priority
 
@@ -31,8 +32,10 @@ MAX_PAGE = 100
 def validate_endpoint_url(url: str) -> str:
     """Check that ``url`` may be a webhook endpoint; return it unchanged.
 
-    The one place endpoint URLs are judged: rules about which hosts may be
-    called (SSRF protection) belong here too.
+    The one place endpoint URLs are judged, including which hosts may be
+    called: a host resolving to a private, loopback, link-local or metadata
+    address is refused unless ``ENDPOINT_ALLOWLIST`` names it (the
+    delivery-worker checks again, after resolving, at every attempt).
 
     Raises:
       ValidationError: naming what is wrong with the URL.
@@ -52,6 +55,10 @@ def validate_endpoint_url(url: str) -> str:
         raise ValidationError("must not contain credentials; authenticate with the webhook signature")
     if port == 0:
         raise ValidationError("port must be 1 to 65535")
+    try:
+        ssrf.check_url(url, current_app.extensions["payhook.settings"].endpoint_allowlist, unresolvable_ok=True)
+    except UnsafeURL as exc:
+        raise ValidationError(str(exc)) from None
     return url
 
 
