@@ -83,12 +83,64 @@ def release(session: Any, model: type, job_id: str, retry_at: dt.datetime) -> bo
     return session.execute(stmt).rowcount == 1
 
 
+class Periodic:
+    """Runs ``task`` every ``interval`` seconds in a daemon thread, in one process at a time.
+
+    Leadership is a short Redis lock renewed each tick, so any number of worker
+    processes may start one and exactly one does the work; if it dies, another
+    takes over once the lock expires.
+    """
+
+    def __init__(self, client: Any, name: str, interval: float, task: Callable[[], object]):
+        self.client = client
+        self.name = name
+        self.interval = interval
+        self.task = task
+        self._lock_key = f"payhook:leader:{name}"
+        self._me = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _is_leader(self) -> bool:
+        ttl_ms = int(max(self.interval, 1.0) * 5000)
+        if self.client.set(self._lock_key, self._me, nx=True, px=ttl_ms):
+            return True
+        if self.client.get(self._lock_key) == self._me.encode():
+            self.client.pexpire(self._lock_key, ttl_ms)
+            return True
+        return False
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if self._is_leader():
+                    self.task()
+            except Exception:
+                log.exception("%s tick failed; will retry", self.name)
+
+    def start(self) -> None:
+        """Start ticking."""
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop ticking and release leadership."""
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        try:
+            if self.client.get(self._lock_key) == self._me.encode():
+                self.client.delete(self._lock_key)
+        except Exception:
+            log.debug("could not release %s lock", self.name, exc_info=True)
+
+
 class Sweeper:
     """Re-enqueues due jobs whose Redis message is gone, and frees expired claims.
 
     ``build`` turns a job row into its protocol message. One sweeper per job
-    family does the work at a time, elected with a short Redis lock, so any
-    number of worker processes may run one.
+    family does the work at a time (see ``Periodic``), so any number of worker
+    processes may run one.
     """
 
     def __init__(self, store: Store, broker: RedisBroker, model: type, family: str,
@@ -102,10 +154,7 @@ class Sweeper:
         self.interval = interval
         self.grace = dt.timedelta(seconds=grace)
         self.batch = batch
-        self._lock_key = f"payhook:sweeper:{family}"
-        self._me = uuid.uuid4().hex
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic = Periodic(broker.client, f"sweeper-{family}", interval, self._tick)
         # Dramatiq returns a dead worker's unacked messages during "maintenance",
         # which it runs on a random 0.1 % of commands; this twin runs it on every one.
         self._maintainer = RedisBroker(
@@ -161,41 +210,18 @@ class Sweeper:
             log.info("sweeper enqueued %d %s job(s)", sent, self.family)
         return sent
 
-    def _is_leader(self) -> bool:
-        client = self.broker.client
-        ttl_ms = int(self.interval * 5000)
-        if client.set(self._lock_key, self._me, nx=True, px=ttl_ms):
-            return True
-        if client.get(self._lock_key) == self._me.encode():
-            client.pexpire(self._lock_key, ttl_ms)
-            return True
-        return False
-
     def _requeue_from_dead_workers(self) -> None:
         for queue in queue_names(self.family):
             self._maintainer.do_qsize(queue)
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                if self._is_leader():
-                    self._requeue_from_dead_workers()
-                    self.run_once()
-            except Exception:
-                log.exception("sweeper tick failed; will retry")
+    def _tick(self) -> None:
+        self._requeue_from_dead_workers()
+        self.run_once()
 
     def start(self) -> None:
         """Sweep every ``interval`` seconds in a daemon thread."""
-        self._thread = threading.Thread(target=self._loop, name=f"sweeper-{self.family}", daemon=True)
-        self._thread.start()
+        self._periodic.start()
 
     def stop(self) -> None:
         """Stop sweeping and release leadership."""
-        self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=5)
-        try:
-            if self.broker.client.get(self._lock_key) == self._me.encode():
-                self.broker.client.delete(self._lock_key)
-        except Exception:
-            log.debug("could not release sweeper lock", exc_info=True)
+        self._periodic.stop()

@@ -12,11 +12,11 @@ from .settings import Settings
 
 
 class Lifecycle(dramatiq.Middleware):
-    """Starts this process's sweeper when the worker boots; releases everything at shutdown."""
+    """Starts this process's sweeper and retention purge when the worker boots; releases everything at shutdown."""
 
     def after_worker_boot(self, broker, worker) -> None:
         from . import runtime
-        runtime.get().sweeper.start()
+        runtime.get().start_background()
 
     def before_worker_shutdown(self, broker, worker) -> None:
         from . import runtime

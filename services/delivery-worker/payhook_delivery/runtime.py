@@ -11,8 +11,9 @@ import threading
 
 import urllib3
 
+from payhook_shared import retention
 from payhook_shared.broker import RedisBroker
-from payhook_shared.jobs import Sweeper
+from payhook_shared.jobs import Periodic, Sweeper
 from payhook_shared.messages import DeliverWebhook
 from payhook_shared.priority import DELIVERY, Priority
 from payhook_shared.store import Delivery, Store
@@ -37,6 +38,19 @@ class Runtime:
     http: urllib3.PoolManager
     sweeper: Sweeper
     limiter: Limiter
+    retention: Periodic | None
+
+    def start_background(self) -> None:
+        """Start the sweeper and, when enabled, the retention purge."""
+        self.sweeper.start()
+        if self.retention:
+            self.retention.start()
+
+    def purge_once(self) -> retention.Purged:
+        """Apply the retention policy once."""
+        s = self.settings
+        return retention.purge(self.store, retention.Policy(s.retention_raw_payload_days, s.retention_events_days),
+                               export_dir=s.retention_export_dir or None)
 
     @classmethod
     def build(cls, settings: Settings, broker: RedisBroker) -> "Runtime":
@@ -44,11 +58,16 @@ class Runtime:
         store = Store(settings.database_url, pool_size=settings.db_pool_size)
         sweeper = Sweeper(store, broker, Delivery, DELIVERY, _message_for, interval=settings.sweep_interval)
         limiter = Limiter(broker.client, lease=settings.lease_seconds, busy_delay=settings.limit_retry_delay)
-        return cls(settings, store, broker, http.pool(settings.threads), sweeper, limiter)
+        rt = cls(settings, store, broker, http.pool(settings.threads), sweeper, limiter, None)
+        if settings.retention_interval > 0:
+            rt.retention = Periodic(broker.client, "retention", settings.retention_interval, rt.purge_once)
+        return rt
 
     def close(self) -> None:
-        """Stop the sweeper and release connections."""
+        """Stop the background work and release connections."""
         self.sweeper.stop()
+        if self.retention:
+            self.retention.stop()
         self.http.clear()
         self.store.dispose()
 

@@ -42,6 +42,12 @@ class Settings:
     endpoint_allowlist: tuple[str, ...] = ()
     # Seconds a delivery waits when its endpoint is at max_in_flight (a rate limit computes its own wait).
     limit_retry_delay: float = 0.5
+    # Retention: seconds between purges (0: never), days raw payloads and events are kept by
+    # default (merchants may set their own), and an optional folder for JSON Lines of what is purged.
+    retention_interval: float = 3600.0
+    retention_raw_payload_days: int = 30
+    retention_events_days: int = 90
+    retention_export_dir: str = ""
     # Worker process: which pool of priority queues it serves (see payhook_shared.priority.POOLS),
     # its threads, how often an idle queue is polled, and how long SIGTERM waits for work in flight.
     pool: str = "all"

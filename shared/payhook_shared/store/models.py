@@ -139,6 +139,7 @@ class Event(Base):
     __table_args__ = (
         UniqueConstraint("merchant_id", "dedupe_key", name="uq_events_merchant_dedupe"),
         Index("ix_events_merchant_id_id", "merchant_id", "id"),
+        Index("ix_events_received_at", "received_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -224,7 +225,10 @@ class Email(_Job, Base):
     """One outbound email; ``dedupe_key`` stops the same notice being queued twice."""
 
     __tablename__ = "emails"
-    __table_args__ = (Index("ix_emails_due", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_emails_due", "state", "next_attempt_at"),
+        Index("ix_emails_event_id", "event_id"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     merchant_id: Mapped[str | None] = mapped_column(ForeignKey("merchants.id"), index=True)

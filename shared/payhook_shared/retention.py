@@ -1,0 +1,157 @@
+"""Retention: keep the store's size predictable without losing anything still owed.
+
+Defaults: raw payloads are blanked after 30 days; events, with their
+deliveries, attempts and emails, are deleted after 90. A merchant may set its
+own periods in ``settings["retention"] = {"raw_payload_days": n, "events_days": n}``.
+An event is never deleted while any of its deliveries is pending, being sent,
+or dead and unresolved (an operator may still retry it), nor while any of its
+emails is unsent. Work goes in small batches of short transactions, so ingest
+carries on beside it; what is deleted can first be exported to JSON Lines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, exists, select, update
+
+from .store import Delivery, DeliveryAttempt, Email, Event, JobState, Merchant, Store
+from .store.models import utcnow
+
+log = logging.getLogger(__name__)
+
+FINISHED_DELIVERY = (JobState.DONE.value,)
+FINISHED_EMAIL = (JobState.DONE.value, JobState.DEAD.value)
+BLANK = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """How long raw payloads and events are kept, in days."""
+
+    raw_payload_days: int = 30
+    events_days: int = 90
+
+    def overridden(self, settings: dict[str, Any] | None) -> "Policy":
+        """This policy with a merchant's valid overrides applied."""
+        own = (settings or {}).get("retention") or {}
+        values = {k: v for k, v in own.items()
+                  if k in ("raw_payload_days", "events_days") and isinstance(v, int) and v >= 1}
+        return dataclasses.replace(self, **values)
+
+
+@dataclasses.dataclass
+class Purged:
+    """What one purge run removed."""
+
+    raw_payloads: int = 0
+    events: int = 0
+    deliveries: int = 0
+    attempts: int = 0
+    emails: int = 0
+
+
+def _groups(store: Store, default: Policy) -> list[tuple[Policy, list[str] | None, list[str]]]:
+    """``(policy, merchant ids or None for "everyone else", ids to exclude)`` per distinct policy."""
+    with store.read() as session:
+        rows = session.execute(select(Merchant.id, Merchant.settings)).all()
+    own: dict[Policy, list[str]] = {}
+    for merchant_id, settings in rows:
+        policy = default.overridden(settings)
+        if policy != default:
+            own.setdefault(policy, []).append(merchant_id)
+    special = [m for ids in own.values() for m in ids]
+    return [(default, None, special)] + [(policy, ids, []) for policy, ids in own.items()]
+
+
+def _scope(stmt, only: list[str] | None, exclude: list[str]):
+    if only is not None:
+        stmt = stmt.where(Event.merchant_id.in_(only))
+    if exclude:
+        stmt = stmt.where(Event.merchant_id.not_in(exclude))
+    return stmt
+
+
+def _purgeable(cutoff: dt.datetime, only: list[str] | None, exclude: list[str], batch: int):
+    owed_delivery = exists().where(Delivery.event_id == Event.id, Delivery.state.not_in(FINISHED_DELIVERY))
+    owed_email = exists().where(Email.event_id == Event.id, Email.state.not_in(FINISHED_EMAIL))
+    stmt = select(Event.id).where(Event.received_at < cutoff, ~owed_delivery, ~owed_email)
+    return _scope(stmt, only, exclude).order_by(Event.received_at).limit(batch)
+
+
+def _export(path: Path, events: Iterable[Event], deliveries: list[Delivery], attempts: list[DeliveryAttempt]) -> None:
+    by_event: dict[str, list[dict]] = {}
+    attempts_of: dict[str, list[dict]] = {}
+    for a in attempts:
+        attempts_of.setdefault(a.delivery_id, []).append({
+            "number": a.number, "started_at": a.started_at.isoformat(), "status_code": a.status_code,
+            "category": a.category, "duration_ms": a.duration_ms, "error": a.error})
+    for d in deliveries:
+        by_event.setdefault(d.event_id, []).append({
+            "id": d.id, "endpoint_id": d.endpoint_id, "state": d.state, "attempts": attempts_of.get(d.id, [])})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        for e in events:
+            fh.write(json.dumps({
+                "id": e.id, "merchant_id": e.merchant_id, "type": e.type, "status": e.status,
+                "amount_minor": e.amount_minor, "currency": e.currency, "receipt": e.receipt,
+                "reference": e.reference, "received_at": e.received_at.isoformat(),
+                "raw_payload": e.raw_payload, "deliveries": by_event.get(e.id, []),
+            }, sort_keys=True) + "\n")
+
+
+def purge(store: Store, default: Policy = Policy(), *, now: dt.datetime | None = None, batch: int = 500,
+          export_dir: str | Path | None = None, max_batches: int = 10_000) -> Purged:
+    """Apply retention once; returns counts of what was removed."""
+    now = now or utcnow()
+    done = Purged()
+    for policy, only, exclude in _groups(store, default):
+        # Whole events go first, so an export of what is deleted still holds its raw payload.
+        event_cutoff = now - dt.timedelta(days=policy.events_days)
+        for _ in range(max_batches):
+            with store.write() as session:
+                ids = list(session.scalars(_purgeable(event_cutoff, only, exclude, batch)))
+                if not ids:
+                    break
+                delivery_ids = list(session.scalars(select(Delivery.id).where(Delivery.event_id.in_(ids))))
+                if export_dir:
+                    _export(Path(export_dir) / f"purged-{now:%Y%m%d}.jsonl",
+                            session.scalars(select(Event).where(Event.id.in_(ids))),
+                            list(session.scalars(select(Delivery).where(Delivery.id.in_(delivery_ids)))),
+                            list(session.scalars(select(DeliveryAttempt)
+                                                 .where(DeliveryAttempt.delivery_id.in_(delivery_ids)))))
+                done.attempts += session.execute(
+                    delete(DeliveryAttempt).where(DeliveryAttempt.delivery_id.in_(delivery_ids))).rowcount
+                done.deliveries += session.execute(delete(Delivery).where(Delivery.id.in_(delivery_ids))).rowcount
+                done.emails += session.execute(delete(Email).where(Email.event_id.in_(ids))).rowcount
+                done.events += session.execute(delete(Event).where(Event.id.in_(ids))).rowcount
+        raw_cutoff = now - dt.timedelta(days=policy.raw_payload_days)
+        for _ in range(max_batches):
+            with store.write() as session:
+                ids = list(session.scalars(_scope(
+                    select(Event.id).where(Event.received_at < raw_cutoff, Event.raw_payload != BLANK),
+                    only, exclude).limit(batch)))
+                if not ids:
+                    break
+                done.raw_payloads += session.execute(
+                    update(Event).where(Event.id.in_(ids)).values(raw_payload=BLANK)
+                    .execution_options(synchronize_session=False)).rowcount
+    # Notices about no event (endpoint and operator alerts) follow the default period once finished.
+    alert_cutoff = now - dt.timedelta(days=default.events_days)
+    for _ in range(max_batches):
+        with store.write() as session:
+            ids = list(session.scalars(select(Email.id).where(
+                Email.event_id.is_(None), Email.state.in_(FINISHED_EMAIL), Email.created_at < alert_cutoff,
+            ).limit(batch)))
+            if not ids:
+                break
+            done.emails += session.execute(delete(Email).where(Email.id.in_(ids))).rowcount
+    if any(dataclasses.astuple(done)):
+        log.info("retention purged %s", dataclasses.asdict(done))
+    return done
