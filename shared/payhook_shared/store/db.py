@@ -12,6 +12,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# A statement or lock wait longer than these is a fault to surface, not to queue behind.
+PG_STATEMENT_TIMEOUT_MS = 15_000
+PG_LOCK_TIMEOUT_MS = 5_000
 
 
 def normalise_url(url: str) -> str:
@@ -28,14 +31,25 @@ def create_engine(url: str, pool_size: int = 5, **kwargs: Any) -> Engine:
     SQLite runs in WAL mode with a busy timeout, and write transactions begin
     ``IMMEDIATE`` so two writers queue for the lock instead of deadlocking on
     a read-to-write upgrade.
+
+    PostgreSQL connections set statement and lock timeouts at connect time
+    (unless the URL brings its own ``options``) and never use server-side
+    prepared statements, so a PgBouncer in transaction mode can sit in between:
+    there, put the timeouts on the database role and pass ``?options=`` empty.
+    ``pool_size`` should match the threads of the process using the engine.
     """
     url = normalise_url(url)
     if url.startswith("sqlite"):
         engine = sqlalchemy.create_engine(url, **kwargs)
         _configure_sqlite(engine)
         return engine
+    connect_args: dict[str, Any] = {"prepare_threshold": None}
+    if "options" not in sqlalchemy.make_url(url).query:
+        connect_args["options"] = (f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS} "
+                                   f"-c lock_timeout={PG_LOCK_TIMEOUT_MS}")
     return sqlalchemy.create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800, **kwargs,
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800,
+        connect_args=connect_args, **kwargs,
     )
 
 
