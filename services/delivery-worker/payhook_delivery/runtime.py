@@ -7,12 +7,12 @@ connection is ever shared across a fork. Tests ``install`` their own.
 from __future__ import annotations
 
 import dataclasses
-import threading
 
 import urllib3
 
 from payhook_shared import retention
 from payhook_shared.broker import RedisBroker
+from payhook_shared.lazy import PerProcess
 from payhook_shared.jobs import Periodic, Sweeper
 from payhook_shared.messages import DeliverWebhook
 from payhook_shared.priority import DELIVERY, Priority
@@ -72,22 +72,14 @@ class Runtime:
         self.store.dispose()
 
 
-_lock = threading.Lock()
-_current: Runtime | None = None
+def _from_environment() -> Runtime:
+    from .broker import broker, settings
+    return Runtime.build(settings, broker)
 
 
-def get() -> Runtime:
-    """This process's runtime, built from the environment on first use."""
-    global _current
-    with _lock:
-        if _current is None:
-            from .broker import broker, settings
-            _current = Runtime.build(settings, broker)
-        return _current
+_runtime: PerProcess[Runtime] = PerProcess(_from_environment)
 
-
-def install(runtime: Runtime | None) -> None:
-    """Replace this process's runtime (tests); ``None`` forgets it."""
-    global _current
-    with _lock:
-        _current = runtime
+#: This process's runtime, built from the environment on first use.
+get = _runtime.get
+#: Replace this process's runtime (tests); ``None`` forgets it.
+install = _runtime.install

@@ -6,12 +6,12 @@ Built lazily on first use, after Dramatiq has forked the process. Tests ``instal
 from __future__ import annotations
 
 import dataclasses
-import threading
 
 import jinja2
 
 from payhook_shared import notices
 from payhook_shared.broker import RedisBroker
+from payhook_shared.lazy import PerProcess
 from payhook_shared.jobs import Sweeper
 from payhook_shared.priority import MAIL
 from payhook_shared.store import Email, Store
@@ -52,22 +52,14 @@ class Runtime:
         self.store.dispose()
 
 
-_lock = threading.Lock()
-_current: Runtime | None = None
+def _from_environment() -> Runtime:
+    from .broker import broker, settings
+    return Runtime.build(settings, broker)
 
 
-def get() -> Runtime:
-    """This process's runtime, built from the environment on first use."""
-    global _current
-    with _lock:
-        if _current is None:
-            from .broker import broker, settings
-            _current = Runtime.build(settings, broker)
-        return _current
+_runtime: PerProcess[Runtime] = PerProcess(_from_environment)
 
-
-def install(runtime: Runtime | None) -> None:
-    """Replace this process's runtime (tests); ``None`` forgets it."""
-    global _current
-    with _lock:
-        _current = runtime
+#: This process's runtime, built from the environment on first use.
+get = _runtime.get
+#: Replace this process's runtime (tests); ``None`` forgets it.
+install = _runtime.install
