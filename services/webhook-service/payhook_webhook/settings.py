@@ -31,6 +31,15 @@ class Settings:
     mpesa_ip_allowlist: tuple[str, ...] = SAFARICOM_CALLBACK_IPS
     # Peers (CIDRs) whose X-Forwarded-For is believed, e.g. the load balancer's subnet.
     trusted_proxies: tuple[str, ...] = ()
+    # Console: signs its session cookies. Empty means a random key per process, which logs everyone
+    # out on restart and breaks sessions across gunicorn workers: production must set it.
+    console_secret_key: str = ""
+    # Console cookies are sent over HTTPS only; `make run` and the tests turn this off for plain HTTP.
+    console_cookie_secure: bool = True
+    console_session_hours: int = 8
+    # Sign-in attempts allowed per client address within the window (seconds), counted in Redis.
+    console_login_attempts: int = 10
+    console_login_window: int = 300
     # gunicorn
     bind: str = "127.0.0.1:8640"
     web_workers: int = 2
