@@ -8,7 +8,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-priority clean
+.PHONY: help setup run test test-priority screenshots clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -19,9 +19,10 @@ $(STAMP): requirements-dev.txt constraints.txt shared/pyproject.toml services/*/
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
-setup: $(STAMP) ## Create the virtualenv, install the packages, a redis-server binary and kubectl
+setup: $(STAMP) ## Create the virtualenv, install the packages and the tools: redis-server, kubectl, chromium
 	@scripts/ensure-redis.sh
 	@scripts/ensure-kubectl.sh
+	@scripts/ensure-chromium.sh
 
 run: setup ## Start the whole system (Redis, web, workers, demo receiver) with embedded defaults
 	$(PY) scripts/devstack.py
@@ -31,6 +32,9 @@ test: setup ## Run the test suite (starts its own Redis; PostgreSQL too when TES
 
 test-priority: setup ## Check priority holds under a LOW backlog on the running stack (starts one if none)
 	$(PY) scripts/test_priority.py
+
+screenshots: setup ## Refresh the console screenshots in docs/screenshots/ (browser tests)
+	PAYHOOK_SCREENSHOTS=1 $(PY) -m pytest -q tests/webhook_service/console -k browser
 
 clean: ## Remove the virtualenv and local state (var/)
 	rm -rf $(VENV) var

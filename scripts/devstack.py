@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -31,6 +32,8 @@ DEFAULTS = {
     "PYTHONUNBUFFERED": "1",
     # The demo receiver listens on 127.0.0.1, which the SSRF guard refuses unless allowlisted.
     "ENDPOINT_ALLOWLIST": "127.0.0.0/8",
+    # The console is served over plain HTTP here; production keeps CONSOLE_COOKIE_SECURE on.
+    "CONSOLE_COOKIE_SECURE": "false",
 }
 
 
@@ -43,6 +46,8 @@ def main() -> None:
     """Prepare the stack and hand over to honcho (Ctrl-C stops every process)."""
     os.chdir(ROOT)
     env = {**DEFAULTS, **os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # One console key shared by every gunicorn worker of this run, so a session works on each of them.
+    env.setdefault("CONSOLE_SECRET_KEY", secrets.token_hex(32))
     busy = [p for p in (REDIS_PORT, WEB_PORT, RECEIVER_PORT) if _busy(p)]
     if busy:
         sys.exit(f"port(s) {busy} already in use on 127.0.0.1: is another `make run` still up?")
@@ -63,6 +68,9 @@ Payhook is starting.
     curl -sS -H 'Content-Type: application/json' --data @tests/fixtures/mpesa/stk_success.json {stk_url}
 
   The same callback again is a duplicate: accepted, but not delivered twice.
+
+  Console: http://127.0.0.1:{WEB_PORT}/console  (sign in with the demo admin API key below)
+  Demo admin API key: {demo["admin_api_key"]}
   Ctrl-C stops everything.
 """, flush=True)
     os.execve(str(BIN / "honcho"), [str(BIN / "honcho"), "start", "-f", "Procfile"], env)

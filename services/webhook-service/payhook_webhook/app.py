@@ -10,7 +10,7 @@ from flask import Flask, g, request
 from payhook_shared import logs
 from payhook_shared.store import Store
 
-from . import c2b, cli, errors
+from . import c2b, cli, console, errors
 from .api import callbacks, deliveries, events, health, management, openapi, testing
 from .broker import broker_for
 from .settings import Settings
@@ -55,5 +55,7 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     app.register_blueprint(deliveries.bp)
     app.register_blueprint(testing.bp)
     app.register_blueprint(openapi.bp)
+    console.init_app(app)
+    app.register_blueprint(console.bp)
     cli.register(app)
     return app

@@ -33,6 +33,15 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     # Non-public CIDRs endpoints may be registered on (e.g. 127.0.0.0/8 in development).
     endpoint_allowlist: tuple[str, ...] = ()
+    # Console: signs its session cookies. Empty means a random key per process, which logs everyone
+    # out on restart and breaks sessions across gunicorn workers: production must set it.
+    console_secret_key: str = ""
+    # Console cookies are sent over HTTPS only; `make run` and the tests turn this off for plain HTTP.
+    console_cookie_secure: bool = True
+    console_session_hours: int = 8
+    # Sign-in attempts allowed per client address within the window (seconds), counted in Redis.
+    console_login_attempts: int = 10
+    console_login_window: int = 300
     # gunicorn
     bind: str = "127.0.0.1:8640"
     web_workers: int = 2

@@ -238,3 +238,19 @@ class Email(_Job, Base):
     context: Mapped[dict[str, Any]] = mapped_column(default=dict)
     dedupe_key: Mapped[str] = mapped_column(String(300), unique=True)
     sent_at: Mapped[dt.datetime | None]
+
+
+class AuditEntry(Base):
+    """One operator or merchant action taken in the console: who (API key), what, on which row, when."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    api_key_id: Mapped[str] = mapped_column(String(40))
+    # The merchant whose key acted; None for an admin key.
+    merchant_id: Mapped[str | None] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(40))
+    target: Mapped[str] = mapped_column(String(200), default="")
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -214,6 +214,21 @@ def update_endpoint(endpoint_id: str):
         return jsonify(endpoint_json(endpoint))
 
 
+def rotate_endpoint_secret(endpoint: Endpoint, grace_seconds: int) -> str:
+    """Give ``endpoint`` a new secret and return it; the old one signs for ``grace_seconds`` more.
+
+    The API and the console both rotate through here.
+    """
+    if grace_seconds > 0:
+        endpoint.previous_secret = endpoint.secret
+        endpoint.previous_secret_expires_at = utcnow() + dt.timedelta(seconds=grace_seconds)
+    else:
+        endpoint.previous_secret = None
+        endpoint.previous_secret_expires_at = None
+    endpoint.secret = signing.generate_secret()
+    return endpoint.secret
+
+
 @bp.post("/endpoints/<endpoint_id>/rotate-secret")
 def rotate_secret(endpoint_id: str):
     """Give the endpoint a new secret, shown once; the old one keeps signing for the grace period.
@@ -226,12 +241,6 @@ def rotate_secret(endpoint_id: str):
     grace = body["grace_period_seconds"]
     with _store().write() as session:
         endpoint = _endpoint(session, endpoint_id, for_update=True)
-        if grace > 0:
-            endpoint.previous_secret = endpoint.secret
-            endpoint.previous_secret_expires_at = utcnow() + dt.timedelta(seconds=grace)
-        else:
-            endpoint.previous_secret = None
-            endpoint.previous_secret_expires_at = None
-        endpoint.secret = signing.generate_secret()
+        rotate_endpoint_secret(endpoint, grace)
         session.flush()
         return jsonify({**endpoint_json(endpoint), "secret": endpoint.secret})

@@ -1,0 +1,381 @@
+"""The console's pages and forms.
+
+Reads go through ``queries`` with the signed-in key's ``Scope``; every change
+posts a form carrying the CSRF token, is recorded in the audit log in the same
+transaction where it can be, then redirects (post/redirect/get) with a flash
+message saying what happened.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+from typing import Any
+
+from flask import (
+    Blueprint, current_app, flash, g, make_response, redirect, render_template, request, url_for,
+)
+from marshmallow import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from payhook_shared import deadletters, ids, signing
+from payhook_shared.priority import Priority
+from payhook_shared.store import Endpoint, JobState
+from payhook_shared.store.models import utcnow
+
+from .. import auth
+from ..api.management import rotate_endpoint_secret
+from ..api.schemas import DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, validate_endpoint_url
+from ..cli import callback_urls
+from ..errors import InvalidPayload, WebhookServiceError
+from . import queries, security
+from .queries import Scope
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
+               static_folder="static", static_url_path="/static")
+bp.after_request(security.security_headers)
+
+OPEN = {"console.login", "console.static"}
+STATUSES = ("succeeded", "failed", "unknown")
+STATES = tuple(s.value for s in JobState)
+GRACE_CHOICES = ((0, "none: retire the old secret now"), (3600, "1 hour"),
+                 (DEFAULT_GRACE_SECONDS, "24 hours"), (MAX_GRACE_SECONDS, "7 days"))
+_PHONE_SUFFIX = re.compile(r"^[0-9]{1,15}$")
+_TEXT_LIMIT = 200
+
+
+@bp.before_request
+def _guard():
+    security.check_csrf()
+    if request.endpoint in OPEN:
+        return None
+    principal = security.load_principal()
+    if principal is None:
+        return redirect(url_for("console.login"))
+    g.console_principal = principal
+    return None
+
+
+@bp.context_processor
+def _globals() -> dict[str, Any]:
+    return {"csrf_token": security.csrf_token, "principal": g.get("console_principal"),
+            "priority_label": lambda value: Priority(value).label, "when": _when}
+
+
+@bp.errorhandler(WebhookServiceError)
+def _service_error(exc: WebhookServiceError):
+    return render_template("console/error.html", status=exc.status, message=exc.message), exc.status
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException):
+    return render_template("console/error.html", status=exc.code, message=exc.description), exc.code
+
+
+def _when(value: dt.datetime | None) -> str:
+    """A timestamp as the console shows it: UTC, to the second."""
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
+
+
+def _store():
+    return current_app.extensions["payhook.store"]
+
+
+def _scope() -> Scope:
+    return Scope.of(security.current())
+
+
+def _text(source, name: str) -> str:
+    value = (source.get(name) or "").strip()
+    if len(value) > _TEXT_LIMIT:
+        raise InvalidPayload(f"{name}: must be at most {_TEXT_LIMIT} characters")
+    return value
+
+
+def _time(source, name: str) -> dt.datetime | None:
+    """A date or date-time field (``2026-11-01`` or ``2026-11-01T08:30``), read as UTC."""
+    value = _text(source, name)
+    if not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidPayload(f"{name}: must be a date such as 2026-11-01 or 2026-11-01T08:30 (UTC)") from None
+    return parsed.replace(tzinfo=dt.timezone.utc) if parsed.tzinfo is None else parsed
+
+
+def _choice(source, name: str, allowed: tuple[str, ...]) -> str:
+    value = _text(source, name)
+    if value and value not in allowed:
+        raise InvalidPayload(f"{name}: must be one of {', '.join(allowed)}")
+    return value
+
+
+def _event_filters(source) -> dict[str, Any]:
+    phone = _text(source, "phone")
+    if phone and not _PHONE_SUFFIX.match(phone):
+        raise InvalidPayload("phone: give the last digits of the phone number, digits only")
+    return {"merchant": _text(source, "merchant"), "type": _text(source, "type"),
+            "status": _choice(source, "status", STATUSES), "q": _text(source, "q"), "phone": phone,
+            "since": _time(source, "since"), "until": _time(source, "until")}
+
+
+def _dead_filters(source) -> dict[str, Any]:
+    return {"merchant": _text(source, "merchant"), "endpoint": _text(source, "endpoint"),
+            "category": _text(source, "category"), "since": _time(source, "since"),
+            "until": _time(source, "until")}
+
+
+def _query_args(filters: dict[str, Any]) -> dict[str, str]:
+    """Filters as the query string of a link (times back in the form they were typed)."""
+    return {k: (v.strftime("%Y-%m-%dT%H:%M") if isinstance(v, dt.datetime) else v)
+            for k, v in filters.items() if v}
+
+
+def _audited(action: str, target: str = "", **details: Any) -> None:
+    with _store().write() as session:
+        queries.audit(session, security.current(), action, target, **details)
+
+
+# Sign-in ---------------------------------------------------------------------------------------
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """Exchange an API key for a console session."""
+    if request.method == "GET":
+        return render_template("console/login.html")
+    security.count_login_attempt()
+    key = request.form.get("api_key", "").strip()
+    try:
+        principal = auth.authenticate(_store(), f"Bearer {key}")
+    except WebhookServiceError as exc:
+        log.warning("console sign-in refused from %s: %s", security.client_address(), exc.message)
+        return render_template("console/login.html", error=exc.message), exc.status
+    security.sign_in(principal)
+    with _store().write() as session:
+        queries.audit(session, principal, "sign_in", principal.merchant_id or "admin",
+                      address=security.client_address())
+    return redirect(url_for("console.overview"))
+
+
+@bp.post("/logout")
+def logout():
+    """End the session."""
+    _audited("sign_out")
+    security.sign_out()
+    return redirect(url_for("console.login"))
+
+
+# Pages -----------------------------------------------------------------------------------------
+
+@bp.get("/")
+def overview():
+    """The last 24 hours at a glance."""
+    with _store().read() as session:
+        stats = queries.overview(session, _scope())
+        peak = max((n for _, n in stats["chart"]), default=0)
+        return render_template("console/overview.html", stats=stats, peak=peak)
+
+
+@bp.get("/events")
+def events():
+    """Events, filtered and paginated."""
+    filters = _event_filters(request.args)
+    scope = _scope()
+    with _store().read() as session:
+        rows, next_after = queries.events(session, scope, filters, request.args.get("after"))
+        return render_template("console/events.html", rows=rows, next_after=next_after, filters=filters,
+                               args=_query_args(filters), types=queries.event_types(session, scope),
+                               statuses=STATUSES, merchants=queries.merchants(session, scope))
+
+
+def _pretty(raw: str) -> str:
+    """The raw payload pretty-printed when it is JSON, verbatim otherwise (escaped by the template)."""
+    try:
+        return json.dumps(json.loads(raw), indent=2, ensure_ascii=False)
+    except ValueError:
+        return raw
+
+
+@bp.get("/events/<event_id>")
+def event(event_id: str):
+    """One event: normalised fields, raw payload and its deliveries."""
+    with _store().read() as session:
+        row = queries.event(session, _scope(), event_id)
+        return render_template("console/event.html", event=row, raw=_pretty(row.raw_payload),
+                               details=json.dumps(row.details or {}, indent=2, ensure_ascii=False),
+                               provider_ids=json.dumps(row.provider_ids or {}, indent=2, ensure_ascii=False))
+
+
+@bp.get("/deliveries")
+def deliveries():
+    """Deliveries, by state, endpoint or event."""
+    filters = {"state": _choice(request.args, "state", STATES), "endpoint": _text(request.args, "endpoint"),
+               "event": _text(request.args, "event")}
+    with _store().read() as session:
+        rows, next_after = queries.deliveries(session, _scope(), filters, request.args.get("after"))
+        return render_template("console/deliveries.html", rows=rows, next_after=next_after, filters=filters,
+                               args=_query_args(filters), states=STATES)
+
+
+@bp.get("/deliveries/<delivery_id>")
+def delivery(delivery_id: str):
+    """One delivery with every attempt as a timeline."""
+    with _store().read() as session:
+        row = queries.delivery(session, _scope(), delivery_id)
+        return render_template("console/delivery.html", delivery=row)
+
+
+@bp.post("/deliveries/<delivery_id>/retry")
+def retry_delivery(delivery_id: str):
+    """Send one delivery again now."""
+    with _store().write() as session:
+        changed = queries.retry_now(session, _scope(), delivery_id)
+        if changed:
+            queries.audit(session, security.current(), "retry", delivery_id)
+    flash("Retry queued: the delivery will be attempted within seconds." if changed
+          else "Nothing to retry: the delivery is delivered or being attempted right now.")
+    return redirect(url_for("console.delivery", delivery_id=delivery_id))
+
+
+@bp.get("/dead-letters")
+def dead_letters():
+    """Dead letters, filtered, with retry, recover and purge."""
+    filters = _dead_filters(request.args)
+    scope = _scope()
+    with _store().read() as session:
+        rows, next_after = queries.dead_letters(session, queries.dead_filter(scope, filters),
+                                                request.args.get("after"))
+        return render_template("console/dead_letters.html", rows=rows, next_after=next_after,
+                               filters=filters, args=_query_args(filters),
+                               endpoints=queries.endpoints(session, scope),
+                               merchants=queries.merchants(session, scope))
+
+
+@bp.post("/dead-letters/retry")
+def retry_dead_letters():
+    """Retry the selected dead letters, or every one matching the filters."""
+    scope = _scope()
+    filters = _dead_filters(request.form)
+    if request.form.get("which") == "matching":
+        count = deadletters.retry_matching(_store(), queries.dead_filter(scope, filters))
+        _audited("retry_all", "dead-letters", count=count, **_query_args(filters))
+    else:
+        chosen = request.form.getlist("delivery_id")[:queries.PAGE]
+        with _store().write() as session:
+            count = queries.retry_selected(session, scope, chosen)
+            queries.audit(session, security.current(), "retry_selected", "dead-letters", count=count,
+                          deliveries=chosen)
+    flash(f"{count} dead letter{'s' if count != 1 else ''} put back in line for delivery.")
+    return redirect(url_for("console.dead_letters", **_query_args(filters)))
+
+
+@bp.post("/dead-letters/purge")
+def purge_dead_letters():
+    """Delete every dead letter matching the filters, once confirmed."""
+    filters = _dead_filters(request.form)
+    if request.form.get("confirm") != "yes":
+        raise InvalidPayload("confirm: tick the box to confirm the purge; purged dead letters cannot be recovered")
+    count = deadletters.purge_matching(_store(), queries.dead_filter(_scope(), filters))
+    _audited("purge", "dead-letters", count=count, **_query_args(filters))
+    flash(f"{count} dead letter{'s' if count != 1 else ''} purged.")
+    return redirect(url_for("console.dead_letters", **_query_args(filters)))
+
+
+@bp.post("/dead-letters/recover")
+def recover_endpoint():
+    """Re-deliver every failed delivery of an endpoint created since a time."""
+    endpoint_id = _text(request.form, "endpoint")
+    since = _time(request.form, "since")
+    if not endpoint_id or since is None:
+        raise InvalidPayload("recover needs an endpoint and a since time")
+    with _store().read() as session:
+        queries.endpoint(session, _scope(), endpoint_id)
+    count = deadletters.recover(_store(), endpoint_id, since)
+    _audited("recover", endpoint_id, count=count, since=since.isoformat())
+    flash(f"{count} failed {'delivery' if count == 1 else 'deliveries'} of {endpoint_id} put back in line.")
+    return redirect(url_for("console.dead_letters"))
+
+
+@bp.get("/endpoints")
+def endpoints():
+    """Endpoints with their health, and the form to add one."""
+    scope = _scope()
+    with _store().read() as session:
+        return render_template("console/endpoints.html", rows=queries.endpoints(session, scope),
+                               merchants=queries.merchants(session, scope), now=utcnow(),
+                               grace_choices=GRACE_CHOICES)
+
+
+def _secret_page(endpoint: Endpoint, secret: str, created: bool):
+    response = make_response(render_template("console/secret.html", endpoint=endpoint, secret=secret,
+                                             created=created))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/endpoints")
+def create_endpoint():
+    """Add an endpoint; its signing secret is shown on the answer page only."""
+    scope = _scope()
+    url = (request.form.get("url") or "").strip()
+    try:
+        validate_endpoint_url(url)
+    except ValidationError as exc:
+        raise InvalidPayload(f"url: {' '.join(exc.messages)}") from None
+    with _store().write() as session:
+        merchant = queries.merchant(session, scope, scope.merchant_filter(_text(request.form, "merchant")) or "")
+        endpoint = Endpoint(id=ids.new_id("ep"), merchant_id=merchant.id, url=url,
+                            description=_text(request.form, "description"), event_types=None, enabled=True,
+                            secret=signing.generate_secret())
+        session.add(endpoint)
+        queries.audit(session, security.current(), "create_endpoint", endpoint.id, url=url)
+    return _secret_page(endpoint, endpoint.secret, created=True)
+
+
+@bp.post("/endpoints/<endpoint_id>/<action>")
+def change_endpoint(endpoint_id: str, action: str):
+    """Disable, enable, or rotate the secret of an endpoint."""
+    if action not in ("disable", "enable", "rotate"):
+        raise InvalidPayload(f"unknown action {action}")
+    with _store().write() as session:
+        endpoint = queries.endpoint(session, _scope(), endpoint_id, for_update=True)
+        if action == "rotate":
+            try:
+                grace = int(request.form.get("grace_period_seconds", DEFAULT_GRACE_SECONDS))
+            except ValueError:
+                grace = -1
+            if not 0 <= grace <= MAX_GRACE_SECONDS:
+                raise InvalidPayload(f"grace_period_seconds: must be 0 to {MAX_GRACE_SECONDS}")
+            secret = rotate_endpoint_secret(endpoint, grace)
+            queries.audit(session, security.current(), "rotate_secret", endpoint_id, grace_period_seconds=grace)
+            session.flush()
+            return _secret_page(endpoint, secret, created=False)
+        endpoint.enabled = action == "enable"
+        queries.audit(session, security.current(), action, endpoint_id)
+    flash(f"Endpoint {endpoint_id} {action}d.")
+    return redirect(url_for("console.endpoints"))
+
+
+@bp.get("/callback-urls")
+def callback_url_list():
+    """Each merchant's callback URLs, to paste into Daraja."""
+    base = current_app.extensions["payhook.settings"].public_base_url
+    with _store().read() as session:
+        rows = [(m, callback_urls(base, m)) for m in queries.merchants(session, _scope())]
+    return render_template("console/callback_urls.html", rows=rows)
+
+
+@bp.get("/audit")
+def audit_log():
+    """Who did what, newest first."""
+    after = request.args.get("after") or None
+    if after is not None and not after.isdigit():
+        raise InvalidPayload("after: must be an audit entry number")
+    with _store().read() as session:
+        rows, next_after = queries.audit_log(session, _scope(), after)
+        return render_template("console/audit.html", rows=rows, next_after=next_after)
