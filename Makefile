@@ -19,8 +19,9 @@ $(STAMP): requirements-dev.txt constraints.txt shared/pyproject.toml services/*/
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
-setup: $(STAMP) ## Create the virtualenv, install the packages and a redis-server binary
+setup: $(STAMP) ## Create the virtualenv, install the packages, a redis-server binary and promtool
 	@scripts/ensure-redis.sh
+	@scripts/ensure-tools.sh
 
 run: setup ## Start the whole system (Redis, web, workers, demo receiver) with embedded defaults
 	$(PY) scripts/devstack.py

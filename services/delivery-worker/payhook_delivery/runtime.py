@@ -13,6 +13,7 @@ import urllib3
 
 from payhook_shared.broker import RedisBroker
 from payhook_shared.jobs import Sweeper
+from payhook_shared.metrics import HealthServer
 from payhook_shared.messages import DeliverWebhook
 from payhook_shared.priority import DELIVERY, Priority
 from payhook_shared.store import Delivery, Store
@@ -37,6 +38,7 @@ class Runtime:
     http: urllib3.PoolManager
     sweeper: Sweeper
     limiter: Limiter
+    health: HealthServer | None = None
 
     @classmethod
     def build(cls, settings: Settings, broker: RedisBroker) -> "Runtime":
@@ -46,9 +48,17 @@ class Runtime:
         limiter = Limiter(broker.client, lease=settings.lease_seconds, busy_delay=settings.limit_retry_delay)
         return cls(settings, store, broker, http.pool(settings.threads), sweeper, limiter)
 
+    def serve_health(self, attempts: int = 1) -> None:
+        """Serve /health, /health/ready and /metrics on ``HEALTH_PORT`` (once; never when it is 0)."""
+        if self.health is None and self.settings.health_port:
+            self.health = HealthServer(self.settings.health_port, {
+                "database": self.store.ping, "redis": self.broker.client.ping}).start(attempts)
+
     def close(self) -> None:
-        """Stop the sweeper and release connections."""
+        """Stop the sweeper and the health server, and release connections."""
         self.sweeper.stop()
+        if self.health is not None:
+            self.health.stop()
         self.http.clear()
         self.store.dispose()
 

@@ -31,6 +31,8 @@ class Settings:
     mpesa_ip_allowlist: tuple[str, ...] = SAFARICOM_CALLBACK_IPS
     # Peers (CIDRs) whose X-Forwarded-For is believed, e.g. the load balancer's subnet.
     trusted_proxies: tuple[str, ...] = ()
+    # Seconds the queue and store figures (/metrics gauges, /health/queue) are reused before recomputing.
+    queue_stats_ttl: float = 5.0
     # gunicorn
     bind: str = "127.0.0.1:8640"
     web_workers: int = 2
