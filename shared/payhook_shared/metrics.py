@@ -11,6 +11,7 @@ its gunicorn config) and aggregates every process's samples at scrape time.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -142,35 +143,41 @@ def _handler(server: HealthServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+@functools.cache
+def _dramatiq_metrics() -> dict[str, object]:
+    """Dramatiq's metrics, created once per process however many brokers (tests run two) use them."""
+    labels = ["queue_name", "actor_name"]
+    counter, gauge = prometheus_client.Counter, prometheus_client.Gauge
+    return {
+        "total_messages": counter("dramatiq_messages_total", "Messages processed.", labels),
+        "total_errored_messages": counter("dramatiq_message_errors_total", "Messages whose actor raised.", labels),
+        "total_retried_messages": counter("dramatiq_message_retries_total", "Messages retried by Dramatiq.", labels),
+        "total_rejected_messages": counter("dramatiq_message_rejects_total", "Messages dead-lettered by Dramatiq.",
+                                           labels),
+        "inprogress_messages": gauge("dramatiq_messages_inprogress", "Messages being processed.", labels,
+                                     multiprocess_mode="livesum"),
+        "inprogress_delayed_messages": gauge("dramatiq_delayed_messages_inprogress",
+                                             "Delayed messages held in memory.", labels, multiprocess_mode="livesum"),
+        "message_durations": prometheus_client.Histogram("dramatiq_message_duration_seconds",
+                                                         "Time spent processing messages.", labels,
+                                                         buckets=REQUEST_BUCKETS),
+    }
+
+
 class DramatiqMetrics(Prometheus):
     """Dramatiq's Prometheus middleware, registered in this process's registry instead of its own server.
 
     Dramatiq's version switches the whole process to multiprocess mode and serves from a process
     forked by its CLI on a port of its own, which the embedded delivery worker never forks and which
     would be a second port per worker. This keeps its hooks and metric names, creates the metrics
-    once at construction (so in-process workers in tests count too), and measures durations in
-    seconds, Prometheus's base unit.
+    once per process in the default registry (so in-process workers in tests count too), and
+    measures durations in seconds, Prometheus's base unit.
     """
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        registry = registry or prometheus_client.REGISTRY
-        labels = ["queue_name", "actor_name"]
-        counter, gauge = prometheus_client.Counter, prometheus_client.Gauge
-        self.total_messages = counter("dramatiq_messages_total", "Messages processed.", labels, registry=registry)
-        self.total_errored_messages = counter("dramatiq_message_errors_total", "Messages whose actor raised.",
-                                              labels, registry=registry)
-        self.total_retried_messages = counter("dramatiq_message_retries_total", "Messages retried by Dramatiq.",
-                                              labels, registry=registry)
-        self.total_rejected_messages = counter("dramatiq_message_rejects_total", "Messages dead-lettered by "
-                                               "Dramatiq.", labels, registry=registry)
-        self.inprogress_messages = gauge("dramatiq_messages_inprogress", "Messages being processed.", labels,
-                                         registry=registry)
-        self.inprogress_delayed_messages = gauge("dramatiq_delayed_messages_inprogress",
-                                                 "Delayed messages held in memory.", labels, registry=registry)
-        self.message_durations = prometheus_client.Histogram(
-            "dramatiq_message_duration_seconds", "Time spent processing messages.", labels,
-            buckets=REQUEST_BUCKETS, registry=registry)
+        for name, metric in _dramatiq_metrics().items():
+            setattr(self, name, metric)
 
     @property
     def forks(self):
