@@ -19,10 +19,11 @@ $(STAMP): requirements-dev.txt constraints.txt shared/pyproject.toml services/*/
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
-setup: $(STAMP) ## Create the virtualenv, install the packages and the tools: redis-server, kubectl, chromium
+setup: $(STAMP) ## Create the virtualenv, install the packages and the tools: redis-server, kubectl, chromium, promtool
 	@scripts/ensure-redis.sh
 	@scripts/ensure-kubectl.sh
 	@scripts/ensure-chromium.sh
+	@scripts/ensure-tools.sh
 
 run: setup ## Start the whole system (Redis, web, workers, demo receiver) with embedded defaults
 	$(PY) scripts/devstack.py

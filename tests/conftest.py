@@ -210,6 +210,7 @@ def delivery_worker(database_url, redis_url):
     def start(threads: int = 4, pools: tuple[str, ...] = ("all",), **overrides):
         # Receivers listen on 127.0.0.1, which the SSRF guard refuses unless allowlisted.
         overrides.setdefault("endpoint_allowlist", ("127.0.0.0/8",))
+        overrides.setdefault("health_port", 0)  # in-process workers: no health server unless a test asks
         settings = Settings.from_env({}, database_url=database_url, redis_url=redis_url,
                                      sweep_interval=0.2, threads=threads, **overrides)
         rt = runtime.Runtime.build(settings, broker)
@@ -239,6 +240,7 @@ def mail_worker(database_url, redis_url, tmp_path):
 
     def start(**overrides):
         overrides.setdefault("outbox_dir", str(tmp_path / "outbox"))
+        overrides.setdefault("health_port", 0)  # in-process workers: no health server unless a test asks
         settings = Settings.from_env({}, database_url=database_url, redis_url=redis_url,
                                      sweep_interval=0.2, **overrides)
         rt = runtime.Runtime.build(settings, broker)

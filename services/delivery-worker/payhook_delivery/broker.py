@@ -6,17 +6,20 @@ import dramatiq
 from dramatiq.middleware import default_middleware
 
 from payhook_shared import logs
+from payhook_shared.metrics import DramatiqMetrics
 from payhook_shared.broker import create_broker
 
 from .settings import Settings
 
 
 class Lifecycle(dramatiq.Middleware):
-    """Starts this process's sweeper and retention purge when the worker boots; releases everything at shutdown."""
+    """Starts this process's sweeper, retention purge and health server when the worker boots; releases everything at shutdown."""
 
     def after_worker_boot(self, broker, worker) -> None:
         from . import runtime
-        runtime.get().start_background()
+        rt = runtime.get()
+        rt.start_background()
+        rt.serve_health()
 
     def before_worker_shutdown(self, broker, worker) -> None:
         from . import runtime
@@ -26,5 +29,5 @@ class Lifecycle(dramatiq.Middleware):
 settings = Settings.from_env()
 logs.configure("delivery-worker", settings.log_format, settings.log_level)
 broker = create_broker(settings.redis_url, heartbeat_timeout_ms=int(settings.heartbeat_timeout * 1000),
-                       middleware=[m() for m in default_middleware] + [Lifecycle()])
+                       middleware=[m() for m in default_middleware] + [DramatiqMetrics(), Lifecycle()])
 dramatiq.set_broker(broker)

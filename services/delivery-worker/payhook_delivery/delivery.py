@@ -24,7 +24,7 @@ from payhook_shared.messages import DeliverWebhook
 from payhook_shared.store import Delivery, DeliveryAttempt, Email, Endpoint, Event, JobState, Merchant
 from payhook_shared.store.models import utcnow
 
-from . import http, limits, policy
+from . import http, limits, metrics, policy
 from .errors import Category
 from .runtime import Runtime
 
@@ -50,6 +50,7 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
         with rt.store.write() as session:
             if not claim(session, Delivery, message.delivery_id, dt.timedelta(seconds=settings.lease_seconds), started):
                 log.debug("delivery not due or already handled; skipping")
+                metrics.outcome(SKIPPED, message.priority)
                 return SKIPPED
             delivery, endpoint, event, merchant = session.execute(
                 select(Delivery, Endpoint, Event, Merchant)
@@ -63,11 +64,13 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
                      last_category=Category.DISABLED.value, last_error="endpoint disabled",
                      attempts=delivery.attempts - 1)
                 log.info("endpoint disabled; delivery kept as a dead letter for recovery")
+                metrics.outcome(metrics.DEAD, message.priority)
                 return Category.DISABLED.value
             wait_until = _circuit_wait(session, endpoint, started, settings.circuit_cooldown)
             if wait_until is not None:
                 jobs.release(session, Delivery, delivery.id, wait_until)
                 log.debug("circuit open for endpoint %s; waiting until %s", endpoint.id, wait_until.isoformat())
+                metrics.outcome(WAITING, message.priority)
                 return WAITING
             attempt_no = delivery.attempts
             in_round = attempt_no - delivery.round_start
@@ -78,19 +81,21 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
                      last_category=Category.TOO_LARGE.value, attempts=delivery.attempts - 1,
                      last_error=f"payload of {len(body)} bytes exceeds {settings.max_payload_bytes}")
                 log.warning("payload too large (%d bytes); delivery dead", len(body))
+                metrics.outcome(metrics.DEAD, message.priority)
                 return Category.TOO_LARGE.value
             headers = signing.headers(endpoint.signing_secrets(started), event.id, body)
 
         with rt.limiter.slot(endpoint.id, endpoint.rate_limit_per_second, endpoint.max_in_flight) as grant:
             if not grant.granted:
                 limits.defer(rt.store, delivery.id, grant.wait)
+                metrics.outcome(DEFERRED, message.priority)
                 return DEFERRED
             result = http.post(
                 rt.http, endpoint.url, body, headers, connect_timeout=settings.connect_timeout,
                 total_timeout=settings.total_timeout, snippet_bytes=settings.response_snippet_bytes,
                 allow=settings.endpoint_allowlist,
             )
-        _record(rt, delivery, endpoint, merchant, attempt_no, in_round, schedule, started, result)
+        _record(rt, delivery, endpoint, merchant, attempt_no, in_round, schedule, started, result, event.received_at)
         return result.category.value
 
 
@@ -119,9 +124,11 @@ def _circuit_wait(session, endpoint: Endpoint, now: dt.datetime, cooldown: float
 
 
 def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merchant, attempt_no: int,
-            in_round: int, schedule: tuple[float, ...], started: dt.datetime, result: http.AttemptResult) -> None:
+            in_round: int, schedule: tuple[float, ...], started: dt.datetime, result: http.AttemptResult,
+            received_at: dt.datetime) -> None:
     settings = rt.settings
     now = utcnow()
+    outcome = metrics.DELIVERED
     values: dict = {"lease_until": None, "last_status": result.status, "last_category": result.category.value}
     if result.category is Category.SUCCESS:
         values.update(state=JobState.DONE.value, delivered_at=now, last_error=None)
@@ -135,11 +142,13 @@ def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merch
         )
         if delay is None:
             values.update(state=JobState.DEAD.value, dead_at=now, last_error=error)
+            outcome = metrics.DEAD
             log.warning("delivery dead after attempt %d (%s): %s", attempt_no, result.category.value, error)
         else:
             # The sweeper enqueues it when due: no thread or Redis message waits meanwhile.
             values.update(state=JobState.PENDING.value, next_attempt_at=now + dt.timedelta(seconds=delay),
                           last_error=error)
+            outcome = metrics.RETRY
             log.info("attempt %d failed (%s); retry in %.1f s", attempt_no, result.category.value, delay)
     messages: list[dramatiq.Message] = []
     with rt.store.write() as session:
@@ -150,6 +159,10 @@ def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merch
         ))
         _set(session, delivery.id, **values)
         messages = _update_health(session, settings, endpoint, merchant, result, now)
+    metrics.attempt(result.category.value, delivery.priority, result.duration_ms / 1000)
+    metrics.outcome(outcome, delivery.priority)
+    if outcome == metrics.DELIVERED:
+        metrics.delivered(delivery.priority, received_at, now)
     for message in messages:
         try:
             rt.broker.enqueue(message)

@@ -12,8 +12,9 @@ import urllib3
 
 from payhook_shared import retention
 from payhook_shared.broker import RedisBroker
-from payhook_shared.lazy import PerProcess
 from payhook_shared.jobs import Periodic, Sweeper
+from payhook_shared.lazy import PerProcess
+from payhook_shared.metrics import HealthServer
 from payhook_shared.messages import DeliverWebhook
 from payhook_shared.priority import DELIVERY, Priority
 from payhook_shared.store import Delivery, Store
@@ -39,6 +40,7 @@ class Runtime:
     sweeper: Sweeper
     limiter: Limiter
     retention: Periodic | None
+    health: HealthServer | None = None
 
     def start_background(self) -> None:
         """Start the sweeper and, when enabled, the retention purge."""
@@ -63,11 +65,19 @@ class Runtime:
             rt.retention = Periodic(broker.client, "retention", settings.retention_interval, rt.purge_once)
         return rt
 
+    def serve_health(self, attempts: int = 1) -> None:
+        """Serve /health, /health/ready and /metrics on ``HEALTH_PORT`` (once; never when it is 0)."""
+        if self.health is None and self.settings.health_port:
+            self.health = HealthServer(self.settings.health_port, {
+                "database": self.store.ping, "redis": self.broker.client.ping}).start(attempts)
+
     def close(self) -> None:
-        """Stop the background work and release connections."""
+        """Stop the background work and the health server, and release connections."""
         self.sweeper.stop()
         if self.retention:
             self.retention.stop()
+        if self.health is not None:
+            self.health.stop()
         self.http.clear()
         self.store.dispose()
 

@@ -17,6 +17,8 @@ class Settings:
     db_pool_size: int = 8
     log_format: str = "json"
     log_level: str = "INFO"
+    # GET /health, /health/ready and /metrics of this worker process on this port; 0 turns them off.
+    health_port: int = 9100
     # Seconds to wait before each retry after the first, immediate attempt.
     retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     retry_jitter: float = 0.2

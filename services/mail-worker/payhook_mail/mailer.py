@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import random
 import re
+import time
 
 import jinja2
 from sqlalchemy import update
@@ -16,7 +17,7 @@ from payhook_shared.messages import SendEmail
 from payhook_shared.store import Email, JobState
 from payhook_shared.store.models import utcnow
 
-from . import render
+from . import metrics, render
 from .errors import PermanentMailError, TransientMailError
 from .runtime import Runtime
 
@@ -36,8 +37,10 @@ def send(rt: Runtime, message: SendEmail) -> str:
         now = utcnow()
         with rt.store.write() as session:
             if not claim(session, Email, message.email_id, dt.timedelta(seconds=settings.lease_seconds), now):
+                metrics.email(metrics.UNKNOWN_TEMPLATE, SKIPPED)
                 return SKIPPED
             email = session.get(Email, message.email_id)
+        started = time.monotonic()
         try:
             _check_recipients(email.recipients)
             rendered = render.render(rt.templates, email.template, email.context)
@@ -45,12 +48,15 @@ def send(rt: Runtime, message: SendEmail) -> str:
                                 message_id=f"<{email.id}@{settings.message_id_domain}>")
             rt.transport.send(mime)
         except TransientMailError as exc:
-            return _finish(rt, email, RETRY, str(exc))
+            outcome = _finish(rt, email, RETRY, str(exc))
         except PermanentMailError as exc:
-            return _finish(rt, email, DEAD, str(exc))
+            outcome = _finish(rt, email, DEAD, str(exc))
         except (jinja2.TemplateError, ValueError) as exc:
-            return _finish(rt, email, DEAD, f"cannot render {email.template!r}: {type(exc).__name__}: {exc}")
-        return _finish(rt, email, SENT, None)
+            outcome = _finish(rt, email, DEAD, f"cannot render {email.template!r}: {type(exc).__name__}: {exc}")
+        else:
+            outcome = _finish(rt, email, SENT, None)
+        metrics.email(email.template, outcome, time.monotonic() - started)
+        return outcome
 
 
 # One @, no spaces or angle brackets, a dot in the domain: enough to refuse what no server would take.

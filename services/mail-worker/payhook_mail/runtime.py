@@ -13,6 +13,7 @@ from payhook_shared import notices
 from payhook_shared.broker import RedisBroker
 from payhook_shared.lazy import PerProcess
 from payhook_shared.jobs import Sweeper
+from payhook_shared.metrics import HealthServer
 from payhook_shared.priority import MAIL
 from payhook_shared.store import Email, Store
 
@@ -32,6 +33,7 @@ class Runtime:
     templates: jinja2.Environment
     sweeper: Sweeper
     alerts: AlertLoop = dataclasses.field(init=False)
+    health: HealthServer | None = None
 
     def __post_init__(self) -> None:
         self.alerts = AlertLoop(self)
@@ -44,9 +46,17 @@ class Runtime:
         mail = transport.from_settings(settings)
         return cls(settings, store, broker, mail, render.environment(), sweeper)
 
+    def serve_health(self, attempts: int = 1) -> None:
+        """Serve /health, /health/ready and /metrics on ``HEALTH_PORT`` (once; never when it is 0)."""
+        if self.health is None and self.settings.health_port:
+            self.health = HealthServer(self.settings.health_port, {
+                "database": self.store.ping, "redis": self.broker.client.ping}).start(attempts)
+
     def close(self) -> None:
-        """Stop the sweeper and the alert check, and release connections."""
+        """Stop the sweeper, the alert check and the health server, and release connections."""
         self.sweeper.stop()
+        if self.health is not None:
+            self.health.stop()
         self.alerts.stop()
         self.transport.close()
         self.store.dispose()

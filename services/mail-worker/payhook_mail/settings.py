@@ -25,6 +25,8 @@ class Settings:
     db_pool_size: int = 4
     log_format: str = "json"
     log_level: str = "INFO"
+    # GET /health, /health/ready and /metrics of this worker process on this port; 0 turns them off.
+    health_port: int = 9100
     retry_schedule: tuple[float, ...] = (10, 60, 300, 1800, 7200)
     retry_jitter: float = 0.2
     sweep_interval: float = 1.0

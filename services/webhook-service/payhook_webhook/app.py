@@ -10,7 +10,7 @@ from flask import Flask, g, request
 from payhook_shared import logs
 from payhook_shared.store import Store
 
-from . import c2b, cli, console, errors
+from . import c2b, cli, console, errors, metrics
 from .api import callbacks, deliveries, events, health, management, openapi, testing
 from .broker import broker_for
 from .settings import Settings
@@ -48,6 +48,7 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
         return response
 
     errors.register(app)
+    metrics.register(app, settings.queue_stats_ttl)
     app.register_blueprint(health.bp)
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(management.bp)

@@ -1,8 +1,32 @@
-"""gunicorn settings for the webhook-service, derived from its Settings."""
+"""gunicorn settings for the webhook-service, derived from its Settings.
 
+Metrics run in prometheus-client's multiprocess mode: every worker writes its samples to
+``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` adds them up. The directory is emptied when gunicorn
+starts (a stale file from an earlier run would count again), and ``child_exit`` marks a dead worker
+so its live gauges stop counting while its counters are kept.
+"""
+
+import os
+import shutil
+import tempfile
+
+from prometheus_client import multiprocess
+
+from payhook_shared.metrics import MULTIPROC_ENV
 from payhook_webhook.settings import Settings
 
 _settings = Settings.from_env()
+
+
+def _fresh_multiproc_dir() -> str:
+    path = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="payhook-metrics-")
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+# Set before any worker imports the app, so its metrics are created in multiprocess mode.
+os.environ[MULTIPROC_ENV] = _fresh_multiproc_dir()
 
 bind = _settings.bind
 workers = _settings.web_workers
@@ -13,3 +37,8 @@ timeout = 30
 keepalive = 5
 accesslog = None
 wsgi_app = "payhook_webhook.wsgi:app"
+
+
+def child_exit(server, worker) -> None:
+    """A worker process ended: its live gauges no longer count."""
+    multiprocess.mark_process_dead(worker.pid)

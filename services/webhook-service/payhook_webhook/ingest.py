@@ -26,6 +26,8 @@ from payhook_shared.messages import DeliverWebhook
 from payhook_shared.priority import Priority
 from payhook_shared.store import Delivery, Email, Endpoint, Event, Merchant, Store
 
+from . import metrics
+
 log = logging.getLogger(__name__)
 
 _INSERT = {"postgresql": pg_insert, "sqlite": sqlite_insert}
@@ -109,6 +111,7 @@ def record(store: Store, broker: RedisBroker, merchant: Merchant, event: Normali
     recorded = Recorded(event_id, duplicate=False,
                         deliveries=sum(m.queue_name.startswith("delivery.") for m in messages),
                         emails=sum(m.queue_name.startswith("mail.") for m in messages))
+    metrics.count_event(event.type, Priority.parse(priority).label)
     with bind(event_id=event_id, merchant_id=merchant.id):
         _send(broker, messages)
         log.info("recorded %s %s: %d deliveries, %d emails",

@@ -42,6 +42,8 @@ class Settings:
     # Sign-in attempts allowed per client address within the window (seconds), counted in Redis.
     console_login_attempts: int = 10
     console_login_window: int = 300
+    # Seconds the queue and store figures (/metrics gauges, /health/queue) are reused before recomputing.
+    queue_stats_ttl: float = 5.0
     # gunicorn
     bind: str = "127.0.0.1:8640"
     web_workers: int = 2

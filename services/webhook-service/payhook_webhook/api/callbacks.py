@@ -25,7 +25,7 @@ from payhook_shared.errors import DecodeError
 from payhook_shared.logs import bind
 from payhook_shared.store import Merchant
 
-from .. import c2b, ingest
+from .. import c2b, ingest, metrics
 from ..classify import classify, rules_of
 from ..errors import InvalidPayload, NotFound, UnsupportedMediaType
 from ..source_ip import enforce_mpesa_allowlist
@@ -60,6 +60,7 @@ def _json_body() -> tuple[bytes, dict]:
     try:
         return raw, parse_json(raw)
     except DecodeError as exc:
+        metrics.note_invalid("json")
         raise InvalidPayload(str(exc)) from None
 
 
@@ -71,6 +72,7 @@ def _receive(merchant_id: str, token: str, kind: str):
             event = NORMALISERS[kind](payload)
         except DecodeError as exc:
             log.info("refused %s callback: %s", kind, exc)
+            metrics.note_invalid(metrics.validation_reason(exc.messages))
             raise InvalidPayload(str(exc), exc.messages) from None
         answer = CONFIRMED if kind == "c2b-confirmation" else ACCEPTED
         if kind == "c2b-validation":
@@ -83,7 +85,9 @@ def _receive(merchant_id: str, token: str, kind: str):
             merchant, event, raw, classify(event, rules=rules_of(merchant)),
         )
         if recorded.duplicate:
-            log.info("duplicate %s callback for %s", kind, recorded.event_id)
+            metrics.note_duplicate()
+            with bind(event_id=recorded.event_id):
+                log.info("duplicate %s callback for %s", kind, recorded.event_id)
     return jsonify(answer)
 
 

@@ -1,4 +1,4 @@
-"""Liveness and readiness for probes."""
+"""Liveness, readiness and queue figures for probes and operators."""
 
 from __future__ import annotations
 
@@ -29,3 +29,13 @@ def ready():
         checks["redis"] = type(exc).__name__
     healthy = all(v == "ok" for v in checks.values())
     return jsonify(status="ok" if healthy else "unavailable", checks=checks), 200 if healthy else 503
+
+
+@bp.get("/health/queue")
+def queue():
+    """Per queue of both families: waiting (in Redis), active, delayed, dead and completed jobs."""
+    try:
+        stats = current_app.extensions["payhook.queue_stats"]()
+    except Exception as exc:
+        return jsonify(status="unavailable", error=type(exc).__name__), 503
+    return jsonify(status="ok", **stats)

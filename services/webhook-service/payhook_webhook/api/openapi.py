@@ -293,6 +293,12 @@ def _api_paths() -> dict[str, Any]:
         "/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": "the process answers"}}}},
         "/health/ready": {"get": {"summary": "Readiness: the store and Redis answer", "responses": {
             "200": {"description": "ready"}, "503": {"description": "the store or Redis does not answer"}}}},
+        "/health/queue": {"get": {"summary": "Per queue: waiting, active, delayed, dead and completed jobs",
+                                  "responses": {"200": {"description": "the figures (cached a few seconds)"},
+                                                "503": {"description": "the store or Redis does not answer"}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics of every process, and queue and store gauges",
+                             "responses": {"200": {"description": "Prometheus text format",
+                                                   "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": {"summary": "This document",
                                   "responses": {"200": {"description": "OpenAPI 3.0 document"}}}},
     }

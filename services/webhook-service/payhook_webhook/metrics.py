@@ -1,0 +1,134 @@
+"""The webhook-service's Prometheus metrics and ``GET /metrics``.
+
+Labels stay bounded: routes are Flask's rule templates (``/cb/<merchant_id>/<token>/stk``), never raw
+paths; validation reasons are a top-level field name of the callback schemas or one of ``json``,
+``content_type``, ``size``; event types outside the providers' own are counted as ``other``.
+
+Under gunicorn every process writes its samples to ``PROMETHEUS_MULTIPROC_DIR`` (see
+``gunicorn_conf``) and ``/metrics`` adds them up, so any process answers for all of them. The queue
+and store gauges (``queues.QueueCollector``) are computed at scrape time, cached for a few seconds.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from prometheus_client import Counter, Histogram
+
+from payhook_shared import metrics
+from payhook_shared.callbacks import mpesa
+
+from .queues import QueueCollector
+
+HTTP_REQUESTS = Counter("payhook_http_requests_total", "HTTP requests answered, by route template.",
+                        ["route", "method", "status"])
+HTTP_LATENCY = Histogram("payhook_http_request_duration_seconds", "Time to answer an HTTP request.",
+                         ["route", "method"], buckets=metrics.REQUEST_BUCKETS)
+CALLBACKS = Counter("payhook_callbacks_total", "Provider callbacks by kind and outcome "
+                    "(accepted, duplicate, invalid, refused, error).", ["kind", "outcome"])
+VALIDATION_FAILURES = Counter("payhook_validation_failures_total", "Callbacks refused as invalid, by reason: "
+                              "the top-level field at fault, or json, content_type, size.", ["kind", "reason"])
+EVENTS = Counter("payhook_events_total", "New events recorded (duplicates excluded), by type and priority.",
+                 ["type", "priority"])
+
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+_KNOWN_TYPES = frozenset(
+    value for name, value in vars(mpesa).items() if name.isupper() and isinstance(value, str)
+    and value.startswith("mpesa."))
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+
+bp = Blueprint("metrics", __name__)
+
+
+@bp.get("/metrics")
+def scrape():
+    """Every process's metrics and the queue and store gauges, in the Prometheus text format."""
+    registry = metrics.scrape_registry()
+    body, content_type = metrics.exposition(registry)
+    extra, _ = metrics.exposition(current_app.extensions["payhook.queue_registry"])
+    return Response(body + extra, content_type=content_type)
+
+
+def event_type_label(event_type: str) -> str:
+    """``event_type`` if it is a provider's own type; ``other`` for free-form API types."""
+    return event_type if event_type in _KNOWN_TYPES else "other"
+
+
+def count_event(event_type: str, priority_label: str) -> None:
+    """Count one newly recorded event."""
+    EVENTS.labels(event_type_label(event_type), priority_label).inc()
+
+
+def validation_reason(messages: object) -> str:
+    """A bounded reason for a schema failure: the first top-level field named by marshmallow."""
+    if isinstance(messages, dict) and messages:
+        field = str(next(iter(messages)))
+        if _FIELD.fullmatch(field):
+            return field
+    return "schema"
+
+
+def note_invalid(reason: str) -> None:
+    """Record why the current callback is invalid, for the after-request count."""
+    g.metrics_invalid_reason = reason
+
+
+def note_duplicate() -> None:
+    """Mark the current callback as a duplicate, for the after-request count."""
+    g.metrics_duplicate = True
+
+
+def _callback_outcome(status: int) -> str:
+    if status >= 500:
+        return "error"
+    if status in (400, 413, 415):
+        return "invalid"
+    if status >= 400:
+        return "refused"
+    return "duplicate" if g.get("metrics_duplicate") else "accepted"
+
+
+def _invalid_reason(status: int) -> str:
+    if status == 413:
+        return "size"
+    if status == 415:
+        return "content_type"
+    return g.get("metrics_invalid_reason", "json")
+
+
+def register(app: Flask, queue_stats_ttl: float) -> None:
+    """Count every request of ``app`` and serve ``GET /metrics``."""
+    from prometheus_client import CollectorRegistry
+
+    queue_registry = CollectorRegistry(auto_describe=False)
+    collector = QueueCollector(app.extensions["payhook.store"], app.extensions["payhook.broker"], queue_stats_ttl)
+    queue_registry.register(collector)
+    app.extensions["payhook.queue_registry"] = queue_registry
+    app.extensions["payhook.queue_stats"] = collector.stats
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def _count(response):
+        rule = request.url_rule
+        route = rule.rule if rule is not None else "unmatched"
+        method = request.method if request.method in _METHODS else "other"
+        status = response.status_code
+        HTTP_REQUESTS.labels(route, method, str(status)).inc()
+        started = g.get("metrics_started")
+        if started is not None:
+            HTTP_LATENCY.labels(route, method).observe(time.perf_counter() - started)
+        endpoint = request.endpoint or ""
+        if endpoint.startswith("callbacks."):
+            kind = endpoint.split(".", 1)[1]
+            outcome = _callback_outcome(status)
+            CALLBACKS.labels(kind, outcome).inc()
+            if outcome == "invalid":
+                VALIDATION_FAILURES.labels(kind, _invalid_reason(status)).inc()
+        return response
+
+    app.register_blueprint(bp)
