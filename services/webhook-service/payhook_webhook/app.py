@@ -11,7 +11,7 @@ from payhook_shared import logs
 from payhook_shared.store import Store
 
 from . import c2b, cli, errors
-from .api import callbacks, events, health, management, openapi
+from .api import callbacks, events, health, inbound, management, openapi, sources
 from .broker import broker_for
 from .settings import Settings
 from .source_ip import SourcePolicy
@@ -52,6 +52,8 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(management.bp)
     app.register_blueprint(events.bp)
+    app.register_blueprint(sources.bp)
+    app.register_blueprint(inbound.bp)
     app.register_blueprint(openapi.bp)
     cli.register(app)
     return app
