@@ -58,3 +58,15 @@ def test_hmac_base64_sha512_without_timestamp():
     with pytest.raises(SignatureRefused) as refused:
         signatures.verify("hmac", config, ["s3cret-value"], {"X-Sig": "not base64!"}, BODY)
     assert refused.value.code == "malformed_signature"
+
+
+@pytest.mark.parametrize("provider, config, headers", [
+    ("stripe", {}, {"Stripe-Signature": "t=\u00b2,v1=00"}),
+    ("stripe", {}, {"Stripe-Signature": "t=" + "9" * 40 + ",v1=00"}),
+    ("hmac", {"header": "X-Sig", "timestamp_header": "X-Ts"}, {"X-Sig": "00", "X-Ts": "\u0661\u0662"}),
+    ("standard-webhooks", {}, {"webhook-id": "m", "webhook-timestamp": "\u00b2", "webhook-signature": "v1,AA=="}),
+])
+def test_odd_timestamps_are_malformed_not_errors(provider, config, headers):
+    with pytest.raises(SignatureRefused) as refused:
+        signatures.verify(provider, config, ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"], headers, BODY)
+    assert refused.value.code == "malformed_signature"

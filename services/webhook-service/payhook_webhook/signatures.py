@@ -64,6 +64,11 @@ def _mac(secret: str, content: bytes, digest: str = "sha256") -> bytes:
     return hmac.new(secret.encode("utf-8"), content, _DIGESTS[digest]).digest()
 
 
+def _unix_seconds(text: str) -> bool:
+    """Whether ``text`` is plain ASCII digits (``str.isdigit`` also accepts "²" and other scripts' digits)."""
+    return text.isascii() and text.isdigit() and len(text) <= 12
+
+
 def _fresh(timestamp: int, tolerance: int, now: float) -> None:
     if abs(now - timestamp) > tolerance:
         raise SignatureRefused("stale_timestamp", f"signature timestamp is more than {tolerance} s from now")
@@ -79,7 +84,7 @@ def verify_stripe(headers: Mapping[str, str], body: bytes, secrets: Sequence[str
             timestamps.append(value)
         elif key == "v1":
             signatures.append(value.strip().lower().encode())
-    if len(timestamps) != 1 or not timestamps[0].isdigit() or not signatures:
+    if len(timestamps) != 1 or not _unix_seconds(timestamps[0]) or not signatures:
         raise SignatureRefused("malformed_signature", "Stripe-Signature needs one t= and at least one v1=")
     timestamp = int(timestamps[0])
     _fresh(timestamp, STRIPE_TOLERANCE_SECONDS, now)
@@ -155,7 +160,7 @@ def verify_hmac(headers: Mapping[str, str], body: bytes, secrets: Sequence[str],
     content = body
     if config.get("timestamp_header"):
         stamp = _header(headers, config["timestamp_header"])
-        if not stamp.isdigit():
+        if not _unix_seconds(stamp):
             raise SignatureRefused("malformed_signature", f"{config['timestamp_header']} must be unix seconds")
         _fresh(int(stamp), int(config.get("tolerance_seconds") or DEFAULT_HMAC_TOLERANCE_SECONDS), now)
         content = stamp.encode() + b"." + body
