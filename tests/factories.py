@@ -79,3 +79,14 @@ def record_payment(store: Store, broker, merchant_id: str, fixture: str, custome
     with store.read() as session:
         merchant = session.get(Merchant, merchant_id, options=[selectinload(Merchant.endpoints)])
     return ingest.record(store, broker, merchant, event, json.dumps(payload).encode(), classify(event)).event_id
+
+
+def make_source(store: Store, merchant: Merchant, provider: str, secret: str, **fields):
+    """An inbound gateway source for ``merchant``, and its callback path."""
+    from payhook_shared.store import Source
+
+    with store.write() as session:
+        source = Source(id=ids.new_id("src"), merchant_id=merchant.id, provider=provider,
+                        callback_token=ids.new_token(), secret=secret, config=fields.pop("config", {}), **fields)
+        session.add(source)
+    return source, f"/in/{source.id}/{source.callback_token}"

@@ -1,4 +1,4 @@
-"""Property: no body, however wrong, makes any callback route answer 5xx.
+"""Property: no body, however wrong, makes any callback route (M-Pesa or gateway source) answer 5xx.
 
 More than 10,000 generated bodies in all: arbitrary JSON, random and truncated
 bytes, and the fixtures with values replaced by wrong types or removed, each
@@ -97,3 +97,61 @@ def test_truncated_and_spliced_bytes(fuzz_client, kind, sample, cut, junk):
 @given(kind=st.sampled_from(KINDS), body=st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode)))
 def test_random_bytes(fuzz_client, kind, body):
     _post(fuzz_client, kind, body)
+
+
+# Gateway sources: bodies are signed correctly, so every one reaches parsing and normalisation.
+GATEWAY_EXAMPLES = 600  # per test; two tests, each body signed and most recorded
+GATEWAY_FUZZ = settings(max_examples=GATEWAY_EXAMPLES, deadline=None, database=None,
+                        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                               HealthCheck.function_scoped_fixture])
+GATEWAY_SAMPLES = [json.loads(p.read_bytes()) for provider in ("stripe", "paystack", "flutterwave")
+                   for p in sorted((FIXTURES / provider).glob("*.json"))]
+
+
+@pytest.fixture(scope="module")
+def gateway_paths(fuzz_client):
+    from factories import make_source
+    from support_gateways import (
+        FLUTTERWAVE_SECRET, HMAC_CONFIG, HMAC_SECRET, PAYSTACK_SECRET, STANDARD_SECRET, STRIPE_SECRET,
+        flutterwave_headers, hmac_headers, paystack_headers, standard_headers, stripe_headers,
+    )
+
+    client, merchant = fuzz_client
+    store = client.application.extensions["payhook.store"]
+    specs = [("stripe", STRIPE_SECRET, stripe_headers, {}), ("paystack", PAYSTACK_SECRET, paystack_headers, {}),
+             ("flutterwave", FLUTTERWAVE_SECRET, flutterwave_headers, {}),
+             ("standard-webhooks", STANDARD_SECRET, standard_headers, {}),
+             ("hmac", HMAC_SECRET, hmac_headers, {"hmac": HMAC_CONFIG})]
+    return [(make_source(store, merchant, provider, secret, config=config)[1], signer)
+            for provider, secret, signer, config in specs]
+
+
+def _post_gateway(fuzz_client, gateway_paths, index: int, body: bytes, signed: bool, headers: dict) -> None:
+    client, _ = fuzz_client
+    path, signer = gateway_paths[index % len(gateway_paths)]
+    sent = {**headers, **(signer(body) if signed else {})}
+    response = client.post(path, data=body, headers=sent, content_type="application/json")
+    assert response.status_code < 500, (path, body[:300], response.get_data()[:300])
+    if response.status_code >= 400:
+        assert response.get_json()["error"]["message"]
+
+
+@GATEWAY_FUZZ
+@given(index=st.integers(min_value=0, max_value=4), sample=st.sampled_from(GATEWAY_SAMPLES),
+       path=st.lists(st.integers(min_value=0, max_value=20), min_size=1, max_size=6),
+       replacement=json_values, delete=st.booleans())
+def test_gateway_signed_mutations(fuzz_client, gateway_paths, index, sample, path, replacement, delete):
+    body = json.dumps(_mutate(sample, path, replacement, delete)).encode()
+    _post_gateway(fuzz_client, gateway_paths, index, body, True, {})
+
+
+@GATEWAY_FUZZ
+@given(index=st.integers(min_value=0, max_value=4), body=st.one_of(st.binary(max_size=200), json_values.map(
+    lambda v: json.dumps(v).encode())), signed=st.booleans(),
+       headers=st.dictionaries(st.sampled_from(["Stripe-Signature", "x-paystack-signature", "verif-hash",
+                                                "flutterwave-signature", "webhook-id", "webhook-timestamp",
+                                                "webhook-signature", "X-Shop-Signature", "X-Shop-Timestamp"]),
+                               st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=80),
+                               max_size=4))
+def test_gateway_random_bodies_and_headers(fuzz_client, gateway_paths, index, body, signed, headers):
+    _post_gateway(fuzz_client, gateway_paths, index, body, signed, headers)

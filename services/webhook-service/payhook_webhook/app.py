@@ -11,7 +11,7 @@ from payhook_shared import logs
 from payhook_shared.store import Store
 
 from . import c2b, cli, console, errors, metrics
-from .api import callbacks, deliveries, events, health, management, openapi, testing
+from .api import callbacks, deliveries, events, health, inbound, management, openapi, sources, testing
 from .broker import broker_for
 from .settings import Settings
 from .source_ip import SourcePolicy
@@ -55,6 +55,8 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     app.register_blueprint(events.bp)
     app.register_blueprint(deliveries.bp)
     app.register_blueprint(testing.bp)
+    app.register_blueprint(sources.bp)
+    app.register_blueprint(inbound.bp)
     app.register_blueprint(openapi.bp)
     console.init_app(app)
     app.register_blueprint(console.bp)

@@ -2,14 +2,18 @@
 
 Defaults, first match wins:
 
-1. URGENT: a reversal, whatever its status: money left the merchant's account.
+1. URGENT: a reversal or a card dispute, whatever its status: money left (or
+   may leave) the merchant's account.
 2. LOW: informational callbacks: account balances (including their timeouts)
    and C2B validation requests, which only announce a payment that the
    confirmation then reports.
 3. URGENT: a failed payment, or one whose outcome is unknown (a QueueTimeOut:
    the request may or may not have gone through), so a merchant knows now.
-4. HIGH: a payment of 100,000.00 or more (two-decimal currency).
-5. NORMAL: everything else.
+4. HIGH: a refund (``stripe.charge.refunded``, ``paystack.refund.processed``).
+5. NORMAL: a gateway event Payhook delivers as-is without interpreting it
+   (``stripe.customer.created``): its status is always unknown, not alarming.
+6. HIGH: a payment of 100,000.00 or more (two-decimal currency).
+7. NORMAL: everything else.
 
 Overrides live in ``Merchant.settings["priority_rules"]``: a list of rules,
 tried in order before the defaults; the first rule whose every given condition
@@ -31,7 +35,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from payhook_shared.callbacks import mpesa
+from payhook_shared.callbacks import inbound, mpesa
 from payhook_shared.events import FAILED, UNKNOWN, NormalisedEvent
 from payhook_shared.priority import Priority
 from payhook_shared.store import Merchant
@@ -39,7 +43,8 @@ from payhook_shared.store import Merchant
 log = logging.getLogger(__name__)
 
 LARGE_PAYMENT_MINOR = 100_000_00  # 100,000.00 in a two-decimal currency
-URGENT_TYPES = frozenset({mpesa.REVERSAL})
+URGENT_TYPES = frozenset({mpesa.REVERSAL}) | inbound.DISPUTE_TYPES
+HIGH_TYPES = inbound.REFUND_TYPES
 LOW_TYPES = frozenset({mpesa.ACCOUNT_BALANCE, mpesa.C2B_VALIDATION})
 
 Rule = Mapping[str, Any]
@@ -83,6 +88,10 @@ def classify(event: NormalisedEvent, rules: Sequence[Rule] | None = None) -> Pri
         return Priority.URGENT
     if event.type in LOW_TYPES:
         return Priority.LOW
+    if event.type in HIGH_TYPES:
+        return Priority.HIGH
+    if inbound.passthrough(event):
+        return Priority.NORMAL
     if event.status in (FAILED, UNKNOWN):
         return Priority.URGENT
     if event.amount_minor is not None and event.amount_minor >= LARGE_PAYMENT_MINOR:

@@ -48,6 +48,16 @@ class Unauthorized(WebhookServiceError):
     headers = {"WWW-Authenticate": 'Bearer realm="payhook"'}
 
 
+class SignatureRefused(WebhookServiceError):
+    """A gateway callback whose signature is missing, malformed, wrong or too old; ``code`` says which."""
+
+    status = 401
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
 class Forbidden(WebhookServiceError):
     """The caller is known but may not do this."""
 

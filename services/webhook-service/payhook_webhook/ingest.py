@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from payhook_shared import ids, jobs, notices
 from payhook_shared.broker import RedisBroker
-from payhook_shared.callbacks import mpesa
+from payhook_shared.callbacks import inbound, mpesa
 from payhook_shared.events import TEST_TYPE, NormalisedEvent
 from payhook_shared.logs import bind
 from payhook_shared.messages import DeliverWebhook
@@ -132,11 +132,11 @@ def _send(broker: RedisBroker, messages: list[dramatiq.Message]) -> None:
 def _notifications(merchant: Merchant, event: NormalisedEvent, event_id: str) -> list[Email]:
     """Emails a new event causes, by the merchant's preferences.
 
-    Only for money coming in (not payouts, reversals or balances): the merchant's
+    Only for money coming in (not payouts, refunds, disputes, reversals or balances): the merchant's
     "payment received" (on by default) or "payment failed" (opt-in) notice, and
     the buyer's receipt when the event carries a customer email.
     """
-    if event.type in NO_RECEIPT_EMAIL_TYPES:
+    if event.type in NO_RECEIPT_EMAIL_TYPES or not inbound.sends_payment_notices(event):
         return []
     return [email for email in (notices.payment_received(merchant, event, event_id),
                                 notices.payment_failed(merchant, event, event_id),

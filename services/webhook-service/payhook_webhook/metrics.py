@@ -30,6 +30,8 @@ CALLBACKS = Counter("payhook_callbacks_total", "Provider callbacks by kind and o
                     "(accepted, duplicate, invalid, refused, error).", ["kind", "outcome"])
 VALIDATION_FAILURES = Counter("payhook_validation_failures_total", "Callbacks refused as invalid, by reason: "
                               "the top-level field at fault, or json, content_type, size.", ["kind", "reason"])
+SOURCE_REFUSED = Counter("payhook_source_callbacks_refused_total",
+                         "Gateway callbacks refused before recording, by provider and reason.", ["provider", "reason"])
 EVENTS = Counter("payhook_events_total", "New events recorded (duplicates excluded), by type and priority.",
                  ["type", "priority"])
 

@@ -13,6 +13,15 @@ SAFARICOM_CALLBACK_IPS = (
     "196.201.212.129", "196.201.212.136", "196.201.212.74", "196.201.212.69",
 )
 
+# Stripe's documented webhook source addresses (https://stripe.com/files/ips/ips_webhooks.txt).
+STRIPE_WEBHOOK_IPS = (
+    "3.18.12.63", "3.69.109.8", "3.120.168.93", "3.130.192.231", "13.235.14.237", "13.235.122.149",
+    "18.211.135.69", "35.154.171.200", "35.157.207.129", "52.15.183.38", "54.88.130.119", "54.88.130.237",
+    "54.187.174.169", "54.187.205.235", "54.187.216.72",
+)
+# Paystack's documented webhook source addresses.
+PAYSTACK_WEBHOOK_IPS = ("52.31.139.75", "52.49.173.169", "52.214.14.220")
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -44,6 +53,9 @@ class Settings:
     console_login_window: int = 300
     # Seconds the queue and store figures (/metrics gauges, /health/queue) are reused before recomputing.
     queue_stats_ttl: float = 5.0
+    # Provider webhook addresses, used by sources whose IP allowlist is on.
+    stripe_webhook_ips: tuple[str, ...] = STRIPE_WEBHOOK_IPS
+    paystack_webhook_ips: tuple[str, ...] = PAYSTACK_WEBHOOK_IPS
     # gunicorn
     bind: str = "127.0.0.1:8640"
     web_workers: int = 2

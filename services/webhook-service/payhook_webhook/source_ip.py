@@ -57,6 +57,8 @@ class SourcePolicy:
     enabled: bool
     allowlist: tuple[Network, ...]
     trusted_proxies: tuple[Network, ...]
+    # Documented webhook addresses of the gateways that publish them, by provider.
+    gateways: dict[str, tuple[Network, ...]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SourcePolicy":
@@ -69,6 +71,8 @@ class SourcePolicy:
             enabled=settings.mpesa_ip_allowlist_enabled,
             allowlist=_networks("MPESA_IP_ALLOWLIST", settings.mpesa_ip_allowlist),
             trusted_proxies=_networks("TRUSTED_PROXIES", settings.trusted_proxies),
+            gateways={"stripe": _networks("STRIPE_WEBHOOK_IPS", settings.stripe_webhook_ips),
+                      "paystack": _networks("PAYSTACK_WEBHOOK_IPS", settings.paystack_webhook_ips)},
         )
 
     def client_address(self, peer: str | None, forwarded_for: Sequence[str]) -> str:
@@ -90,6 +94,32 @@ class SourcePolicy:
         """Whether ``client`` is inside the allowlist."""
         address = parse_address(client)
         return address is not None and _within(address, self.allowlist)
+
+
+def networks_of(entries: Iterable[str]) -> tuple[Network, ...]:
+    """Parse a source's own allowlist (validated when it was saved).
+
+    Raises:
+      ConfigError: for an entry that is no IP address or CIDR.
+    """
+    return _networks("allowed_ips", entries)
+
+
+def enforce_source_allowlist(provider: str, own: Sequence[str] | None) -> None:
+    """Refuse a gateway callback from outside the source's allowlist: its own ``allowed_ips``, else the provider's.
+
+    Raises:
+      SourceNotAllowed: (403) when the client is outside the list.
+    """
+    policy: SourcePolicy = current_app.extensions["payhook.source_policy"]
+    allowed = networks_of(own) if own else policy.gateways.get(provider, ())
+    client = policy.client_address(request.remote_addr, request.headers.getlist("X-Forwarded-For"))
+    address = parse_address(client)
+    if address is None or not _within(address, allowed):
+        client = client[:64]
+        log.warning("refused %s callback from %s (peer %s): not in its allowlist", provider, client,
+                    request.remote_addr)
+        raise SourceNotAllowed(f"source address {client or 'unknown'} is not allowed to post {provider} callbacks")
 
 
 def enforce_mpesa_allowlist() -> None:

@@ -1,9 +1,11 @@
 """The durable record: SQLAlchemy models, engine set-up and migrations."""
 
 from .db import Store, create_engine
-from .models import ApiKey, AuditEntry, Base, Delivery, DeliveryAttempt, Email, Endpoint, Event, JobState, Merchant
+from .models import (
+    ApiKey, AuditEntry, Base, Delivery, DeliveryAttempt, Email, Endpoint, Event, JobState, Merchant, Source,
+)
 
 __all__ = [
     "ApiKey", "AuditEntry", "Base", "Delivery", "DeliveryAttempt", "Email", "Endpoint", "Event", "JobState",
-    "Merchant", "Store", "create_engine",
+    "Merchant", "Source", "Store", "create_engine",
 ]

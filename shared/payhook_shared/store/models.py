@@ -132,6 +132,41 @@ class Endpoint(Base):
         return active
 
 
+class Source(Base):
+    """An inbound gateway source: where a provider posts, and the secrets its signatures are checked with.
+
+    ``secret`` verifies now; ``previous_secret`` too until ``previous_secret_expires_at``,
+    so a provider (or the merchant) can switch secrets without one refused callback.
+    """
+
+    __tablename__ = "sources"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    provider: Mapped[str] = mapped_column(String(30))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    callback_token: Mapped[str] = mapped_column(String(64))
+    secret: Mapped[str] = mapped_column(String(500))
+    previous_secret: Mapped[str | None] = mapped_column(String(500))
+    previous_secret_expires_at: Mapped[dt.datetime | None]
+    # Provider settings: the generic ``hmac`` scheme's header, algorithm, encoding, …; IP allowlist overrides.
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    ip_allowlist_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    merchant: Mapped[Merchant] = relationship()
+
+    def verifying_secrets(self, now: dt.datetime | None = None) -> list[str]:
+        """The secrets a signature may be made with now: the current one, plus the previous one in its window."""
+        now = now or utcnow()
+        active = [self.secret]
+        if self.previous_secret and self.previous_secret_expires_at and self.previous_secret_expires_at > now:
+            active.append(self.previous_secret)
+        return active
+
+
 class Event(Base):
     """One payment callback or event, normalised, with its raw payload verbatim."""
 

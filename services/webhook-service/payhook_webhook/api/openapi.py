@@ -15,10 +15,13 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify
 from marshmallow import Schema, fields, validate
 
+from payhook_shared.callbacks.gateways import PROVIDERS
+
 from .schemas import (
     MAX_GRACE_SECONDS, DeadLetterFilterSchema, EndpointCreateSchema, EndpointUpdateSchema, EventCreateSchema,
-    MerchantCreateSchema, MerchantUpdateSchema, PriorityField, PriorityRuleSchema, PriorityTestSchema, PurgeSchema,
-    RecoverSchema, RotateSecretSchema, validate_endpoint_url,
+    HmacConfigSchema, MerchantCreateSchema, MerchantUpdateSchema, PriorityField, PriorityRuleSchema,
+    PriorityTestSchema, PurgeSchema, RecoverSchema, RotateSecretSchema, SourceCreateSchema, SourceRotateSchema,
+    SourceUpdateSchema, validate_endpoint_url,
 )
 
 bp = Blueprint("openapi", __name__)
@@ -35,6 +38,10 @@ REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "Purge": PurgeSchema,
     "Recover": RecoverSchema,
     "PriorityTest": PriorityTestSchema,
+    "HmacConfig": HmacConfigSchema,
+    "SourceCreate": SourceCreateSchema,
+    "SourceUpdate": SourceUpdateSchema,
+    "SourceRotate": SourceRotateSchema,
 }
 _NAMES = {schema: name for name, schema in REQUEST_SCHEMAS.items()}
 _PRIORITIES = ["urgent", "high", "normal", "low"]
@@ -178,6 +185,16 @@ def _components() -> dict[str, Any]:
     }}
     schemas["Count"] = {"type": "object", "additionalProperties": {"type": "integer"},
                         "description": "how many rows the operation changed, e.g. {\"retried\": 3}"}
+    schemas["Source"] = {"type": "object", "properties": {
+        "id": _ID, "merchant_id": _ID, "provider": {"type": "string", "enum": list(PROVIDERS)},
+        "description": {"type": "string"}, "callback_url": {"type": "string", "format": "uri"},
+        "hmac": {**_ref("HmacConfig"), "nullable": True}, "ip_allowlist_enabled": {"type": "boolean"},
+        "allowed_ips": {"type": "array", "items": {"type": "string"}, "nullable": True},
+        "enabled": {"type": "boolean"}, "previous_secret_expires_at": {**_TIME, "nullable": True},
+        "created_at": _TIME, "updated_at": _TIME,
+    }}
+    schemas["SourceWithSecret"] = {"allOf": [_ref("Source"), {"type": "object", "properties": {
+        "secret": {"type": "string", "description": "a generated secret; shown only in this answer"}}}]}
     return {
         "schemas": schemas,
         "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
@@ -189,6 +206,7 @@ def _api_paths() -> dict[str, Any]:
     secured = {"security": [{"apiKey": []}]}
     merchant = [_path_param("merchant_id")]
     endpoint = [_path_param("endpoint_id")]
+    source = [_path_param("source_id")]
     return {
         "/v1/merchants": {
             "post": {**secured, "summary": "Create a merchant (admin key)", "requestBody": _body("MerchantCreate"),
@@ -289,6 +307,44 @@ def _api_paths() -> dict[str, Any]:
                      "requestBody": _body("PriorityTest", required=False),
                      "responses": {"200": {"description": "the events' ids and receive times"},
                                    **_errors(400, 401, 403, 404, 415)}},
+        },
+        "/v1/merchants/{merchant_id}/sources": {
+            "parameters": merchant,
+            "post": {**secured, "summary": "Add an inbound gateway source (a generated secret is shown once)",
+                     "requestBody": _body("SourceCreate"),
+                     "responses": {"201": _json(_ref("SourceWithSecret"), "created"),
+                                   **_errors(400, 401, 403, 404, 415, 503)}},
+            "get": {**secured, "summary": "List the merchant's inbound sources", "parameters": _PAGE_PARAMS,
+                    "responses": {"200": _json(_page("Source"), "one page"), **_errors(400, 401, 403, 404)}},
+        },
+        "/v1/sources/{source_id}": {
+            "parameters": source,
+            "get": {**secured, "summary": "Get a source (never its secret)",
+                    "responses": {"200": _json(_ref("Source"), "the source"), **_errors(401, 403, 404)}},
+            "patch": {**secured, "summary": "Update a source; `enabled: false` disables it",
+                      "requestBody": _body("SourceUpdate"),
+                      "responses": {"200": _json(_ref("Source"), "updated"),
+                                    **_errors(400, 401, 403, 404, 415, 503)}},
+        },
+        "/v1/sources/{source_id}/rotate-secret": {
+            "parameters": source,
+            "post": {**secured, "summary": "New verifying secret; the old one still verifies for the grace period",
+                     "requestBody": _body("SourceRotate", required=False),
+                     "responses": {"200": _json(_ref("SourceWithSecret"), "rotated"),
+                                   **_errors(400, 401, 403, 404, 415, 503)}},
+        },
+        "/in/{source_id}/{token}": {
+            "parameters": [_path_param("source_id"), _path_param("token")],
+            "post": {"summary": "A gateway callback (Stripe, Paystack, Flutterwave, Standard Webhooks, HMAC)",
+                     "description": "Verified on the raw bytes with the source's secret(s) before parsing.",
+                     "requestBody": {"required": True,
+                                     "content": {"application/json": {"schema": {"type": "object"}}}},
+                     "responses": {
+                         "200": _json(_ref("EventId"), "recorded (or a repeat)"),
+                         "401": _json(_ref("Error"), "missing, malformed or wrong signature, or a stale "
+                                                     "timestamp; `code` says which"),
+                         "403": _json(_ref("Error"), "source address outside the source's IP allowlist"),
+                         **_errors(400, 404, 415, 503)}},
         },
         "/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": "the process answers"}}}},
         "/health/ready": {"get": {"summary": "Readiness: the store and Redis answer", "responses": {

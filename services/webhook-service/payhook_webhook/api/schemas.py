@@ -7,15 +7,17 @@ Every refusal is a 400 whose message names the offending field, e.g.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import current_app, request
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from payhook_shared import ssrf
 from payhook_shared.callbacks import parse_json
 from payhook_shared.callbacks.base import load as load_schema
-from payhook_shared import ssrf
+from payhook_shared.callbacks.gateways import HMAC, PROVIDERS
 from payhook_shared.errors import DecodeError, UnsafeURL
 from payhook_shared.events import STATUSES
 from payhook_shared.priority import Priority
@@ -138,6 +140,64 @@ class EventCreateSchema(Schema):
     customer_email = fields.Email(load_default=None, allow_none=True, validate=validate.Length(max=320))
     # Required with an admin key; a merchant key may omit it or must name its own merchant.
     merchant_id = fields.String(load_default=None, validate=validate.Length(1, 40))
+
+
+_HEADER = r"^[A-Za-z0-9-]{1,100}$"
+
+
+def validate_ip_entries(entries: list[str]) -> list[str]:
+    """Check that every entry is an IP address or CIDR; return them unchanged."""
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry.strip(), strict=False)
+        except ValueError:
+            raise ValidationError(f"{entry[:50]!r} is not an IP address or CIDR") from None
+    return entries
+
+
+class HmacConfigSchema(Schema):
+    """How an ``hmac`` source's sender signs: which header, digest and encoding, and optionally a timestamp."""
+
+    header = fields.String(required=True, validate=validate.Regexp(_HEADER, error="must be an HTTP header name"))
+    algorithm = fields.String(load_default="sha256", validate=validate.OneOf(["sha256", "sha512"]))
+    encoding = fields.String(load_default="hex", validate=validate.OneOf(["hex", "base64"]))
+    prefix = fields.String(load_default="", validate=validate.Length(max=40))
+    timestamp_header = fields.String(load_default=None, allow_none=True,
+                                     validate=validate.Regexp(_HEADER, error="must be an HTTP header name"))
+    tolerance_seconds = fields.Integer(strict=True, load_default=300, validate=validate.Range(1, 86400))
+
+
+class SourceCreateSchema(Schema):
+    provider = fields.String(required=True, validate=validate.OneOf(PROVIDERS))
+    secret = fields.String(load_default=None, allow_none=True, validate=validate.Length(8, 500))
+    description = fields.String(load_default="", validate=validate.Length(max=500))
+    hmac = fields.Nested(HmacConfigSchema, load_default=None, allow_none=True)
+    ip_allowlist_enabled = fields.Boolean(load_default=False)
+    allowed_ips = fields.List(fields.String(validate=validate.Length(1, 50)), load_default=None, allow_none=True,
+                              validate=[validate.Length(1, 100), validate_ip_entries])
+    enabled = fields.Boolean(load_default=True)
+
+    @validates_schema
+    def _provider_needs(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data["provider"] == HMAC and not data.get("hmac"):
+            raise ValidationError("is required for provider hmac", "hmac")
+        if data["provider"] != HMAC and data.get("hmac"):
+            raise ValidationError("is only for provider hmac", "hmac")
+
+
+class SourceUpdateSchema(Schema):
+    description = fields.String(validate=validate.Length(max=500))
+    hmac = fields.Nested(HmacConfigSchema)
+    ip_allowlist_enabled = fields.Boolean()
+    allowed_ips = fields.List(fields.String(validate=validate.Length(1, 50)), allow_none=True,
+                              validate=[validate.Length(1, 100), validate_ip_entries])
+    enabled = fields.Boolean()
+
+
+class SourceRotateSchema(Schema):
+    secret = fields.String(load_default=None, allow_none=True, validate=validate.Length(8, 500))
+    grace_period_seconds = fields.Integer(strict=True, load_default=DEFAULT_GRACE_SECONDS,
+                                          validate=validate.Range(0, MAX_GRACE_SECONDS))
 
 
 def load(schema: Schema, payload: dict[str, Any]) -> dict[str, Any]:
