@@ -8,7 +8,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test clean
+.PHONY: help setup run test bench drills clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,6 +27,14 @@ run: setup ## Start the whole system (Redis, web, workers, demo receiver) with e
 
 test: setup ## Run the test suite (starts its own Redis; PostgreSQL too when TEST_DATABASE_URL is set)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup ## Benchmarks on a stack of its own: table, var/bench/results.json and results.png (BENCH_DATABASE_URL)
+	@scripts/ensure-bench-tools.sh
+	$(PY) -m bench.run
+
+drills: setup ## Fault drills (kill worker, restart Redis, stop database, receiver down): nothing accepted is lost
+	@scripts/ensure-bench-tools.sh
+	DRILL_DATABASE_URL=$${DRILL_DATABASE_URL-$${TEST_DATABASE_URL-postgresql://postgres@127.0.0.1:5432/test}} $(PY) -m bench.drills
 
 clean: ## Remove the virtualenv and local state (var/)
 	rm -rf $(VENV) var
