@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", choices=list(DRILLS), help="run just this drill (repeatable)")
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "drills.json")
     args = parser.parse_args(argv)
+    # SIGTERM (e.g. a timeout) unwinds like Ctrl-C, so the stack's processes and database go too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     url = os.environ.get("DRILL_DATABASE_URL", os.environ.get("TEST_DATABASE_URL")) or None
     outcomes = run(url, QUICK if args.quick else FULL, args.only)
     args.out.parent.mkdir(parents=True, exist_ok=True)

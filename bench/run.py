@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -29,6 +30,10 @@ OUT = ROOT / "var" / "bench"
 BACKLOG = int(os.environ.get("BENCH_BACKLOG", "20000"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
+WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "2"))
+WEB_THREADS = int(os.environ.get("BENCH_WEB_THREADS", "4"))
+# "ingest" stops after the ingest figures (for quick profiling rounds); "all" runs everything.
+PHASES = os.environ.get("BENCH_PHASES", "all")
 TARGETS = {"ingest_ratio": 0.5, "deliveries_per_s": 300, "urgent_p99_ms": 250, "worker_rss_mb": 150}
 
 
@@ -94,11 +99,14 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     db_url = _database_url()
     results: dict = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                     "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                     "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                 "load_average_at_start": os.getloadavg()},
                      "settings": {"backlog": BACKLOG, "seconds": SECONDS, "connections": CONNECTIONS,
                                   "pools": [{"name": n, "pool": p, "threads": t} for n, p, t in POOLS]},
                      "targets": TARGETS}
-    stack = Stack(db_url)
+    # SIGTERM (e.g. a timeout) unwinds like Ctrl-C, so the stack's processes and database go too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stack = Stack(db_url, web_workers=WEB_WORKERS, web_threads=WEB_THREADS)
     try:
         stack.start(workers=False)
         results["database"] = stack.db.kind
@@ -123,6 +131,8 @@ def main() -> None:
         results["ingest"] = ingest
         print(f"ingest: {ingest['rps']:.0f} req/s ({ingest['ratio_to_baseline']:.0%} of baseline)", flush=True)
 
+        if PHASES == "ingest":
+            return
         # End to end: top the backlog up to BACKLOG, then start the workers and time the drain.
         fill(stack.base_url, lambda: _count(store), BACKLOG, path=stack.callback_path("stk"),
              connections=CONNECTIONS, prefix="fill")
@@ -172,6 +182,8 @@ def main() -> None:
         stack.close()
     results["memory_mb"] = {name: {"peak_process": round(p.peak_rss_per_process / 2**20, 1),
                                    "peak_total": round(p.peak_rss / 2**20, 1)} for name, p in stack.procs.items()}
+    # The machine may be shared: its load says how much of it the bench had.
+    results["machine"]["load_average_at_end"] = os.getloadavg()
     results["verdict"] = _verdict(results)
     (OUT / "results.json").write_text(json.dumps(results, indent=2))
     _table(results)
@@ -193,6 +205,8 @@ def _table(r: dict) -> None:
     v = r["verdict"]
     ok = {True: "ok", False: "MISS"}
     rows = [
+        ("machine", f"{r['machine']['cpus']} CPUs, load average {r['machine']['load_average_at_start'][0]:.1f} at start, "
+                    f"{r['machine']['load_average_at_end'][0]:.1f} at end", ""),
         ("database / receiver", f"{r['database']} / {r['receiver']} ({r['receiver_capacity_rps']} req/s alone)", ""),
         ("baseline (bare Flask echo)", f"{r['baseline']['rps']:.0f} req/s, p50 {r['baseline']['p50_ms']:.1f} ms, "
                                        f"p99 {r['baseline']['p99_ms']:.1f} ms", ""),
