@@ -32,7 +32,7 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "2"))
 WEB_THREADS = int(os.environ.get("BENCH_WEB_THREADS", "4"))
-# "ingest" stops after the ingest figures (for quick profiling rounds); "all" runs everything.
+# "ingest" stops after the ingest figures, "e2e" after end to end (quick profiling rounds); "all" runs everything.
 PHASES = os.environ.get("BENCH_PHASES", "all")
 TARGETS = {"ingest_ratio": 0.5, "deliveries_per_s": 300, "urgent_p99_ms": 250, "worker_rss_mb": 150}
 
@@ -124,12 +124,17 @@ def main() -> None:
         results["baseline"] = base
         print(f"baseline: {base['rps']:.0f} req/s", flush=True)
 
+        cpu_before = stack.procs["web"].cpu_seconds()
         ingest = vars(wrk(stack.base_url, path=stack.callback_path("stk"), seconds=SECONDS,
                           connections=CONNECTIONS, prefix="ing"))
+        # CPU per callback in the web processes: what the code costs, whatever else the machine runs.
+        ingest["web_cpu_ms_per_request"] = round(
+            (stack.procs["web"].cpu_seconds() - cpu_before) * 1000 / max(ingest["requests"], 1), 2)
         ingest["recorded"] = _count(store)
         ingest["ratio_to_baseline"] = ingest["rps"] / base["rps"]
         results["ingest"] = ingest
-        print(f"ingest: {ingest['rps']:.0f} req/s ({ingest['ratio_to_baseline']:.0%} of baseline)", flush=True)
+        print(f"ingest: {ingest['rps']:.0f} req/s ({ingest['ratio_to_baseline']:.0%} of baseline), "
+              f"{ingest['web_cpu_ms_per_request']} ms web CPU per callback", flush=True)
 
         if PHASES == "ingest":
             return
@@ -140,16 +145,22 @@ def main() -> None:
         stack.start_workers()
         drain_s, samples = _drain(store, backlog, timeout=600)
         done = samples[-1][1]
+        worker_cpu = sum(stack.procs[name].cpu_seconds() for name, _, _ in POOLS)
         # Sustained rate: the middle 80 % of the drain, free of start-up and tail effects.
         lo = next(s for s in samples if s[1] >= 0.1 * backlog)
         hi = next((s for s in samples if s[1] >= 0.9 * backlog), samples[-1])
         results["end_to_end"] = {"backlog": backlog, "delivered": done, "drain_seconds": round(drain_s, 2),
                                  "deliveries_per_s": round(done / drain_s, 1),
                                  "sustained_deliveries_per_s": round((hi[1] - lo[1]) / max(hi[0] - lo[0], 1e-6), 1),
+                                 # Includes each worker's start-up (imports), a few hundred ms in all.
+                                 "worker_cpu_ms_per_delivery": round(worker_cpu * 1000 / max(done, 1), 2),
                                  "curve": [(round(t, 2), n) for t, n in samples]}
         print(f"end to end: {backlog} delivered in {drain_s:.1f} s "
-              f"({results['end_to_end']['sustained_deliveries_per_s']:.0f}/s sustained)", flush=True)
+              f"({results['end_to_end']['sustained_deliveries_per_s']:.0f}/s sustained, "
+              f"{results['end_to_end']['worker_cpu_ms_per_delivery']} ms worker CPU per delivery)", flush=True)
 
+        if PHASES == "e2e":
+            return
         # Priority: 20,000 LOW queued, then URGENT callbacks trickle in while they drain.
         stack.stop_workers()
         before = _count(store)
@@ -211,7 +222,8 @@ def _table(r: dict) -> None:
         ("baseline (bare Flask echo)", f"{r['baseline']['rps']:.0f} req/s, p50 {r['baseline']['p50_ms']:.1f} ms, "
                                        f"p99 {r['baseline']['p99_ms']:.1f} ms", ""),
         ("ingest (STK, unique)", f"{r['ingest']['rps']:.0f} req/s, p50 {r['ingest']['p50_ms']:.1f} ms, "
-                                 f"p99 {r['ingest']['p99_ms']:.1f} ms, non-2xx {r['ingest']['non_2xx']}", ""),
+                                 f"p99 {r['ingest']['p99_ms']:.1f} ms, non-2xx {r['ingest']['non_2xx']}, "
+                                 f"{r['ingest']['web_cpu_ms_per_request']} ms web CPU each", ""),
         ("ingest / baseline", f"{r['ingest']['ratio_to_baseline']:.0%}", ok[v["ingest_ratio"]] + " (>= 50 %)"),
         ("end to end", f"{r['end_to_end']['sustained_deliveries_per_s']:.0f} deliveries/s sustained; "
                        f"{r['end_to_end']['backlog']} drained in {r['end_to_end']['drain_seconds']} s",

@@ -34,8 +34,11 @@ from payhook_shared.store.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-# The Procfile's pools: (process name, pool, threads).
-POOLS = (("delivery-urgent", "urgent", 4), ("delivery", "standard", 8), ("delivery-low", "low", 2))
+# The Procfile's pools: (process name, pool, threads); BENCH_THREADS=urgent=4,standard=16 tries others.
+_THREADS = dict(item.split("=") for item in os.environ.get("BENCH_THREADS", "").split(",") if "=" in item)
+POOLS = tuple((name, pool, int(_THREADS.get(pool, threads)))
+              for name, pool, threads in (("delivery-urgent", "urgent", 4), ("delivery", "standard", 8),
+                                          ("delivery-low", "low", 2)))
 
 NGINX_CONF = """\
 daemon off;
@@ -138,6 +141,19 @@ class Proc:
                     total += rss
                     self.peak_rss_by_pid[proc.pid] = max(self.peak_rss_by_pid.get(proc.pid, 0), rss)
             self.peak_rss = max(self.peak_rss, total)
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the process and its live descendants."""
+        if not self.alive:
+            return 0.0
+        total = 0.0
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(self.popen.pid)
+            for proc in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+        return total
 
     @property
     def peak_rss_per_process(self) -> int:
