@@ -8,7 +8,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-priority screenshots clean
+.PHONY: help setup run test test-priority screenshots bench drills clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,6 +36,14 @@ test-priority: setup ## Check priority holds under a LOW backlog on the running 
 
 screenshots: setup ## Refresh the console screenshots in docs/screenshots/ (browser tests)
 	PAYHOOK_SCREENSHOTS=1 $(PY) -m pytest -q tests/webhook_service/console -k browser
+
+bench: setup ## Benchmarks on a stack of its own: table, var/bench/results.json and results.png (BENCH_DATABASE_URL)
+	@scripts/ensure-bench-tools.sh
+	$(PY) -m bench.run
+
+drills: setup ## Fault drills (kill worker, restart Redis, stop database, receiver down): nothing accepted is lost
+	@scripts/ensure-bench-tools.sh
+	$(PY) -m bench.drills
 
 clean: ## Remove the virtualenv and local state (var/)
 	rm -rf $(VENV) var

@@ -1,0 +1,1 @@
+"""Payhook benchmarks (``make bench``) and fault drills (``make drills``); see README "Performance"."""

@@ -1,0 +1,274 @@
+"""``make bench``: baseline, ingest, end to end, priority and memory, in one run on a stack of its own.
+
+Prints a table and writes ``var/bench/results.json`` and ``var/bench/results.png``.
+The database is PostgreSQL when ``BENCH_DATABASE_URL`` names a reachable server
+(a fresh database is created on it and dropped afterwards), else a SQLite file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import sqlalchemy
+from sqlalchemy import func, select
+
+from payhook_shared.priority import Priority
+from payhook_shared.store import Delivery, Event, JobState, Store
+
+from .load import Sender, fill, wrk
+from .stack import BIN, ROOT, POOLS, Stack, free_port, wait_for
+
+OUT = ROOT / "var" / "bench"
+BACKLOG = int(os.environ.get("BENCH_BACKLOG", "20000"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
+WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "2"))
+WEB_THREADS = int(os.environ.get("BENCH_WEB_THREADS", "4"))
+# "ingest" stops after the ingest figures, "e2e" after end to end (quick profiling rounds); "all" runs everything.
+PHASES = os.environ.get("BENCH_PHASES", "all")
+TARGETS = {"ingest_ratio": 0.5, "deliveries_per_s": 300, "urgent_p99_ms": 250, "worker_rss_mb": 150}
+
+
+def _database_url() -> str | None:
+    url = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    if not url or url.startswith("sqlite"):
+        return None
+    try:
+        engine = sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1),
+                                          connect_args={"connect_timeout": 2})
+        with engine.connect():
+            pass
+        engine.dispose()
+        return url
+    except Exception as exc:  # unreachable: fall back to SQLite and say so
+        print(f"PostgreSQL at {url} not reachable ({type(exc).__name__}); using SQLite", file=sys.stderr)
+        return None
+
+
+def _count(store: Store, *where) -> int:
+    with store.read() as session:
+        return session.execute(select(func.count()).select_from(Delivery).where(*where)).scalar_one()
+
+
+def _drain(store: Store, total: int, timeout: float) -> tuple[float, list[tuple[float, int]]]:
+    """Seconds until ``total`` deliveries are done, and (t, done) samples along the way."""
+    started = time.monotonic()
+    samples = []
+    while time.monotonic() - started < timeout:
+        done = _count(store, Delivery.state == JobState.DONE.value)
+        samples.append((time.monotonic() - started, done))
+        if done >= total:
+            break
+        time.sleep(0.25)
+    return samples[-1][0], samples
+
+
+def _baseline(stack: Stack) -> dict:
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "gunicorn"), "--workers", str(stack.web_workers), "--threads", str(stack.web_threads),
+         "--worker-class", "gthread", "--keep-alive", "5", "--bind", f"127.0.0.1:{port}", "bench.baseline_app:app"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{port}/x", data=b"{}", headers={"Content-Type": "application/json"}), timeout=1), 20,
+            "baseline")
+        result = wrk(f"http://127.0.0.1:{port}", path="/cb/stk", seconds=SECONDS, connections=CONNECTIONS,
+                     prefix="base")
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    return vars(result)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def main() -> None:
+    """Run every benchmark once and report."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    db_url = _database_url()
+    results: dict = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                 "load_average_at_start": os.getloadavg()},
+                     "settings": {"backlog": BACKLOG, "seconds": SECONDS, "connections": CONNECTIONS,
+                                  "pools": [{"name": n, "pool": p, "threads": t} for n, p, t in POOLS]},
+                     "targets": TARGETS}
+    # SIGTERM (e.g. a timeout) unwinds like Ctrl-C, so the stack's processes and database go too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    stack = Stack(db_url, web_workers=WEB_WORKERS, web_threads=WEB_THREADS)
+    try:
+        stack.start(workers=False)
+        results["database"] = stack.db.kind
+        results["receiver"] = stack.receiver_kind
+        results["settings"]["web"] = {"workers": stack.web_workers, "threads": stack.web_threads}
+        store = Store(stack.db.url)
+        print(f"stack up: {stack.db.kind}, receiver {stack.receiver_kind}, workdir {stack.workdir}", flush=True)
+
+        receiver = wrk(f"http://127.0.0.1:{stack.receiver_port}", path="/webhooks", seconds=3,
+                       connections=CONNECTIONS, prefix="rcv")
+        results["receiver_capacity_rps"] = round(receiver.rps)
+        print(f"receiver alone: {receiver.rps:.0f} req/s", flush=True)
+
+        base = _baseline(stack)
+        results["baseline"] = base
+        print(f"baseline: {base['rps']:.0f} req/s", flush=True)
+
+        cpu_before = stack.procs["web"].cpu_seconds()
+        ingest = vars(wrk(stack.base_url, path=stack.callback_path("stk"), seconds=SECONDS,
+                          connections=CONNECTIONS, prefix="ing"))
+        # CPU per callback in the web processes: what the code costs, whatever else the machine runs.
+        ingest["web_cpu_ms_per_request"] = round(
+            (stack.procs["web"].cpu_seconds() - cpu_before) * 1000 / max(ingest["requests"], 1), 2)
+        ingest["recorded"] = _count(store)
+        ingest["ratio_to_baseline"] = ingest["rps"] / base["rps"]
+        results["ingest"] = ingest
+        print(f"ingest: {ingest['rps']:.0f} req/s ({ingest['ratio_to_baseline']:.0%} of baseline), "
+              f"{ingest['web_cpu_ms_per_request']} ms web CPU per callback", flush=True)
+
+        if PHASES == "ingest":
+            return
+        # End to end: top the backlog up to BACKLOG, then start the workers and time the drain.
+        fill(stack.base_url, lambda: _count(store), BACKLOG, path=stack.callback_path("stk"),
+             connections=CONNECTIONS, prefix="fill")
+        backlog = _count(store)
+        stack.start_workers()
+        drain_s, samples = _drain(store, backlog, timeout=600)
+        done = samples[-1][1]
+        worker_cpu = sum(stack.procs[name].cpu_seconds() for name, _, _ in POOLS)
+        # Sustained rate: the middle 80 % of the drain, free of start-up and tail effects.
+        lo = next(s for s in samples if s[1] >= 0.1 * backlog)
+        hi = next((s for s in samples if s[1] >= 0.9 * backlog), samples[-1])
+        results["end_to_end"] = {"backlog": backlog, "delivered": done, "drain_seconds": round(drain_s, 2),
+                                 "deliveries_per_s": round(done / drain_s, 1),
+                                 "sustained_deliveries_per_s": round((hi[1] - lo[1]) / max(hi[0] - lo[0], 1e-6), 1),
+                                 # Includes each worker's start-up (imports), a few hundred ms in all.
+                                 "worker_cpu_ms_per_delivery": round(worker_cpu * 1000 / max(done, 1), 2),
+                                 "curve": [(round(t, 2), n) for t, n in samples]}
+        print(f"end to end: {backlog} delivered in {drain_s:.1f} s "
+              f"({results['end_to_end']['sustained_deliveries_per_s']:.0f}/s sustained, "
+              f"{results['end_to_end']['worker_cpu_ms_per_delivery']} ms worker CPU per delivery)", flush=True)
+
+        if PHASES == "e2e":
+            return
+        # Priority: 20,000 LOW queued, then URGENT callbacks trickle in while they drain.
+        stack.stop_workers()
+        before = _count(store)
+        fill(stack.base_url, lambda: _count(store), before + BACKLOG, path=stack.callback_path("balance-result"),
+             kind="balance", connections=CONNECTIONS, prefix="low")
+        low = _count(store) - before
+        stack.start_workers()
+        time.sleep(1.0)
+        sender = Sender(stack.web_port, stack.callback_path("stk"), kind="stk_failed", rate=20, prefix="urg",
+                        threads=2).start()
+        time.sleep(SECONDS)
+        sender.stop()
+        total = _count(store)
+        low_drain, _ = _drain(store, total, timeout=600)
+        with store.read() as session:
+            rows = session.execute(
+                select(Event.received_at, Delivery.delivered_at).join(Delivery, Delivery.event_id == Event.id)
+                .where(Event.priority == int(Priority.URGENT), Delivery.delivered_at.is_not(None))
+            ).all()
+        latencies = [(d - r).total_seconds() * 1000 for r, d in rows]
+        results["priority"] = {"low_backlog": low, "urgent_sent": len(sender.sent),
+                               "urgent_accepted": len(sender.accepted), "urgent_delivered": len(latencies),
+                               "urgent_p50_ms": round(_percentile(latencies, 0.5), 1),
+                               "urgent_p99_ms": round(_percentile(latencies, 0.99), 1),
+                               "urgent_max_ms": round(max(latencies, default=float("nan")), 1),
+                               "low_drain_seconds": round(low_drain + SECONDS + 1, 1)}
+        print(f"priority: URGENT p99 {results['priority']['urgent_p99_ms']} ms while {low} LOW drain", flush=True)
+        store.dispose()
+    finally:
+        stack.close()
+    results["memory_mb"] = {name: {"peak_process": round(p.peak_rss_per_process / 2**20, 1),
+                                   "peak_total": round(p.peak_rss / 2**20, 1)} for name, p in stack.procs.items()}
+    # The machine may be shared: its load says how much of it the bench had.
+    results["machine"]["load_average_at_end"] = os.getloadavg()
+    results["verdict"] = _verdict(results)
+    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+    _table(results)
+    _chart(results, OUT / "results.png")
+    print(f"\nwritten: {OUT / 'results.json'}, {OUT / 'results.png'}")
+
+
+def _verdict(r: dict) -> dict:
+    worker_peak = max(r["memory_mb"][n]["peak_process"] for n, _, _ in POOLS)
+    return {
+        "ingest_ratio": r["ingest"]["ratio_to_baseline"] >= TARGETS["ingest_ratio"],
+        "deliveries_per_s": r["end_to_end"]["sustained_deliveries_per_s"] >= TARGETS["deliveries_per_s"],
+        "urgent_p99_ms": r["priority"]["urgent_p99_ms"] < TARGETS["urgent_p99_ms"],
+        "worker_rss_mb": worker_peak < TARGETS["worker_rss_mb"],
+    }
+
+
+def _table(r: dict) -> None:
+    v = r["verdict"]
+    ok = {True: "ok", False: "MISS"}
+    rows = [
+        ("machine", f"{r['machine']['cpus']} CPUs, load average {r['machine']['load_average_at_start'][0]:.1f} at start, "
+                    f"{r['machine']['load_average_at_end'][0]:.1f} at end", ""),
+        ("database / receiver", f"{r['database']} / {r['receiver']} ({r['receiver_capacity_rps']} req/s alone)", ""),
+        ("baseline (bare Flask echo)", f"{r['baseline']['rps']:.0f} req/s, p50 {r['baseline']['p50_ms']:.1f} ms, "
+                                       f"p99 {r['baseline']['p99_ms']:.1f} ms", ""),
+        ("ingest (STK, unique)", f"{r['ingest']['rps']:.0f} req/s, p50 {r['ingest']['p50_ms']:.1f} ms, "
+                                 f"p99 {r['ingest']['p99_ms']:.1f} ms, non-2xx {r['ingest']['non_2xx']}, "
+                                 f"{r['ingest']['web_cpu_ms_per_request']} ms web CPU each", ""),
+        ("ingest / baseline", f"{r['ingest']['ratio_to_baseline']:.0%}", ok[v["ingest_ratio"]] + " (>= 50 %)"),
+        ("end to end", f"{r['end_to_end']['sustained_deliveries_per_s']:.0f} deliveries/s sustained; "
+                       f"{r['end_to_end']['backlog']} drained in {r['end_to_end']['drain_seconds']} s",
+         ok[v["deliveries_per_s"]] + " (>= 300/s)"),
+        ("URGENT while LOW drain", f"p50 {r['priority']['urgent_p50_ms']} ms, p99 {r['priority']['urgent_p99_ms']} ms "
+                                   f"({r['priority']['urgent_delivered']} URGENT, {r['priority']['low_backlog']} LOW)",
+         ok[v["urgent_p99_ms"]] + " (< 250 ms)"),
+    ]
+    for name, mem in r["memory_mb"].items():
+        rows.append((f"peak RSS {name}", f"{mem['peak_process']} MB per process, {mem['peak_total']} MB in all",
+                     (ok[mem["peak_process"] < TARGETS["worker_rss_mb"]] + " (< 150 MB)") if name.startswith(
+                         "delivery") else ""))
+    width = max(len(a) for a, _, _ in rows)
+    print()
+    for name, value, verdict in rows:
+        print(f"{name:<{width}}  {value:<90}  {verdict}")
+
+
+def _chart(r: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    ax = axes[0]
+    ax.bar(["baseline", "ingest"], [r["baseline"]["rps"], r["ingest"]["rps"]], color=["#999", "#2a7"])
+    ax.axhline(r["baseline"]["rps"] * TARGETS["ingest_ratio"], ls="--", color="r", label="target 50 %")
+    ax.set_title(f"requests/s ({r['database']})")
+    ax.legend()
+    ax = axes[1]
+    curve = r["end_to_end"]["curve"]
+    ax.plot([t for t, _ in curve], [n for _, n in curve], color="#27a")
+    ax.set_title(f"backlog drain: {r['end_to_end']['sustained_deliveries_per_s']:.0f}/s")
+    ax.set_xlabel("s")
+    ax.set_ylabel("delivered")
+    ax = axes[2]
+    names = list(r["memory_mb"])
+    ax.barh(names, [r["memory_mb"][n]["peak_process"] for n in names], color="#a72")
+    ax.axvline(TARGETS["worker_rss_mb"], ls="--", color="r", label="worker target")
+    ax.set_title(f"peak RSS per process (MB); URGENT p99 {r['priority']['urgent_p99_ms']} ms")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+if __name__ == "__main__":
+    main()
