@@ -21,7 +21,7 @@ CORRELATION_FIELDS = ("correlation_id", "merchant_id", "event_id", "delivery_id"
 
 _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("payhook_log_context", default={})
 
-# Kenyan MSISDNs in any of their written forms: 2547XXXXXXXX, +2547..., 07XXXXXXXX, 01XXXXXXXX.
+# Kenyan MSISDNs in any of their written forms: 254 or +254 or 0, then 7 or 1, then 8 more digits.
 _PHONE = re.compile(r"(?<!\d)(\+?254|0)([17]\d{2})(\d{3})(\d{3})(?!\d)")
 
 
