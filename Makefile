@@ -8,7 +8,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-priority screenshots bench drills clean
+.PHONY: help setup run test test-priority screenshots bench bench-store drills clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,6 +40,10 @@ screenshots: setup ## Refresh the console screenshots in docs/screenshots/ (brow
 bench: setup ## Benchmarks on a stack of its own: table, var/bench/results.json and results.png (BENCH_DATABASE_URL)
 	@scripts/ensure-bench-tools.sh
 	$(PY) -m bench.run
+
+bench-store: setup ## The store at scale: 1,000,000 events on PostgreSQL, query p95s, ingest full vs empty, purge
+	@scripts/ensure-bench-tools.sh
+	$(PY) -m bench.store
 
 drills: setup ## Fault drills (kill worker, restart Redis, stop database, receiver down): nothing accepted is lost
 	@scripts/ensure-bench-tools.sh

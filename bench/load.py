@@ -7,6 +7,7 @@ import http.client
 import json
 import re
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -64,12 +65,15 @@ def wrk(url: str, *, kind: str = "stk", path: str = "/", seconds: float = 10, co
     ).stdout
     total = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)", out)
     secs = _ms(total.group(2) + total.group(3)) / 1000
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
+    if len(latency) < 2:  # seen once on a loaded machine; say what wrk printed instead of a KeyError
+        print(f"wrk printed no latency distribution:\n{out}", file=sys.stderr)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     requests = int(total.group(1))
     return WrkResult(requests=requests, seconds=secs, rps=requests / secs if secs else 0.0,
-                     p50_ms=_ms(latency["50"]), p99_ms=_ms(latency["99"]),
+                     p50_ms=_ms(latency["50"]) if "50" in latency else float("nan"),
+                     p99_ms=_ms(latency["99"]) if "99" in latency else float("nan"),
                      non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
                      errors=sum(map(int, errors.groups())) if errors else 0)
 

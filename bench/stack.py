@@ -34,11 +34,18 @@ from payhook_shared.store.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-# The Procfile's pools: (process name, pool, threads); BENCH_THREADS=urgent=4,standard=16 tries others.
-_THREADS = dict(item.split("=") for item in os.environ.get("BENCH_THREADS", "").split(",") if "=" in item)
-POOLS = tuple((name, pool, int(_THREADS.get(pool, threads)))
+
+def _per_pool(variable: str) -> dict[str, str]:
+    return dict(item.split("=") for item in os.environ.get(variable, "").split(",") if "=" in item)
+
+
+# The Procfile's pools: (process name, pool, threads). BENCH_THREADS=urgent=4,standard=16 tries other
+# thread counts; BENCH_REPLICAS=standard=2 runs that pool as more processes, as its Deployment scales.
+_THREADS, _REPLICAS = _per_pool("BENCH_THREADS"), _per_pool("BENCH_REPLICAS")
+POOLS = tuple((name if replica == 1 else f"{name}-{replica}", pool, int(_THREADS.get(pool, threads)))
               for name, pool, threads in (("delivery-urgent", "urgent", 4), ("delivery", "standard", 8),
-                                          ("delivery-low", "low", 2)))
+                                          ("delivery-low", "low", 2))
+              for replica in range(1, int(_REPLICAS.get(pool, 1)) + 1))
 
 NGINX_CONF = """\
 daemon off;

@@ -34,6 +34,8 @@ DEFAULTS = {
     "ENDPOINT_ALLOWLIST": "127.0.0.0/8",
     # The console is served over plain HTTP here; production keeps CONSOLE_COOKIE_SECURE on.
     "CONSOLE_COOKIE_SECURE": "false",
+    # May ask the console for an operator sign-in link; the email lands in var/outbox/.
+    "CONSOLE_OPERATOR_EMAILS": "ops@demo.payhook.test",
 }
 
 
@@ -69,7 +71,9 @@ Payhook is starting.
 
   The same callback again is a duplicate: accepted, but not delivered twice.
 
-  Console: http://127.0.0.1:{WEB_PORT}/console  (sign in with the demo admin API key below)
+  Console: http://127.0.0.1:{WEB_PORT}/console  (sign in with the demo admin API key below, or ask
+  for a sign-in link for {env["CONSOLE_OPERATOR_EMAILS"].split(",")[0]} (operator) or merchant@demo.payhook.test
+  (the demo merchant): it lands in var/outbox/)
   Demo admin API key: {demo["admin_api_key"]}
   Ctrl-C stops everything.
 """, flush=True)

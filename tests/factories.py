@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sqlalchemy.orm import selectinload
-
 from payhook_shared import ids, signing
 from payhook_shared.callbacks.mpesa import normalise_stk
 from payhook_shared.store import Endpoint, Merchant, Store
@@ -39,12 +37,11 @@ def stk_url(merchant: Merchant) -> str:
     return f"/cb/{merchant.id}/{merchant.callback_token}/stk"
 
 
-def load_merchant(store: Store, merchant_id: str) -> Merchant:
-    """A merchant with its endpoints loaded, as the ingest path needs it."""
-    from sqlalchemy.orm import selectinload
+def load_merchant(store: Store, merchant_id: str):
+    """The merchant's profile (with its endpoints), as the ingest path takes it."""
+    from payhook_webhook import merchants
 
-    with store.read() as session:
-        return session.get(Merchant, merchant_id, options=[selectinload(Merchant.endpoints)])
+    return merchants.load(store, merchant_id)
 
 
 def callback_url(merchant: Merchant, kind: str) -> str:
@@ -76,9 +73,8 @@ def record_payment(store: Store, broker, merchant_id: str, fixture: str, custome
     payload = fixture_json(fixture)
     event = normalise_stk(payload)
     event.customer_email = customer_email
-    with store.read() as session:
-        merchant = session.get(Merchant, merchant_id, options=[selectinload(Merchant.endpoints)])
-    return ingest.record(store, broker, merchant, event, json.dumps(payload).encode(), classify(event)).event_id
+    return ingest.record(store, broker, load_merchant(store, merchant_id), event, json.dumps(payload).encode(),
+                         classify(event)).event_id
 
 
 def make_source(store: Store, merchant: Merchant, provider: str, secret: str, **fields):

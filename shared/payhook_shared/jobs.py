@@ -44,14 +44,18 @@ def record(job: Any, message: dramatiq.Message) -> None:
     job.message_id = message.options[REDIS_ID]
 
 
-def claim(session: Any, model: type, job_id: str, lease: dt.timedelta, now: dt.datetime | None = None) -> bool:
-    """Take a due job for one attempt; ``False`` if it is not due, done, dead or held by another worker.
+def new_row(message: dramatiq.Message, now: dt.datetime, **columns: Any) -> dict[str, Any]:
+    """The columns of a new job due ``now``, carried by ``message``, for a Core insert."""
+    return {**columns, "state": PENDING, "attempts": 0, "next_attempt_at": now, "queue_name": message.queue_name,
+            "message_id": message.options[REDIS_ID], "created_at": now, "updated_at": now}
 
-    The claim is one conditional UPDATE, so two workers holding duplicate
-    messages can never both attempt the same job.
+
+def claiming(model: type, job_id: Any, lease_until: Any, now: Any) -> Any:
+    """The conditional UPDATE that claims a due job (see ``claim``), to execute or to build on.
+
+    The arguments are values or ``bindparam``s, so a caller can build the statement once.
     """
-    now = now or utcnow()
-    stmt = (
+    return (
         update(model)
         .where(
             model.id == job_id,
@@ -60,10 +64,20 @@ def claim(session: Any, model: type, job_id: str, lease: dt.timedelta, now: dt.d
                 and_(model.state == SENDING, model.lease_until < now),
             ),
         )
-        .values(state=SENDING, lease_until=now + lease, attempts=model.attempts + 1, message_id=None)
+        .values(state=SENDING, lease_until=lease_until, attempts=model.attempts + 1, message_id=None,
+                updated_at=now)
         .execution_options(synchronize_session=False)
     )
-    return session.execute(stmt).rowcount == 1
+
+
+def claim(session: Any, model: type, job_id: str, lease: dt.timedelta, now: dt.datetime | None = None) -> bool:
+    """Take a due job for one attempt; ``False`` if it is not due, done, dead or held by another worker.
+
+    The claim is one conditional UPDATE, so two workers holding duplicate
+    messages can never both attempt the same job.
+    """
+    now = now or utcnow()
+    return session.execute(claiming(model, job_id, now + lease, now)).rowcount == 1
 
 
 def release(session: Any, model: type, job_id: str, retry_at: dt.datetime) -> bool:
@@ -138,7 +152,7 @@ class Periodic:
 class Sweeper:
     """Re-enqueues due jobs whose Redis message is gone, and frees expired claims.
 
-    ``build`` turns a job row into its protocol message. One sweeper per job
+    ``build`` turns a job row (id, event_id, merchant_id, priority) into its protocol message. One sweeper per job
     family does the work at a time (see ``Periodic``), so any number of worker
     processes may run one.
     """
@@ -175,12 +189,14 @@ class Sweeper:
                 .execution_options(synchronize_session=False)
             )
         with self.store.read() as session:
+            # Columns, not ORM objects: during a backlog every sweep reads a full batch of live jobs.
             rows = session.execute(
-                select(model)
+                select(model.id, model.event_id, model.merchant_id, model.priority, model.queue_name,
+                       model.message_id, model.updated_at)
                 .where(model.state == PENDING, model.next_attempt_at <= now)
                 .order_by(model.next_attempt_at)
                 .limit(self.batch)
-            ).scalars().all()
+            ).all()
         # A job enqueued moments ago may not have reached Redis yet; leave it be.
         settled = [r for r in rows if r.message_id is None or r.updated_at <= now - self.grace]
         with_message = [r for r in settled if r.message_id]

@@ -11,7 +11,8 @@ then adds it to the caller's transaction and returns the Dramatiq message to
 enqueue after the commit; a notice whose ``dedupe_key`` exists already is
 skipped, so a repeated check never mails twice.
 
-Merchant preferences live in ``Merchant.settings["notifications"]``::
+Merchant preferences live in ``Merchant.settings["notifications"]``, read
+through the settings schema (``merchant_settings``)::
 
     {"payment_received": {"enabled": true, "recipients": ["owner@shop.test"]},
      "payment_failed":   {"enabled": true},
@@ -39,31 +40,26 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from . import ids, jobs
+from . import ids, jobs, merchant_settings
 from .events import FAILED, SUCCEEDED
 from .logs import mask_phone
+from .merchant_settings import (
+    ENDPOINT_DISABLED, ENDPOINT_FAILING, PAYMENT_FAILED, PAYMENT_RECEIVED, RECEIPT,
+)
 from .messages import SendEmail
 from .priority import Priority
 from .store import Email, Endpoint, Merchant
+from .store.models import utcnow
 
-RECEIPT = "receipt"
-PAYMENT_RECEIVED = "payment_received"
-PAYMENT_FAILED = "payment_failed"
-ENDPOINT_FAILING = "endpoint_failing"
-ENDPOINT_DISABLED = "endpoint_disabled"
 OPERATOR_ALERT = "operator_alert"
+SIGN_IN_LINK = "sign_in_link"
 
 #: Which merchant notices are on when the merchant has said nothing.
-DEFAULTS = {
-    RECEIPT: True,
-    PAYMENT_RECEIVED: True,
-    PAYMENT_FAILED: False,
-    ENDPOINT_FAILING: True,
-    ENDPOINT_DISABLED: True,
-}
+DEFAULTS = merchant_settings.NOTICE_DEFAULTS
 
 #: Alerts and endpoint trouble travel on queues served before payment notices and receipts.
 PRIORITIES = {
+    SIGN_IN_LINK: Priority.URGENT,  # someone is waiting at the sign-in page
     OPERATOR_ALERT: Priority.URGENT,
     ENDPOINT_DISABLED: Priority.URGENT,
     ENDPOINT_FAILING: Priority.HIGH,
@@ -73,6 +69,9 @@ PRIORITIES = {
 }
 
 _INSERT = {"postgresql": pg_insert, "sqlite": sqlite_insert}
+
+#: Context keys that hold secrets, by kind: the mail-worker blanks them once the email is sent or dead.
+SECRET_CONTEXT = {SIGN_IN_LINK: ("links",)}
 
 #: What ``SendEmail.merchant_id`` (required, and logged) says for emails to Payhook's operators.
 OPERATOR = "operator"
@@ -88,19 +87,13 @@ class Preference:
 
 
 def preference(merchant: Merchant, kind: str) -> Preference:
-    """The merchant's preference for ``kind``, defaults filled in; malformed values count as unset."""
-    notifications = (merchant.settings or {}).get("notifications")
-    chosen = notifications.get(kind) if isinstance(notifications, dict) else None
-    chosen = chosen if isinstance(chosen, dict) else {}
-    enabled = chosen.get("enabled")
-    recipients = chosen.get("recipients")
-    if not (isinstance(recipients, list) and recipients and all(isinstance(r, str) for r in recipients)):
-        recipients = [merchant.notification_email] if merchant.notification_email else []
-    fallback = chosen.get("fallback_email")
+    """The merchant's preference for ``kind``, defaults filled in; values the schema refuses count as unset."""
+    chosen = merchant_settings.notice(merchant.settings, kind)
+    default_recipients = [merchant.notification_email] if merchant.notification_email else []
     return Preference(
-        enabled=enabled if isinstance(enabled, bool) else DEFAULTS.get(kind, False),
-        recipients=tuple(recipients),
-        fallback_email=fallback if isinstance(fallback, str) and fallback else None,
+        enabled=chosen.get("enabled", DEFAULTS.get(kind, False)),
+        recipients=tuple(chosen.get("recipients", default_recipients)),
+        fallback_email=chosen.get("fallback_email"),
     )
 
 
@@ -115,12 +108,18 @@ def stage(session: Session, email: Email) -> dramatiq.Message | None:
 
     Returns ``None``, adding nothing, when an email with the same ``dedupe_key`` exists.
     """
-    message = jobs.plan(message_for(email))
-    jobs.record(email, message)
-    columns = {c.key: getattr(email, c.key) for c in Email.__table__.columns if getattr(email, c.key) is not None}
+    columns, message = planned(email)
     insert = _INSERT[session.get_bind().dialect.name]
     stmt = insert(Email).values(**columns).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(Email.id)
     return message if session.execute(stmt).scalar_one_or_none() is not None else None
+
+
+def planned(email: Email, now: dt.datetime | None = None) -> tuple[dict[str, Any], dramatiq.Message]:
+    """The row to insert for ``email`` (a pending job due ``now``) and the message that will carry it."""
+    message = jobs.plan(message_for(email))
+    jobs.record(email, message)
+    columns = {c.key: getattr(email, c.key) for c in Email.__table__.columns if getattr(email, c.key) is not None}
+    return jobs.new_row(message, now or utcnow(), **columns), message
 
 
 def _email(kind: str, recipients: list[str] | tuple[str, ...], context: dict[str, Any], dedupe_key: str, *,
@@ -228,3 +227,22 @@ def operator_alert(recipients: list[str] | tuple[str, ...], *, alert: str, summa
     context = {"alert": alert, "summary": summary, "figures": {str(k): str(v) for k, v in figures.items()},
                "window": window}
     return _email(OPERATOR_ALERT, recipients, context, f"{OPERATOR_ALERT}:{alert}:{window}", merchant_id=None)
+
+
+def sign_in_link(recipient: str, links: list[dict[str, str]], *, expires_minutes: int, key: str,
+                 merchant_id: str | None) -> Email:
+    """The console sign-in links asked for at the sign-in page: one ``{"label", "url"}`` per account.
+
+    The URLs hold the tokens, so ``links`` is blanked once the email is sent
+    (see ``SECRET_CONTEXT``); ``key`` (the first link's id) makes the email unique.
+    """
+    context = {"links": links, "expires_minutes": expires_minutes}
+    return _email(SIGN_IN_LINK, [recipient], context, f"{SIGN_IN_LINK}:{key}", merchant_id=merchant_id)
+
+
+def scrubbed(kind: str, context: dict[str, Any]) -> dict[str, Any] | None:
+    """``context`` with the secrets of ``kind`` blanked; None when ``kind`` carries none."""
+    secret = SECRET_CONTEXT.get(kind)
+    if not secret:
+        return None
+    return {key: ([] if key in secret else value) for key, value in context.items()}

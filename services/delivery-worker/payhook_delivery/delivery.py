@@ -11,17 +11,19 @@ if the endpoint fails continuously for ``disable_after`` and is disabled.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+from typing import Any
 
 import dramatiq
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.orm import aliased
 
 from payhook_shared import jobs, notices, signing
 from payhook_shared.events import webhook_body
-from payhook_shared.jobs import claim
 from payhook_shared.logs import bind
 from payhook_shared.messages import DeliverWebhook
-from payhook_shared.store import Delivery, DeliveryAttempt, Email, Endpoint, Event, JobState, Merchant
+from payhook_shared.store import Delivery, DeliveryAttempt, Email, Endpoint, Event, JobState, Merchant, Store
 from payhook_shared.store.models import utcnow
 
 from . import http, limits, metrics, policy
@@ -47,43 +49,40 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
     settings = rt.settings
     with bind(delivery_id=message.delivery_id, event_id=message.event_id, merchant_id=message.merchant_id):
         started = utcnow()
-        with rt.store.write() as session:
-            if not claim(session, Delivery, message.delivery_id, dt.timedelta(seconds=settings.lease_seconds), started):
-                log.debug("delivery not due or already handled; skipping")
-                metrics.outcome(SKIPPED, message.priority)
-                return SKIPPED
-            delivery, endpoint, event, merchant = session.execute(
-                select(Delivery, Endpoint, Event, Merchant)
-                .join(Endpoint, Delivery.endpoint_id == Endpoint.id)
-                .join(Event, Delivery.event_id == Event.id)
-                .join(Merchant, Delivery.merchant_id == Merchant.id)
-                .where(Delivery.id == message.delivery_id)
-            ).one()
-            if not endpoint.enabled:
+        loaded = _claim(rt.store, message.delivery_id, dt.timedelta(seconds=settings.lease_seconds), started)
+        if loaded is None:
+            log.debug("delivery not due or already handled; skipping")
+            metrics.outcome(SKIPPED, message.priority)
+            return SKIPPED
+        delivery, endpoint, event, merchant = loaded
+        if not endpoint.enabled:
+            with rt.store.write() as session:
                 _set(session, delivery.id, state=JobState.DEAD.value, lease_until=None, dead_at=started,
                      last_category=Category.DISABLED.value, last_error="endpoint disabled",
                      attempts=delivery.attempts - 1)
-                log.info("endpoint disabled; delivery kept as a dead letter for recovery")
-                metrics.outcome(metrics.DEAD, message.priority)
-                return Category.DISABLED.value
-            wait_until = _circuit_wait(session, endpoint, started, settings.circuit_cooldown)
-            if wait_until is not None:
+            log.info("endpoint disabled; delivery kept as a dead letter for recovery")
+            metrics.outcome(metrics.DEAD, message.priority)
+            return Category.DISABLED.value
+        wait_until = _circuit_wait(rt.store, endpoint, started, settings.circuit_cooldown)
+        if wait_until is not None:
+            with rt.store.write() as session:
                 jobs.release(session, Delivery, delivery.id, wait_until)
-                log.debug("circuit open for endpoint %s; waiting until %s", endpoint.id, wait_until.isoformat())
-                metrics.outcome(WAITING, message.priority)
-                return WAITING
-            attempt_no = delivery.attempts
-            in_round = attempt_no - delivery.round_start
-            schedule = policy.schedule_for(merchant.settings, settings.retry_schedule)
-            body = webhook_body(event)
-            if len(body) > settings.max_payload_bytes:
+            log.debug("circuit open for endpoint %s; waiting until %s", endpoint.id, wait_until.isoformat())
+            metrics.outcome(WAITING, message.priority)
+            return WAITING
+        attempt_no = delivery.attempts
+        in_round = attempt_no - delivery.round_start
+        schedule = policy.schedule_for(merchant.settings, settings.retry_schedule)
+        body = webhook_body(event)
+        if len(body) > settings.max_payload_bytes:
+            with rt.store.write() as session:
                 _set(session, delivery.id, state=JobState.DEAD.value, lease_until=None, dead_at=started,
                      last_category=Category.TOO_LARGE.value, attempts=delivery.attempts - 1,
                      last_error=f"payload of {len(body)} bytes exceeds {settings.max_payload_bytes}")
-                log.warning("payload too large (%d bytes); delivery dead", len(body))
-                metrics.outcome(metrics.DEAD, message.priority)
-                return Category.TOO_LARGE.value
-            headers = signing.headers(endpoint.signing_secrets(started), event.id, body)
+            log.warning("payload too large (%d bytes); delivery dead", len(body))
+            metrics.outcome(metrics.DEAD, message.priority)
+            return Category.TOO_LARGE.value
+        headers = signing.headers(endpoint.signing_secrets(started), event.id, body)
 
         with rt.limiter.slot(endpoint.id, endpoint.rate_limit_per_second, endpoint.max_in_flight) as grant:
             if not grant.granted:
@@ -99,12 +98,50 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
         return result.category.value
 
 
+def _claim(store: Store, delivery_id: str, lease: dt.timedelta,
+           now: dt.datetime) -> tuple[Delivery, Endpoint, Event, Merchant] | None:
+    """Claim the delivery and load it with its endpoint, event and merchant; ``None`` if it is not ours.
+
+    On PostgreSQL the claim and the load are one statement (the UPDATE in a
+    CTE, joined), so one round trip; the claim holds the row by its lease, not
+    by a transaction.
+    """
+    params = {"delivery_id": delivery_id, "lease_until": now + lease, "now": now}
+    if store.dialect == "postgresql":
+        with store.autocommit() as session:
+            row = session.execute(_claim_and_load(), params).one_or_none()
+        return tuple(row) if row is not None else None
+    with store.write() as session:
+        if session.execute(_claiming(), params).rowcount != 1:
+            return None
+        return tuple(session.execute(_loading(Delivery).where(Delivery.id == delivery_id)).one())
+
+
+# Built once: an ORM statement over a CTE costs more to construct than to run.
+@functools.cache
+def _claiming() -> Any:
+    return jobs.claiming(Delivery, bindparam("delivery_id"), bindparam("lease_until"), bindparam("now"))
+
+
+@functools.cache
+def _claim_and_load() -> Any:
+    claimed = _claiming().returning(*Delivery.__table__.columns).cte("claimed")
+    return _loading(aliased(Delivery, claimed))
+
+
+def _loading(delivery: Any) -> Any:
+    return (select(delivery, Endpoint, Event, Merchant)
+            .join(Endpoint, delivery.endpoint_id == Endpoint.id)
+            .join(Event, delivery.event_id == Event.id)
+            .join(Merchant, delivery.merchant_id == Merchant.id))
+
+
 def _set(session, delivery_id: str, **values) -> None:
     session.execute(update(Delivery).where(Delivery.id == delivery_id).values(**values)
                     .execution_options(synchronize_session=False))
 
 
-def _circuit_wait(session, endpoint: Endpoint, now: dt.datetime, cooldown: float) -> dt.datetime | None:
+def _circuit_wait(store: Store, endpoint: Endpoint, now: dt.datetime, cooldown: float) -> dt.datetime | None:
     """``None`` if this delivery may go ahead; otherwise when to look again.
 
     When the cool-down has passed, exactly one delivery wins the half-open
@@ -116,10 +153,11 @@ def _circuit_wait(session, endpoint: Endpoint, now: dt.datetime, cooldown: float
     if opened > now:
         return opened
     next_probe = now + dt.timedelta(seconds=cooldown)
-    won = session.execute(
-        update(Endpoint).where(Endpoint.id == endpoint.id, Endpoint.circuit_open_until == opened)
-        .values(circuit_open_until=next_probe).execution_options(synchronize_session=False)
-    ).rowcount
+    with store.write() as session:
+        won = session.execute(
+            update(Endpoint).where(Endpoint.id == endpoint.id, Endpoint.circuit_open_until == opened)
+            .values(circuit_open_until=next_probe).execution_options(synchronize_session=False)
+        ).rowcount
     return None if won else next_probe
 
 
@@ -129,7 +167,9 @@ def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merch
     settings = rt.settings
     now = utcnow()
     outcome = metrics.DELIVERED
-    values: dict = {"lease_until": None, "last_status": result.status, "last_category": result.category.value}
+    # updated_at too: the one-statement record on PostgreSQL is built once and takes every value as a parameter.
+    values: dict = {"lease_until": None, "last_status": result.status, "last_category": result.category.value,
+                    "updated_at": now}
     if result.category is Category.SUCCESS:
         values.update(state=JobState.DONE.value, delivered_at=now, last_error=None)
         log.info("delivered on attempt %d (%s, %d ms)", attempt_no, result.status, result.duration_ms)
@@ -150,15 +190,23 @@ def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merch
                           last_error=error)
             outcome = metrics.RETRY
             log.info("attempt %d failed (%s); retry in %.1f s", attempt_no, result.category.value, delay)
+    attempt = {"delivery_id": delivery.id, "number": attempt_no, "started_at": started,
+               "duration_ms": result.duration_ms, "status_code": result.status, "category": result.category.value,
+               "error": result.error, "response_snippet": result.snippet}
     messages: list[dramatiq.Message] = []
-    with rt.store.write() as session:
-        session.add(DeliveryAttempt(
-            delivery_id=delivery.id, number=attempt_no, started_at=started, duration_ms=result.duration_ms,
-            status_code=result.status, category=result.category.value, error=result.error,
-            response_snippet=result.snippet,
-        ))
-        _set(session, delivery.id, **values)
-        messages = _update_health(session, settings, endpoint, merchant, result, now)
+    if rt.store.dialect == "postgresql":
+        # The attempt and the delivery's new state in one statement: one round trip, no transaction.
+        with rt.store.autocommit() as session:
+            session.connection().execute(_recording(tuple(values)), {
+                **{f"attempt_{k}": v for k, v in attempt.items()}, **values, "delivery_id": delivery.id})
+        if _health_changes(endpoint, result):
+            with rt.store.write() as session:
+                messages = _update_health(session, settings, endpoint, merchant, result, now)
+    else:
+        with rt.store.write() as session:
+            session.execute(insert(DeliveryAttempt).values(**attempt))
+            _set(session, delivery.id, **values)
+            messages = _update_health(session, settings, endpoint, merchant, result, now)
     metrics.attempt(result.category.value, delivery.priority, result.duration_ms / 1000)
     metrics.outcome(outcome, delivery.priority)
     if outcome == metrics.DELIVERED:
@@ -168,6 +216,25 @@ def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merch
             rt.broker.enqueue(message)
         except Exception:
             log.warning("could not enqueue %s; the sweeper will", message.queue_name, exc_info=True)
+
+
+@functools.cache
+def _recording(columns: tuple[str, ...]) -> Any:
+    """``UPDATE deliveries SET <columns>`` with the attempt's INSERT as a CTE, built once per set of columns."""
+    attempts = DeliveryAttempt.__table__
+    attempt = insert(attempts).values(
+        {c.key: bindparam(f"attempt_{c.key}", type_=c.type) for c in attempts.columns if c.key != "id"})
+    table = Delivery.__table__
+    return (update(table).where(table.c.id == bindparam("delivery_id"))
+            .values({name: bindparam(name, type_=table.c[name].type) for name in columns})
+            .add_cte(attempt.returning(attempts.c.id).cte("attempt")))
+
+
+def _health_changes(endpoint: Endpoint, result: http.AttemptResult) -> bool:
+    """Whether this attempt changes the endpoint's health: a failure, or the first success after failures."""
+    if result.category is Category.SUCCESS:
+        return bool(endpoint.consecutive_failures or endpoint.circuit_open_until or endpoint.failing_since)
+    return result.category is not Category.BLOCKED
 
 
 def _update_health(session, settings, endpoint: Endpoint, merchant: Merchant, result: http.AttemptResult,

@@ -26,24 +26,20 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from payhook_shared import merchant_settings
+
 from .errors import Category
 
 FINAL = frozenset({Category.GONE, Category.BLOCKED})
 HONOURS_RETRY_AFTER = frozenset({Category.RATE_LIMITED, Category.SERVER_ERROR})
 
-#: Named schedules a merchant can pick in ``settings["retry"]["profile"]``.
-PROFILES: dict[str, tuple[float, ...]] = {
-    "fast": (2, 4, 8),
-}
+def schedule_for(settings: dict[str, Any] | None, default: Sequence[float]) -> tuple[float, ...]:
+    """The merchant's retry schedule: an explicit list, a named profile, or the default.
 
-
-def schedule_for(merchant_settings: dict[str, Any], default: Sequence[float]) -> tuple[float, ...]:
-    """The merchant's retry schedule: an explicit list, a named profile, or the default."""
-    retry = (merchant_settings or {}).get("retry") or {}
-    if isinstance(retry.get("schedule"), list) and all(isinstance(x, (int, float)) and x >= 0
-                                                       for x in retry["schedule"]):
-        return tuple(float(x) for x in retry["schedule"])
-    return PROFILES.get(retry.get("profile"), tuple(default))
+    The profiles (``standard``, ``aggressive``, ``gentle``, ``fast``) are
+    ``payhook_shared.merchant_settings.RETRY_PROFILES``; ``standard`` is ``default``.
+    """
+    return merchant_settings.retry_schedule(settings, default)
 
 
 def parse_retry_after(value: str | None, now: dt.datetime) -> float | None:

@@ -7,6 +7,7 @@ connection is ever shared across a fork. Tests ``install`` their own.
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import urllib3
 
@@ -19,7 +20,7 @@ from payhook_shared.messages import DeliverWebhook
 from payhook_shared.priority import DELIVERY, Priority
 from payhook_shared.store import Delivery, Store
 
-from . import http
+from . import http, metrics
 from .limits import Limiter
 from .settings import Settings
 
@@ -49,10 +50,13 @@ class Runtime:
             self.retention.start()
 
     def purge_once(self) -> retention.Purged:
-        """Apply the retention policy once."""
+        """Apply the retention policy once, and count what it removed."""
         s = self.settings
-        return retention.purge(self.store, retention.Policy(s.retention_raw_payload_days, s.retention_events_days),
+        started = time.monotonic()
+        done = retention.purge(self.store, retention.Policy(s.retention_raw_payload_days, s.retention_events_days),
                                export_dir=s.retention_export_dir or None)
+        metrics.purged(done, time.monotonic() - started, time.time())
+        return done
 
     @classmethod
     def build(cls, settings: Settings, broker: RedisBroker) -> "Runtime":

@@ -11,6 +11,7 @@ import time
 import jinja2
 from sqlalchemy import update
 
+from payhook_shared import notices
 from payhook_shared.jobs import claim
 from payhook_shared.logs import bind
 from payhook_shared.messages import SendEmail
@@ -87,6 +88,10 @@ def _finish(rt: Runtime, email: Email, outcome: str, error: str | None) -> str:
         outcome = DEAD
         values.update(state=JobState.DEAD.value)
         log.error("email %s dead: %s", email.template, error)
+    scrubbed = notices.scrubbed(email.template, email.context) if outcome in (SENT, DEAD) else None
+    if scrubbed is not None:
+        # A sign-in link must not outlive its email in the store.
+        values["context"] = scrubbed
     with rt.store.write() as session:
         session.execute(update(Email).where(Email.id == email.id).values(**values)
                         .execution_options(synchronize_session=False))

@@ -10,7 +10,7 @@ from flask import Flask, g, request
 from payhook_shared import logs
 from payhook_shared.store import Store
 
-from . import c2b, cli, console, errors, metrics
+from . import c2b, cli, console, errors, merchants, metrics
 from .api import callbacks, deliveries, events, health, inbound, management, openapi, sources, testing
 from .broker import broker_for
 from .settings import Settings
@@ -27,6 +27,7 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     app.json.sort_keys = False
     app.extensions["payhook.settings"] = settings
     app.extensions["payhook.store"] = Store(settings.database_url, pool_size=settings.db_pool_size)
+    app.extensions["payhook.merchants"] = merchants.Directory(app.extensions["payhook.store"])
     app.extensions["payhook.broker"] = broker_for(settings)
     app.extensions["payhook.http"] = c2b.http_pool()
     app.extensions["payhook.source_policy"] = SourcePolicy.from_settings(settings)

@@ -34,10 +34,15 @@ _NO_KEY_HASH = "0" * 64
 
 @dataclasses.dataclass(frozen=True)
 class Principal:
-    """Who is calling: an admin (``merchant_id`` is None) or one merchant."""
+    """Who is calling: an admin (``merchant_id`` is None) or one merchant.
+
+    ``key_id`` names the credential: an API key, or for a console session
+    opened by an emailed link, that link (``email`` is then its address).
+    """
 
     key_id: str
     merchant_id: str | None
+    email: str | None = None
 
     @property
     def is_admin(self) -> bool:

@@ -15,7 +15,8 @@ Defaults, first match wins:
 6. HIGH: a payment of 100,000.00 or more (two-decimal currency).
 7. NORMAL: everything else.
 
-Overrides live in ``Merchant.settings["priority_rules"]``: a list of rules,
+Overrides live in ``Merchant.settings["priority_rules"]`` (validated by
+``payhook_shared.merchant_settings``): a list of rules,
 tried in order before the defaults; the first rule whose every given condition
 holds decides the priority::
 
@@ -35,10 +36,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from payhook_shared import merchant_settings
 from payhook_shared.callbacks import inbound, mpesa
 from payhook_shared.events import FAILED, UNKNOWN, NormalisedEvent
 from payhook_shared.priority import Priority
-from payhook_shared.store import Merchant
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,9 @@ LOW_TYPES = frozenset({mpesa.ACCOUNT_BALANCE, mpesa.C2B_VALIDATION})
 Rule = Mapping[str, Any]
 
 
-def rules_of(merchant: Merchant) -> list[Rule]:
-    """The priority overrides a merchant configured (``[]`` when none)."""
-    return list((merchant.settings or {}).get("priority_rules") or [])
+def rules_of(merchant: Any) -> list[Rule]:
+    """The priority overrides a merchant (or its ingest profile) configured that the settings schema accepts."""
+    return merchant_settings.priority_rules(merchant.settings)
 
 
 def _matches(rule: Rule, event: NormalisedEvent) -> bool:
@@ -73,7 +74,7 @@ def _override(event: NormalisedEvent, rules: Sequence[Rule]) -> Priority | None:
             if _matches(rule, event):
                 return Priority.parse(rule["priority"])
         except (KeyError, TypeError, ValueError):
-            # The API validates rules; one stored some other way must not cost the event.
+            # Stored rules are validated; rules given to classify() directly must not cost the event either.
             log.warning("ignoring malformed priority rule %r", rule)
     return None
 

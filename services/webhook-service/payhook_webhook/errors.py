@@ -83,6 +83,20 @@ class StoreUnavailable(WebhookServiceError):
     code = "store_unavailable"
 
 
+class ProfileChanged(StoreUnavailable):
+    """The merchant changed while its callback was being recorded: nothing was written.
+
+    Ingest reads the merchant again and retries; only if it keeps changing does the
+    provider get this 503 (and retry later).
+    """
+
+    code = "merchant_changed"
+
+    def __init__(self, merchant_id: str):
+        super().__init__("the merchant's configuration changed while recording; retry")
+        self.merchant_id = merchant_id
+
+
 def _answer(status: int, code: str, message: str, fields: dict | None = None):
     body: dict = {"error": {"code": code, "message": message}}
     if fields:

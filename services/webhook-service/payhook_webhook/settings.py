@@ -51,6 +51,13 @@ class Settings:
     # Sign-in attempts allowed per client address within the window (seconds), counted in Redis.
     console_login_attempts: int = 10
     console_login_window: int = 300
+    # Emailed sign-in links: the console's public address the links point at (empty: PUBLIC_BASE_URL),
+    # the operators' addresses (comma-separated) that may ask for an operator link, minutes a link
+    # works, and links one address may be sent per CONSOLE_LOGIN_WINDOW.
+    console_public_url: str = ""
+    console_operator_emails: tuple[str, ...] = ()
+    console_link_minutes: int = 15
+    console_link_emails_per_window: int = 3
     # Seconds the queue and store figures (/metrics gauges, /health/queue) are reused before recomputing.
     queue_stats_ttl: float = 5.0
     # Provider webhook addresses, used by sources whose IP allowlist is on.

@@ -37,6 +37,10 @@ def create_engine(url: str, pool_size: int = 5, **kwargs: Any) -> Engine:
     prepared statements, so a PgBouncer in transaction mode can sit in between:
     there, put the timeouts on the database role and pass ``?options=`` empty.
     ``pool_size`` should match the threads of the process using the engine.
+
+    Connections are not pinged at checkout (a round trip on every use): a
+    connection found dead fails its one operation, which answers 503 or is
+    retried, and SQLAlchemy then replaces every connection of the pool.
     """
     url = normalise_url(url)
     if url.startswith("sqlite"):
@@ -48,7 +52,7 @@ def create_engine(url: str, pool_size: int = 5, **kwargs: Any) -> Engine:
         connect_args["options"] = (f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS} "
                                    f"-c lock_timeout={PG_LOCK_TIMEOUT_MS}")
     return sqlalchemy.create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800,
+        url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
         connect_args=connect_args, **kwargs,
     )
 
@@ -79,7 +83,11 @@ class Store:
         self.engine = create_engine(self.url, pool_size=pool_size, **engine_kwargs)
         self._writer = self.engine.execution_options(payhook_write=True)
         self._write_sessions = sessionmaker(self._writer, expire_on_commit=False)
-        self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # PostgreSQL reads run in autocommit: READ COMMITTED already gives each statement its own
+        # snapshot, so a transaction around reads only costs BEGIN and ROLLBACK round trips.
+        self._reader = (self.engine.execution_options(isolation_level="AUTOCOMMIT")
+                        if self.engine.dialect.name == "postgresql" else self.engine)
+        self._read_sessions = sessionmaker(self._reader, expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -94,7 +102,19 @@ class Store:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
-        """A session for reads; nothing it does is committed."""
+        """A session for reads only (on PostgreSQL each statement is its own transaction)."""
+        with self._read_sessions() as session:
+            yield session
+
+    @contextlib.contextmanager
+    def autocommit(self) -> Iterator[Session]:
+        """PostgreSQL only: a session whose every statement commits by itself (one round trip each).
+
+        For work done in one statement (a CTE can insert or update several
+        tables at once), which then needs no BEGIN and COMMIT round trips.
+        """
+        if self.dialect != "postgresql":
+            raise RuntimeError("autocommit sessions are for PostgreSQL")
         with self._read_sessions() as session:
             yield session
 

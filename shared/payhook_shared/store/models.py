@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, SmallInteger, String, Text,
-    TypeDecorator, UniqueConstraint, true,
+    TypeDecorator, UniqueConstraint, func, text, true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -75,6 +75,8 @@ class Merchant(Base):
     # A disabled merchant's API keys are refused; its callbacks are still recorded.
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # Bumped by PostgreSQL triggers when anything ingest reads of the merchant or its endpoints changes.
+    config_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     endpoints: Mapped[list[Endpoint]] = relationship(back_populates="merchant", order_by="Endpoint.id")
 
@@ -175,6 +177,9 @@ class Event(Base):
         UniqueConstraint("merchant_id", "dedupe_key", name="uq_events_merchant_dedupe"),
         Index("ix_events_merchant_id_id", "merchant_id", "id"),
         Index("ix_events_received_at", "received_at"),
+        # The console finds a payment by its receipt or reference.
+        Index("ix_events_receipt", "receipt"),
+        Index("ix_events_reference", "reference"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -202,6 +207,15 @@ class Event(Base):
     deliveries: Mapped[list[Delivery]] = relationship(back_populates="event", order_by="Delivery.id")
 
 
+# Phone-suffix search on PostgreSQL: a suffix of the number is a prefix of its reverse, which a
+# B-tree answers (text_pattern_ops: prefix LIKE whatever the collation). SQLite has no reverse()
+# and scans; its stores are small.
+Index("ix_events_phone_reversed", func.reverse(Event.phone).label("phone_reversed"),
+      postgresql_ops={"phone_reversed": "text_pattern_ops"}).ddl_if(dialect="postgresql")
+
+_DEAD_ONLY = text(f"state = '{JobState.DEAD.value}'")
+
+
 class _Job:
     state: Mapped[str] = mapped_column(String(16), default=JobState.PENDING.value)
     priority: Mapped[int] = mapped_column(SmallInteger)
@@ -224,6 +238,12 @@ class Delivery(_Job, Base):
         Index("ix_deliveries_due", "state", "next_attempt_at"),
         Index("ix_deliveries_endpoint_id_id", "endpoint_id", "id"),
         Index("ix_deliveries_state_dead_at", "state", "dead_at"),
+        # The console's overview counts deliveries of the last 24 hours.
+        Index("ix_deliveries_delivered_at", "delivered_at"),
+        # Dead letters, newest first, for everyone and per merchant: partial, so a few percent of the rows.
+        Index("ix_deliveries_dead_id", "id", postgresql_where=_DEAD_ONLY, sqlite_where=_DEAD_ONLY),
+        Index("ix_deliveries_dead_merchant_id_id", "merchant_id", "id", postgresql_where=_DEAD_ONLY,
+              sqlite_where=_DEAD_ONLY),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -289,3 +309,23 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(40))
     target: Mapped[str] = mapped_column(String(200), default="")
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class SignInLink(Base):
+    """A single-use console sign-in link, emailed on request; only its token's SHA-256 is stored.
+
+    ``merchant_id`` names the merchant the link signs in to; None signs in an
+    operator. ``used_at`` is set by the one request that consumes the link.
+    """
+
+    __tablename__ = "sign_in_links"
+    __table_args__ = (Index("ix_sign_in_links_expires_at", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str] = mapped_column(String(320))
+    merchant_id: Mapped[str | None] = mapped_column(ForeignKey("merchants.id"))
+    requested_from: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]

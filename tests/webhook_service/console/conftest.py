@@ -25,9 +25,9 @@ SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
 class ConsoleServer:
     """The real webhook-service app (console included) served by werkzeug in a thread."""
 
-    def __init__(self, app):
+    def __init__(self, app, port: int):
         self.app = app
-        self.port = free_port()
+        self.port = port
         self.server = make_server("127.0.0.1", self.port, app, threaded=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -46,12 +46,15 @@ class ConsoleServer:
 
 @pytest.fixture
 def console_server(database_url, redis_url):
-    """The webhook-service with its console, on a free port, for a browser to visit."""
+    """The webhook-service with its console, on a free port, for a browser to visit; emailed sign-in
+    links point at it."""
     from payhook_webhook.app import create_app
 
+    port = free_port()
     app = create_app({"database_url": database_url, "redis_url": redis_url, "log_format": "text",
-                      "console_cookie_secure": False, "public_base_url": "http://127.0.0.1:8640"})
-    server = ConsoleServer(app).start()
+                      "console_cookie_secure": False, "public_base_url": "http://127.0.0.1:8640",
+                      "console_public_url": f"http://127.0.0.1:{port}"})
+    server = ConsoleServer(app, port).start()
     yield server
     server.stop()
     app.extensions["payhook.store"].dispose()

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import html
 import re
 
 import pytest
 from sqlalchemy import select
 
 from factories import merchant_with_endpoints, record_payment
+from payhook_shared import ids
 from payhook_shared.store import AuditEntry, Delivery, Event
 from payhook_webhook.app import create_app
 from payhook_webhook.auth import create_api_key
+from payhook_webhook.console import queries
 
 
 @pytest.fixture
@@ -148,3 +152,26 @@ def test_bad_filters_answer_400_naming_the_field(console_app):
     assert client.get("/console/events?phone=12%25").status_code == 400
     assert client.get("/console/deliveries?state=bogus").status_code == 400
     assert client.get("/console/audit?after=x").status_code == 400
+
+
+def test_a_second_page_keeps_every_filter_even_one_named_endpoint(console_app, receiver):
+    store = console_app.extensions["payhook.store"]
+    merchant, [endpoint] = merchant_with_endpoints(store, receiver.url)
+    now = dt.datetime.now(dt.timezone.utc)
+    with store.write() as session:
+        for n in range(queries.PAGE + 1):
+            event_id = ids.new_id("evt")
+            session.add(Event(id=event_id, merchant_id=merchant.id, provider="api", type="order.paid",
+                              status="succeeded", priority=2, dedupe_key=f"api:{n}", raw_payload="{}"))
+            session.add(Delivery(id=ids.new_id("dlv"), event_id=event_id, endpoint_id=endpoint.id,
+                                 merchant_id=merchant.id, priority=2, state="dead", dead_at=now,
+                                 last_category="server_error"))
+    _, key = create_api_key(store, None, "ops")
+    client = console_app.test_client()
+    sign_in(client, key)
+    for page in (f"/console/deliveries?endpoint={endpoint.id}", f"/console/dead-letters?endpoint={endpoint.id}"):
+        first = client.get(page)
+        assert first.status_code == 200
+        following = html.unescape(re.search(r'href="([^"]+)" rel="next"', first.get_data(as_text=True)).group(1))
+        assert f"endpoint={endpoint.id}" in following and "after=dlv_" in following
+        assert client.get(following).status_code == 200

@@ -17,17 +17,15 @@ import hmac
 import logging
 
 from flask import Blueprint, current_app, jsonify, request
-from sqlalchemy.orm import joinedload
 
 from payhook_shared.callbacks import parse_json
 from payhook_shared.callbacks.mpesa import NORMALISERS, load_c2b_validation
 from payhook_shared.errors import DecodeError
 from payhook_shared.logs import bind
-from payhook_shared.store import Merchant
 
-from .. import c2b, ingest, metrics
+from .. import c2b, ingest, merchants, metrics
 from ..classify import classify, rules_of
-from ..errors import InvalidPayload, NotFound, UnsupportedMediaType
+from ..errors import InvalidPayload, NotFound, ProfileChanged, UnsupportedMediaType
 from ..source_ip import enforce_mpesa_allowlist
 
 log = logging.getLogger(__name__)
@@ -42,11 +40,8 @@ CONFIRMED = {"ResultCode": 0, "ResultDesc": "Success"}
 KINDS = tuple(NORMALISERS)
 
 
-def _merchant(merchant_id: str, token: str) -> Merchant:
-    store = current_app.extensions["payhook.store"]
-    with store.read() as session:
-        # One round trip for the merchant and its endpoints (a selectin load would be two).
-        merchant = session.get(Merchant, merchant_id, options=[joinedload(Merchant.endpoints)])
+def _merchant(merchant_id: str, token: str) -> merchants.Profile:
+    merchant = current_app.extensions["payhook.merchants"].get(merchant_id)
     # Compare even when the merchant is unknown, so timing tells nothing.
     expected = merchant.callback_token if merchant else "0" * 32
     if not hmac.compare_digest(token.encode(), expected.encode()) or merchant is None:
@@ -68,6 +63,15 @@ def _json_body() -> tuple[bytes, dict]:
 def _receive(merchant_id: str, token: str, kind: str):
     merchant = _merchant(merchant_id, token)
     raw, payload = _json_body()
+    try:
+        return _record(merchant, raw, payload, kind)
+    except ProfileChanged:
+        # The cached merchant profile was stale and nothing was written: read it again, go once more.
+        current_app.extensions["payhook.merchants"].forget(merchant_id)
+        return _record(_merchant(merchant_id, token), raw, payload, kind)
+
+
+def _record(merchant: merchants.Profile, raw: bytes, payload: dict, kind: str):
     with bind(merchant_id=merchant.id):
         try:
             event = NORMALISERS[kind](payload)

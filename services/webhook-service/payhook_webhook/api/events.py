@@ -12,14 +12,12 @@ import re
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify
-from sqlalchemy.orm import selectinload
 
 from payhook_shared import money
 from payhook_shared.events import STATUSES, UNKNOWN, NormalisedEvent
 from payhook_shared.logs import bind
-from payhook_shared.store import Merchant
 
-from .. import auth, ingest
+from .. import auth, ingest, merchants
 from ..classify import classify, rules_of
 from ..errors import Forbidden, InvalidPayload, NotFound
 from .schemas import EventCreateSchema, json_body, load
@@ -89,8 +87,7 @@ def create_event():
     body = load(EventCreateSchema(), payload)
     merchant_id = _merchant_id(body["merchant_id"])
     store = current_app.extensions["payhook.store"]
-    with store.read() as session:
-        merchant = session.get(Merchant, merchant_id, options=[selectinload(Merchant.endpoints)])
+    merchant = merchants.load(store, merchant_id)
     if merchant is None:
         raise NotFound(f"no merchant {merchant_id}")
     if not merchant.enabled:

@@ -16,16 +16,17 @@ import threading
 import time
 
 from flask import Blueprint, current_app, jsonify, request
-from sqlalchemy.orm import selectinload
 
 from payhook_shared.callbacks import inbound, parse_json
 from payhook_shared.errors import DecodeError
 from payhook_shared.logs import bind
-from payhook_shared.store import Merchant, Source
+from payhook_shared.store import Source
 
-from .. import ingest, metrics, signatures
+from .. import ingest, merchants, metrics, signatures
 from ..classify import classify, rules_of
-from ..errors import InvalidPayload, NotFound, SignatureRefused, SourceNotAllowed, UnsupportedMediaType
+from ..errors import (
+    InvalidPayload, NotFound, ProfileChanged, SignatureRefused, SourceNotAllowed, UnsupportedMediaType,
+)
 from ..source_ip import enforce_source_allowlist
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,7 @@ def _refused(source_id: str, provider: str, reason: str, message: str) -> None:
 def _source(source_id: str, token: str) -> Source:
     store = current_app.extensions["payhook.store"]
     with store.read() as session:
-        source = session.get(Source, source_id[:40], options=[
-            selectinload(Source.merchant).selectinload(Merchant.endpoints)])
+        source = session.get(Source, source_id[:40])
     # Compare even when the source is unknown, so timing tells nothing.
     expected = source.callback_token if source else "0" * 32
     if not hmac.compare_digest(token.encode("utf-8", "surrogatepass"), expected.encode()) or source is None:
@@ -79,6 +79,11 @@ def _source(source_id: str, token: str) -> Source:
         _refused(source_id, source.provider, "source_disabled", "source disabled")
         raise NotFound("unknown callback URL")
     return source
+
+
+def _record(merchant: merchants.Profile, event, raw: bytes) -> ingest.Recorded:
+    return ingest.record(current_app.extensions["payhook.store"], current_app.extensions["payhook.broker"],
+                         merchant, event, raw, classify(event, rules=rules_of(merchant)))
 
 
 @bp.post("/<source_id>/<token>")
@@ -101,7 +106,8 @@ def receive(source_id: str, token: str):
         raise
     if not request.mimetype or "json" not in request.mimetype:
         raise UnsupportedMediaType(f"expected application/json, got {request.mimetype or 'no content type'}")
-    merchant = source.merchant
+    directory = current_app.extensions["payhook.merchants"]
+    merchant = directory.get(source.merchant_id)
     with bind(merchant_id=merchant.id):
         try:
             event = inbound.normalise(source.provider, parse_json(raw), raw, message_id)
@@ -109,8 +115,12 @@ def receive(source_id: str, token: str):
             log.info("refused verified %s callback for source %s: %s", source.provider, source.id, exc)
             raise InvalidPayload(str(exc), exc.messages) from None
         event.details["source_id"] = source.id
-        recorded = ingest.record(current_app.extensions["payhook.store"], current_app.extensions["payhook.broker"],
-                                 merchant, event, raw, classify(event, rules=rules_of(merchant)))
+        try:
+            recorded = _record(merchant, event, raw)
+        except ProfileChanged:
+            # The cached merchant was stale and nothing was written: read it again and record once more.
+            directory.forget(merchant.id)
+            recorded = _record(directory.get(merchant.id), event, raw)
         if recorded.duplicate:
             log.info("duplicate %s callback for %s", source.provider, recorded.event_id)
     return jsonify(received=True, id=recorded.event_id)

@@ -1,4 +1,4 @@
-"""Merchant and endpoint management: ``/v1/merchants`` and ``/v1/endpoints``.
+"""Merchant and endpoint management: ``/v1/merchants`` (with their settings) and ``/v1/endpoints``.
 
 Admin keys see every merchant; a merchant key sees only its own, and any
 other merchant or endpoint answers 404 exactly as an unknown one would.
@@ -16,11 +16,11 @@ from flask import Blueprint, current_app, jsonify
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from payhook_shared import ids, signing
+from payhook_shared import ids, merchant_settings, signing
 from payhook_shared.store import Endpoint, Merchant
 from payhook_shared.store.models import utcnow
 
-from .. import auth
+from .. import audit, auth
 from ..cli import callback_urls
 from ..errors import NotFound
 from .schemas import (
@@ -43,7 +43,7 @@ def merchant_json(merchant: Merchant) -> dict[str, Any]:
         "name": merchant.name,
         "notification_email": merchant.notification_email,
         "enabled": merchant.enabled,
-        "priority_rules": (merchant.settings or {}).get("priority_rules") or [],
+        "priority_rules": merchant_settings.priority_rules(merchant.settings),
         "created_at": _iso(merchant.created_at),
     }
 
@@ -94,11 +94,21 @@ def _endpoint(session: Session, endpoint_id: str, for_update: bool = False) -> E
     return endpoint
 
 
-def _stored_rules(rules: list[dict] | None) -> list[dict] | None:
-    """Loaded rules (with ``Priority`` members) as the JSON the merchant's settings keep."""
-    if rules is None:
-        return None
-    return [{**rule, "priority": rule["priority"].label} for rule in rules]
+def settings_json(merchant: Merchant) -> dict[str, Any]:
+    """A merchant's settings as the services read them (sections it never set are empty)."""
+    return {"merchant_id": merchant.id, **merchant_settings.view(merchant.settings)}
+
+
+def change_settings(session: Session, principal: auth.Principal, merchant: Merchant,
+                    changes: dict[str, Any]) -> None:
+    """Apply validated ``changes`` (sections of the settings) to ``merchant``, audited as ``principal``'s.
+
+    The API and the console both change settings through here.
+    """
+    if not changes:
+        return
+    merchant.settings = merchant_settings.merged(merchant.settings, changes)
+    audit.record(session, principal, "update_settings", merchant.id, changes=changes)
 
 
 def _store():
@@ -111,7 +121,7 @@ def create_merchant():
     auth.require_admin()
     _, payload = json_body()
     body = load(MerchantCreateSchema(), payload)
-    rules = _stored_rules(body["priority_rules"])
+    rules = body["priority_rules"]
     merchant = Merchant(id=ids.new_id("mch"), name=body["name"], notification_email=body["notification_email"],
                         callback_token=ids.new_token(), settings={"priority_rules": rules} if rules else {},
                         enabled=True)
@@ -153,11 +163,26 @@ def update_merchant(merchant_id: str):
             if field in body:
                 setattr(merchant, field, body[field])
         if "priority_rules" in body:
-            # A JSON column is not change-tracked in place: assign a new dict.
-            settings = {k: v for k, v in (merchant.settings or {}).items() if k != "priority_rules"}
-            rules = _stored_rules(body["priority_rules"])
-            merchant.settings = {**settings, "priority_rules": rules} if rules else settings
+            change_settings(session, auth.current_principal(), merchant, {"priority_rules": body["priority_rules"]})
         return jsonify(merchant_json(merchant))
+
+
+@bp.get("/merchants/<merchant_id>/settings")
+def get_settings(merchant_id: str):
+    """The merchant's priority rules, retry profile, notification preferences and retention."""
+    with _store().read() as session:
+        return jsonify(settings_json(_merchant(session, merchant_id)))
+
+
+@bp.patch("/merchants/<merchant_id>/settings")
+def update_settings(merchant_id: str):
+    """Replace the sections given (``null`` returns a section to the defaults); the rest stay."""
+    _, payload = json_body()
+    body = load(merchant_settings.SettingsSchema(), payload)
+    with _store().write() as session:
+        merchant = _merchant(session, merchant_id)
+        change_settings(session, auth.current_principal(), merchant, body)
+        return jsonify(settings_json(merchant))
 
 
 @bp.get("/merchants/<merchant_id>/callback-urls")

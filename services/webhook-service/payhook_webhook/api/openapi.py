@@ -15,12 +15,12 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify
 from marshmallow import Schema, fields, validate
 
+from payhook_shared import merchant_settings as ms
 from payhook_shared.callbacks.gateways import PROVIDERS
 
 from .schemas import (
     MAX_GRACE_SECONDS, DeadLetterFilterSchema, EndpointCreateSchema, EndpointUpdateSchema, EventCreateSchema,
-    HmacConfigSchema, MerchantCreateSchema, MerchantUpdateSchema, PriorityField, PriorityRuleSchema,
-    PriorityTestSchema, PurgeSchema, RecoverSchema, RotateSecretSchema, SourceCreateSchema, SourceRotateSchema,
+    HmacConfigSchema, MerchantCreateSchema, MerchantUpdateSchema, PriorityField, PriorityTestSchema, PurgeSchema, RecoverSchema, RotateSecretSchema, SourceCreateSchema, SourceRotateSchema,
     SourceUpdateSchema, validate_endpoint_url,
 )
 
@@ -29,7 +29,13 @@ bp = Blueprint("openapi", __name__)
 REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "MerchantCreate": MerchantCreateSchema,
     "MerchantUpdate": MerchantUpdateSchema,
-    "PriorityRule": PriorityRuleSchema,
+    "PriorityRule": ms.PriorityRuleSchema,
+    "MerchantSettings": ms.SettingsSchema,
+    "RetrySettings": ms.RetrySchema,
+    "NotificationSettings": ms.NotificationsSchema,
+    "NoticePreference": ms.NoticeSchema,
+    "ReceiptPreference": ms.ReceiptNoticeSchema,
+    "RetentionSettings": ms.RetentionSchema,
     "EndpointCreate": EndpointCreateSchema,
     "EndpointUpdate": EndpointUpdateSchema,
     "RotateSecret": RotateSecretSchema,
@@ -50,7 +56,7 @@ _PRIORITIES = ["urgent", "high", "normal", "low"]
 def _field_schema(field: fields.Field) -> dict[str, Any]:
     """JSON Schema of one marshmallow field, with its validators as constraints."""
     out: dict[str, Any]
-    if isinstance(field, PriorityField):
+    if isinstance(field, (PriorityField, ms.PriorityLabel)):
         out = {"type": "string", "enum": _PRIORITIES}
     elif isinstance(field, fields.Email):
         out = {"type": "string", "format": "email"}
@@ -58,6 +64,8 @@ def _field_schema(field: fields.Field) -> dict[str, Any]:
         out = {"type": "string"}
     elif isinstance(field, fields.Integer):
         out = {"type": "integer"}
+    elif isinstance(field, fields.Float):
+        out = {"type": "number"}
     elif isinstance(field, fields.Boolean):
         out = {"type": "boolean"}
     elif isinstance(field, fields.Dict):
@@ -159,6 +167,12 @@ def _components() -> dict[str, Any]:
         "enabled": {"type": "boolean"}, "priority_rules": {"type": "array", "items": _ref("PriorityRule")},
         "created_at": _TIME,
     }}
+    schemas["MerchantSettingsView"] = {"type": "object", "properties": {
+        "merchant_id": _ID,
+        "priority_rules": {"type": "array", "items": _ref("PriorityRule")},
+        "retry": _ref("RetrySettings"), "notifications": _ref("NotificationSettings"),
+        "retention": _ref("RetentionSettings"),
+    }, "description": "the sections as the services apply them; an empty one means the defaults"}
     schemas["CallbackUrls"] = {"type": "object", "properties": {
         "merchant_id": _ID,
         "callback_urls": {"type": "object", "additionalProperties": {"type": "string", "format": "uri"}},
@@ -223,6 +237,16 @@ def _api_paths() -> dict[str, Any]:
             "patch": {**secured, "summary": "Update a merchant; `enabled` (disable/enable) needs an admin key",
                       "requestBody": _body("MerchantUpdate"),
                       "responses": {"200": _json(_ref("Merchant"), "updated"),
+                                    **_errors(400, 401, 403, 404, 415, 503)}},
+        },
+        "/v1/merchants/{merchant_id}/settings": {
+            "parameters": merchant,
+            "get": {**secured, "summary": "The merchant's priority rules, retry profile, notices and retention",
+                    "responses": {"200": _json(_ref("MerchantSettingsView"), "the settings"),
+                                  **_errors(401, 403, 404)}},
+            "patch": {**secured, "summary": "Replace the sections given; `null` returns a section to the defaults",
+                      "requestBody": _body("MerchantSettings"),
+                      "responses": {"200": _json(_ref("MerchantSettingsView"), "updated"),
                                     **_errors(400, 401, 403, 404, 415, 503)}},
         },
         "/v1/merchants/{merchant_id}/callback-urls": {

@@ -19,7 +19,7 @@ from payhook_shared.callbacks import parse_json
 from payhook_shared.callbacks.base import load as load_schema
 from payhook_shared.callbacks.gateways import HMAC, PROVIDERS
 from payhook_shared.errors import DecodeError, UnsafeURL
-from payhook_shared.events import STATUSES
+from payhook_shared.merchant_settings import MAX_PRIORITY_RULES, PriorityRuleSchema
 from payhook_shared.priority import Priority
 
 from ..errors import InvalidPayload, UnsupportedMediaType
@@ -79,27 +79,18 @@ class PriorityField(fields.Field):
         return None if value is None else Priority.parse(value).label
 
 
-class PriorityRuleSchema(Schema):
-    """One per-merchant priority override; every condition given must hold."""
-
-    event_type = fields.String(validate=validate.Length(1, 100))
-    status = fields.String(validate=validate.OneOf(STATUSES))
-    min_amount_minor = fields.Integer(strict=True, validate=validate.Range(min=0))
-    priority = PriorityField(required=True)
-
-
 class MerchantCreateSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(1, 200))
     notification_email = fields.Email(allow_none=True, load_default=None, validate=validate.Length(max=320))
     priority_rules = fields.List(fields.Nested(PriorityRuleSchema), allow_none=True, load_default=None,
-                                 validate=validate.Length(max=50))
+                                 validate=validate.Length(max=MAX_PRIORITY_RULES))
 
 
 class MerchantUpdateSchema(Schema):
     name = fields.String(validate=validate.Length(1, 200))
     notification_email = fields.Email(allow_none=True, validate=validate.Length(max=320))
     priority_rules = fields.List(fields.Nested(PriorityRuleSchema), allow_none=True,
-                                 validate=validate.Length(max=50))
+                                 validate=validate.Length(max=MAX_PRIORITY_RULES))
     enabled = fields.Boolean()
 
 

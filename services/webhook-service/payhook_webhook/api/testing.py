@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
 
 from payhook_shared import ids
 from payhook_shared.events import SUCCEEDED, TEST_TYPE, NormalisedEvent
 from payhook_shared.priority import Priority
-from payhook_shared.store import Event, Merchant
+from payhook_shared.store import Event
 
-from .. import auth, ingest
+from .. import auth, ingest, merchants
 from ..errors import InvalidPayload, NotFound
 from .schemas import PriorityTestSchema, json_body, load
 
@@ -34,8 +33,7 @@ def priority_test(merchant_id: str, level: str):
     _, body = json_body(optional=True)
     count = load(PriorityTestSchema(), body)["count"]
     store, broker = current_app.extensions["payhook.store"], current_app.extensions["payhook.broker"]
-    with store.read() as session:
-        merchant = session.get(Merchant, merchant_id, options=[selectinload(Merchant.endpoints)])
+    merchant = merchants.load(store, merchant_id)
     if merchant is None:
         raise NotFound(f"no merchant {merchant_id}")
     recorded = []

@@ -3,7 +3,9 @@
 Sign-in exchanges an API key (checked by ``auth.authenticate``, stored only as
 its hash) for a signed session cookie that holds the key's id, never the key.
 Every request re-reads that key, so revoking it or disabling its merchant ends
-the session at once. Every state-changing request must carry the session's
+the session at once. A session opened by an emailed link (``links``) holds the
+link's id, address and account instead; every request re-checks that the
+address may still sign in to that account. Every state-changing request must carry the session's
 CSRF token in its form; comparing it in constant time refuses forged posts.
 """
 
@@ -18,10 +20,11 @@ import redis
 from flask import Flask, current_app, g, request, session
 from sqlalchemy import select
 
-from payhook_shared.store import ApiKey, Merchant
+from payhook_shared.store import ApiKey, Merchant, SignInLink
 
 from ..auth import Principal
 from ..errors import Forbidden, WebhookServiceError
+from . import links
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +87,26 @@ def check_csrf() -> None:
         raise Forbidden("the form's security token is missing or out of date; reload the page and try again")
 
 
-def sign_in(principal: Principal) -> None:
-    """Start a fresh session for ``principal`` (a new session and CSRF token, so none survives from before)."""
+def _fresh_session() -> None:
+    """A new session and CSRF token, so nothing survives from before sign-in."""
     session.clear()
     session.permanent = True
-    session["key_id"] = principal.key_id
     session[CSRF_FIELD] = secrets.token_urlsafe(32)
+
+
+def sign_in(principal: Principal) -> None:
+    """Start a fresh session for ``principal``, who signed in with an API key."""
+    _fresh_session()
+    session["key_id"] = principal.key_id
+
+
+def sign_in_by_link(link: SignInLink) -> Principal:
+    """Start a fresh session for whoever opened ``link``; returns them."""
+    _fresh_session()
+    session["link_id"] = link.id
+    session["email"] = link.email
+    session["merchant_id"] = link.merchant_id
+    return Principal(key_id=link.id, merchant_id=link.merchant_id, email=link.email)
 
 
 def sign_out() -> None:
@@ -97,8 +114,19 @@ def sign_out() -> None:
     session.clear()
 
 
+def _link_principal() -> Principal | None:
+    email, merchant_id = session.get("email"), session.get("merchant_id")
+    with current_app.extensions["payhook.store"].read() as db:
+        if not (email and links.allowed(db, current_app.extensions["payhook.settings"], email, merchant_id)):
+            session.clear()
+            return None
+    return Principal(key_id=session["link_id"], merchant_id=merchant_id, email=email)
+
+
 def load_principal() -> Principal | None:
-    """The signed-in principal, re-checked against the store; None when there is none or the key no longer works."""
+    """The signed-in principal, re-checked against the store; None when there is none or it may no longer sign in."""
+    if session.get("link_id"):
+        return _link_principal()
     key_id = session.get("key_id")
     if not key_id:
         return None

@@ -21,16 +21,17 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from payhook_shared import deadletters, ids, signing
+from payhook_shared import merchant_settings as ms
 from payhook_shared.priority import Priority
-from payhook_shared.store import Endpoint, JobState
+from payhook_shared.store import Endpoint, JobState, Merchant
 from payhook_shared.store.models import utcnow
 
-from .. import auth
-from ..api.management import rotate_endpoint_secret
+from .. import audit, auth
+from ..api.management import change_settings, rotate_endpoint_secret
 from ..api.schemas import DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, validate_endpoint_url
 from ..cli import callback_urls
 from ..errors import InvalidPayload, WebhookServiceError
-from . import queries, security
+from . import links, queries, security, settings_form
 from .queries import Scope
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ bp = Blueprint("console", __name__, url_prefix="/console", template_folder="temp
                static_folder="static", static_url_path="/static")
 bp.after_request(security.security_headers)
 
-OPEN = {"console.login", "console.static"}
+OPEN = {"console.login", "console.request_link", "console.link", "console.use_link", "console.static"}
 STATUSES = ("succeeded", "failed", "unknown")
 STATES = tuple(s.value for s in JobState)
 GRACE_CHOICES = ((0, "none: retire the old secret now"), (3600, "1 hour"),
@@ -138,7 +139,7 @@ def _query_args(filters: dict[str, Any]) -> dict[str, str]:
 
 def _audited(action: str, target: str = "", **details: Any) -> None:
     with _store().write() as session:
-        queries.audit(session, security.current(), action, target, **details)
+        audit.record(session, security.current(), action, target, **details)
 
 
 # Sign-in ---------------------------------------------------------------------------------------
@@ -157,8 +158,67 @@ def login():
         return render_template("console/login.html", error=exc.message), exc.status
     security.sign_in(principal)
     with _store().write() as session:
-        queries.audit(session, principal, "sign_in", principal.merchant_id or "admin",
-                      address=security.client_address())
+        audit.record(session, principal, "sign_in", principal.merchant_id or "admin", method="api_key",
+                     address=security.client_address())
+    return redirect(url_for("console.overview"))
+
+
+def _sent_page():
+    settings = current_app.extensions["payhook.settings"]
+    return render_template("console/login.html", sent=True, minutes=settings.console_link_minutes)
+
+
+@bp.post("/login/email")
+def request_link():
+    """Email a sign-in link to an address that may sign in; the answer is the same for any address."""
+    security.count_login_attempt()
+    email = (request.form.get("email") or "").strip()
+    if not 3 <= len(email) <= links.MAX_EMAIL_LENGTH or "@" not in email:
+        return render_template("console/login.html", link_error="Enter an email address, such as you@shop.example.",
+                               email=email[:links.MAX_EMAIL_LENGTH]), 400
+    app = current_app._get_current_object()
+    address = security.client_address()
+    response = make_response(_sent_page())
+
+    @response.call_on_close
+    def _send() -> None:
+        # After the answer has gone, so its timing cannot tell a known address from an unknown one.
+        try:
+            links.send(app.extensions["payhook.store"], app.extensions["payhook.broker"],
+                       app.extensions["payhook.settings"], email, address)
+        except Exception:
+            log.exception("sign-in link could not be sent")
+
+    return response
+
+
+@bp.get("/sign-in/<token>")
+def link(token: str):
+    """Show what an emailed link signs in to, with the button that uses it (opening it spends nothing)."""
+    try:
+        found = links.find(_store(), current_app.extensions["payhook.settings"], token)
+    except links.LinkRefused as exc:
+        return render_template("console/login.html", error=exc.message), exc.status
+    merchant = None
+    if found.merchant_id:
+        with _store().read() as session:
+            merchant = session.get(Merchant, found.merchant_id)
+    return render_template("console/link.html", link=found, merchant=merchant, token=token)
+
+
+@bp.post("/sign-in/<token>")
+def use_link(token: str):
+    """Spend an emailed link and start a session for its account."""
+    security.count_login_attempt()
+    try:
+        used = links.consume(_store(), current_app.extensions["payhook.settings"], token)
+    except links.LinkRefused as exc:
+        log.warning("console sign-in link refused from %s: %s", security.client_address(), exc.message)
+        return render_template("console/login.html", error=exc.message), exc.status
+    principal = security.sign_in_by_link(used)
+    with _store().write() as session:
+        audit.record(session, principal, "sign_in", principal.merchant_id or "admin", method="email_link",
+                     email=used.email, address=security.client_address())
     return redirect(url_for("console.overview"))
 
 
@@ -188,8 +248,11 @@ def events():
     scope = _scope()
     with _store().read() as session:
         rows, next_after = queries.events(session, scope, filters, request.args.get("after"))
+        types = queries.event_types(session, scope)
+        if filters["type"] and filters["type"] not in types:
+            types.append(filters["type"])
         return render_template("console/events.html", rows=rows, next_after=next_after, filters=filters,
-                               args=_query_args(filters), types=queries.event_types(session, scope),
+                               args=_query_args(filters), types=types,
                                statuses=STATUSES, merchants=queries.merchants(session, scope))
 
 
@@ -236,7 +299,7 @@ def retry_delivery(delivery_id: str):
     with _store().write() as session:
         changed = queries.retry_now(session, _scope(), delivery_id)
         if changed:
-            queries.audit(session, security.current(), "retry", delivery_id)
+            audit.record(session, security.current(), "retry", delivery_id)
     flash("Retry queued: the delivery will be attempted within seconds." if changed
           else "Nothing to retry: the delivery is delivered or being attempted right now.")
     return redirect(url_for("console.delivery", delivery_id=delivery_id))
@@ -268,8 +331,8 @@ def retry_dead_letters():
         chosen = request.form.getlist("delivery_id")[:queries.PAGE]
         with _store().write() as session:
             count = queries.retry_selected(session, scope, chosen)
-            queries.audit(session, security.current(), "retry_selected", "dead-letters", count=count,
-                          deliveries=chosen)
+            audit.record(session, security.current(), "retry_selected", "dead-letters", count=count,
+                         deliveries=chosen)
     flash(f"{count} dead letter{'s' if count != 1 else ''} put back in line for delivery.")
     return redirect(url_for("console.dead_letters", **_query_args(filters)))
 
@@ -333,7 +396,7 @@ def create_endpoint():
                             description=_text(request.form, "description"), event_types=None, enabled=True,
                             secret=signing.generate_secret())
         session.add(endpoint)
-        queries.audit(session, security.current(), "create_endpoint", endpoint.id, url=url)
+        audit.record(session, security.current(), "create_endpoint", endpoint.id, url=url)
     return _secret_page(endpoint, endpoint.secret, created=True)
 
 
@@ -352,11 +415,11 @@ def change_endpoint(endpoint_id: str, action: str):
             if not 0 <= grace <= MAX_GRACE_SECONDS:
                 raise InvalidPayload(f"grace_period_seconds: must be 0 to {MAX_GRACE_SECONDS}")
             secret = rotate_endpoint_secret(endpoint, grace)
-            queries.audit(session, security.current(), "rotate_secret", endpoint_id, grace_period_seconds=grace)
+            audit.record(session, security.current(), "rotate_secret", endpoint_id, grace_period_seconds=grace)
             session.flush()
             return _secret_page(endpoint, secret, created=False)
         endpoint.enabled = action == "enable"
-        queries.audit(session, security.current(), action, endpoint_id)
+        audit.record(session, security.current(), action, endpoint_id)
     flash(f"Endpoint {endpoint_id} {action}d.")
     return redirect(url_for("console.endpoints"))
 
@@ -368,6 +431,61 @@ def callback_url_list():
     with _store().read() as session:
         rows = [(m, callback_urls(base, m)) for m in queries.merchants(session, _scope())]
     return render_template("console/callback_urls.html", rows=rows)
+
+
+def _settings_page(merchant, merchants, values: dict[str, Any], errors: list[str] | None = None,
+                   status: int = 200):
+    with _store().read() as session:
+        types = queries.event_types(session, Scope(merchant.id))
+    page = render_template(
+        "console/settings.html", merchant=merchant, merchants=merchants, values=values, errors=errors or [],
+        types=types, statuses=STATUSES, priorities=[p.label for p in Priority],
+        spare_rules=settings_form.SPARE_RULES, profiles=ms.RETRY_PROFILES, custom=settings_form.CUSTOM,
+        describe=settings_form.describe_schedule, notices=settings_form.NOTICES, notice_defaults=ms.NOTICE_DEFAULTS,
+        receipt=ms.RECEIPT, min_days=ms.MIN_RETENTION_DAYS, max_days=ms.MAX_RETENTION_DAYS,
+        max_recipients=ms.MAX_RECIPIENTS)
+    return page, status
+
+
+@bp.get("/settings")
+def settings_page():
+    """A merchant's settings: priority rules, retry profile, notification preferences and retention."""
+    scope = _scope()
+    with _store().read() as session:
+        merchants = queries.merchants(session, scope)
+        chosen = scope.merchant_filter(_text(request.args, "merchant"))
+        if chosen is None:
+            return render_template("console/settings.html", merchant=None, merchants=merchants)
+        merchant = queries.merchant(session, scope, chosen)
+        values = ms.view(merchant.settings)
+    return _settings_page(merchant, merchants, values)
+
+
+@bp.post("/settings")
+def save_settings():
+    """Validate the settings form with the shared schema; save and audit the sections that changed."""
+    scope = _scope()
+    chosen = scope.merchant_filter(_text(request.form, "merchant"))
+    if chosen is None:
+        raise InvalidPayload("merchant: choose a merchant")
+    errors: list[str] = []
+    with _store().write() as session:
+        merchant = queries.merchant(session, scope, chosen)
+        stored = ms.view(merchant.settings)
+        wanted = settings_form.read(request.form, stored)
+        try:
+            changed = settings_form.changes(stored, ms.load(wanted))
+        except ValidationError as exc:
+            errors = settings_form.explain(exc.messages)
+        else:
+            change_settings(session, security.current(), merchant, changed)
+    if errors:
+        with _store().read() as session:
+            merchants = queries.merchants(session, scope)
+        return _settings_page(merchant, merchants, wanted, errors, status=400)
+    flash(f"Settings of {merchant.name} saved: {', '.join(sorted(changed)).replace('_', ' ')} changed."
+          if changed else "Nothing changed.")
+    return redirect(url_for("console.settings_page", merchant=merchant.id))
 
 
 @bp.get("/audit")

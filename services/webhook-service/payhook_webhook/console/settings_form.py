@@ -1,0 +1,129 @@
+"""The settings page's form, read into the shape of ``payhook_shared.merchant_settings``.
+
+The form is only parsed here; the shared schema judges every value, so the
+console accepts exactly what the API accepts and the services apply. Values
+the schema refuses are passed on as typed, so its message names them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from payhook_shared import merchant_settings as ms
+from payhook_shared.callbacks.base import validation_message
+
+#: Blank rule rows offered below the merchant's rules, to add new ones.
+SPARE_RULES = 2
+RETRY_CHOICES = tuple(ms.RETRY_PROFILES)
+# Keeps a schedule set through the API, which the form cannot edit.
+CUSTOM = "custom"
+NOTICES = (
+    (ms.PAYMENT_RECEIVED, "Payment received", "to you, for every successful payment"),
+    (ms.PAYMENT_FAILED, "Payment failed", "to you, for every failed payment"),
+    (ms.RECEIPT, "Buyer receipts", "to the buyer named in the payment, for every successful payment"),
+    (ms.ENDPOINT_FAILING, "Endpoint failing", "to you, once per incident, when an endpoint keeps failing"),
+    (ms.ENDPOINT_DISABLED, "Endpoint disabled", "to you, when Payhook stops sending to an endpoint"),
+)
+
+
+def _whole(value: str) -> int | str:
+    """A whole number typed in a field, or the text itself for the schema to refuse."""
+    value = value.strip().replace(",", "").replace("_", "")
+    return int(value) if value.isdigit() else value
+
+
+def _emails(value: str) -> list[str]:
+    return [part.strip() for part in value.replace(";", ",").replace("\n", ",").split(",") if part.strip()]
+
+
+def _rules(form) -> list[dict[str, Any]]:
+    rules = []
+    for i in range(ms.MAX_PRIORITY_RULES + SPARE_RULES):
+        prefix = f"rule-{i}-"
+        if f"{prefix}priority" not in form:
+            break
+        rule: dict[str, Any] = {}
+        event_type = form.get(f"{prefix}event_type", "").strip()
+        status = form.get(f"{prefix}status", "").strip()
+        amount = form.get(f"{prefix}min_amount_minor", "").strip()
+        priority = form.get(f"{prefix}priority", "").strip()
+        if event_type:
+            rule["event_type"] = event_type
+        if status:
+            rule["status"] = status
+        if amount:
+            rule["min_amount_minor"] = _whole(amount)
+        if priority:
+            rule["priority"] = priority
+        # A blank row is room for a new rule, not a rule; a rule ticked for removal goes.
+        if rule and form.get(f"{prefix}remove") != "on":
+            rules.append(rule)
+    return rules
+
+
+def _notifications(form) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for kind, _, _ in NOTICES:
+        chosen: dict[str, Any] = {"enabled": form.get(f"notice-{kind}-enabled") == "on"}
+        if kind == ms.RECEIPT:
+            fallback = form.get(f"notice-{kind}-fallback_email", "").strip()
+            if fallback:
+                chosen["fallback_email"] = fallback
+        else:
+            recipients = _emails(form.get(f"notice-{kind}-recipients", ""))
+            if recipients:
+                chosen["recipients"] = recipients
+        out[kind] = chosen
+    return out
+
+
+def _retention(form) -> dict[str, Any]:
+    out = {}
+    for name in ("raw_payload_days", "events_days"):
+        value = form.get(f"retention-{name}", "").strip()
+        if value:
+            out[name] = _whole(value)
+    return out
+
+
+def read(form, stored: dict[str, Any]) -> dict[str, Any]:
+    """The four sections as the form gives them, unvalidated; ``stored`` is the merchant's current view."""
+    profile = form.get("retry-profile", "").strip()
+    if profile == CUSTOM:
+        retry = stored["retry"]
+    elif profile:
+        retry = {"profile": profile}
+    else:
+        retry = {}
+    return {"priority_rules": _rules(form), "retry": retry, "notifications": _notifications(form),
+            "retention": _retention(form)}
+
+
+_RULE = re.compile(r"^priority_rules\.(\d+)\.")
+
+
+def explain(messages: Any) -> list[str]:
+    """The schema's complaints, naming rules as the page numbers them (``rule 1: priority: …``)."""
+    return [_RULE.sub(lambda m: f"rule {int(m.group(1)) + 1}: ", line) for line in validation_message(messages)]
+
+
+def changes(stored: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """The sections of ``wanted`` (validated) that differ from ``stored``."""
+    return {name: value for name, value in wanted.items() if stored.get(name) != value}
+
+
+def describe_schedule(steps: tuple[float, ...] | list[float] | None) -> str:
+    """``(5, 300, 3600)`` as ``5 s, 5 min, 1 h``."""
+    if steps is None:
+        return "the installation's default (out of the box: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h)"
+    if not steps:
+        return "no retries"
+
+    def one(seconds: float) -> str:
+        for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+            if seconds >= size and seconds % size == 0:
+                return f"{int(seconds // size)} {unit}"
+        return f"{seconds:g} s"
+
+    return ", ".join(one(s) for s in steps)

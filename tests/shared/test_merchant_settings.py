@@ -1,0 +1,89 @@
+"""The merchant settings schema, and the readers the services apply settings through."""
+
+from __future__ import annotations
+
+import pytest
+from marshmallow import ValidationError
+
+from payhook_shared import merchant_settings as ms
+from payhook_shared.callbacks.base import validation_message
+
+DOC = {
+    "priority_rules": [{"event_type": "mpesa.stk_push", "status": "failed", "priority": "NORMAL"},
+                       {"min_amount_minor": 500000, "priority": 0}],
+    "retry": {"profile": "aggressive"},
+    "notifications": {"payment_received": {"enabled": True, "recipients": ["books@shop.test"]},
+                      "receipt": {"enabled": False, "fallback_email": "buyer@demo.test"}},
+    "retention": {"raw_payload_days": 7, "events_days": 365},
+}
+
+
+def test_a_whole_document_loads_with_priorities_as_labels():
+    loaded = ms.load(DOC)
+    assert loaded["priority_rules"] == [{"event_type": "mpesa.stk_push", "status": "failed", "priority": "normal"},
+                                        {"min_amount_minor": 500000, "priority": "urgent"}]
+    assert loaded["retry"] == {"profile": "aggressive"} and loaded["retention"] == DOC["retention"]
+    assert ms.view(loaded) == loaded
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"priority_rules": [{"event_type": "x"}]}, "priority_rules.0.priority"),
+    ({"priority_rules": [{"status": "paid", "priority": "low"}]}, "priority_rules.0.status"),
+    ({"priority_rules": [{"priority": "low"}] * 51}, "priority_rules"),
+    ({"retry": {"profile": "eager"}}, "retry.profile"),
+    ({"retry": {"schedule": [5, -1]}}, "retry.schedule.1"),
+    ({"notifications": {"payment_received": {"enabled": "no"}}}, "notifications.payment_received.enabled"),
+    ({"notifications": {"payment_failed": {"recipients": ["not-an-address"]}}},
+     "notifications.payment_failed.recipients.0"),
+    ({"notifications": {"receipt": {"recipients": ["a@b.test"]}}}, "notifications.receipt.recipients"),
+    ({"notifications": {"sms": {"enabled": True}}}, "notifications.sms"),
+    ({"retention": {"events_days": 0}}, "retention.events_days"),
+    ({"retention": {"events_days": ms.MAX_RETENTION_DAYS + 1}}, "retention.events_days"),
+    ({"retention": {"events_days": "30"}}, "retention.events_days"),
+    ({"retention": {"raw_payload_days": 60, "events_days": 30}}, "retention.raw_payload_days"),
+    ({"c2b_validation": {"mode": "accept_all"}}, "c2b_validation"),
+])
+def test_the_schema_refuses_naming_the_field(change, field):
+    with pytest.raises(ValidationError) as caught:
+        ms.load(change)
+    assert [line.split(":")[0] for line in validation_message(caught.value.messages)] == [field]
+
+
+def test_readers_leave_out_what_the_schema_refuses():
+    stored = {"priority_rules": [{"priority": "asap"}, {"status": "failed", "priority": "low"}, "junk"],
+              "retry": {"profile": "eager", "schedule": [1, 2]},
+              "notifications": {"payment_received": {"enabled": "yes", "recipients": ["a@shop.test"]},
+                                "payment_failed": "on"},
+              "retention": {"raw_payload_days": 90, "events_days": 30}}
+    assert ms.priority_rules(stored) == [{"status": "failed", "priority": "low"}]
+    assert ms.retry(stored) == {"schedule": [1.0, 2.0]}
+    assert ms.notifications(stored) == {"payment_received": {"recipients": ["a@shop.test"]}}
+    assert ms.retention(stored) == {"events_days": 30}  # raw payloads cannot outlive their events
+    assert ms.view(None) == {"priority_rules": [], "retry": {}, "notifications": {}, "retention": {}}
+
+
+@pytest.mark.parametrize("retry, expected", [
+    ({}, (5.0, 300.0)),
+    ({"profile": "standard"}, (5.0, 300.0)),
+    ({"profile": "fast"}, (2, 4, 8)),
+    ({"profile": "gentle"}, ms.RETRY_PROFILES["gentle"]),
+    ({"profile": "aggressive"}, ms.RETRY_PROFILES["aggressive"]),
+    ({"profile": "gentle", "schedule": [1, 1]}, (1, 1)),
+])
+def test_retry_profiles_are_real_schedules(retry, expected):
+    assert ms.retry_schedule({"retry": retry}, (5.0, 300.0)) == tuple(expected)
+
+
+def test_profiles_differ_as_described():
+    aggressive, gentle = ms.RETRY_PROFILES["aggressive"], ms.RETRY_PROFILES["gentle"]
+    standard = (5, 300, 1800, 7200, 18000, 36000, 36000)  # the delivery-worker's default RETRY_SCHEDULE
+    assert len(aggressive) > len(standard) > len(gentle)
+    assert aggressive[0] <= standard[0] < gentle[0]
+    assert sum(gentle) > sum(standard)
+
+
+def test_merged_replaces_given_sections_and_keeps_the_rest():
+    stored = {"retry": {"profile": "fast"}, "retention": {"events_days": 7}, "c2b_validation": {"mode": "rules"}}
+    merged = ms.merged(stored, {"retry": {"profile": "gentle"}, "retention": None, "priority_rules": []})
+    assert merged == {"retry": {"profile": "gentle"}, "c2b_validation": {"mode": "rules"}}
+    assert stored["retry"] == {"profile": "fast"}  # a new document, never changed in place
