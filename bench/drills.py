@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from payhook_shared.store import Event, Store
+from payhook_shared.store import Delivery, DeliveryAttempt, Event, Store
 
 from .load import Sender
 from .stack import ROOT, Stack
@@ -54,6 +54,7 @@ class Outcome:
     duplicates: int
     drain_seconds: float
     note: str = ""
+    undelivered: list[dict] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +123,27 @@ def _event_ids(store: Store, merchant_id: str, refs: list[str]) -> dict[str, str
     return found
 
 
+def _undelivered(store: Store, ids: dict[str, str], refs: list[str]) -> list[dict]:
+    """What the store says about each callback that never reached the receiver: the evidence for a loss."""
+    found = []
+    with store.read() as session:
+        for ref in refs[:20]:
+            event_id = ids.get(ref)
+            row: dict = {"ref": ref, "event_id": event_id, "deliveries": []}
+            for d in session.scalars(select(Delivery).where(Delivery.event_id == event_id)) if event_id else ():
+                attempts = session.execute(
+                    select(DeliveryAttempt.number, DeliveryAttempt.status_code, DeliveryAttempt.category,
+                           DeliveryAttempt.started_at).where(DeliveryAttempt.delivery_id == d.id)
+                    .order_by(DeliveryAttempt.id)).all()
+                row["deliveries"].append({
+                    "id": d.id, "state": d.state, "attempts": d.attempts, "next_attempt_at": str(d.next_attempt_at),
+                    "lease_until": str(d.lease_until), "queue": d.queue_name, "message_id": d.message_id,
+                    "last_error": d.last_error, "updated_at": str(d.updated_at),
+                    "log": [[n, code, cat, str(at)] for n, code, cat, at in attempts]})
+            found.append(row)
+    return found
+
+
 def run_drill(stack: Stack, name: str, plan: Plan) -> Outcome:
     """Run drill ``name`` on ``stack`` and tally what the receiver saw."""
     store = Store(stack.db.url, pool_size=1)
@@ -142,13 +164,16 @@ def run_drill(stack: Stack, name: str, plan: Plan) -> Outcome:
         if len(delivered) == len(accepted) or time.monotonic() - started > plan.drain_timeout:
             break
         time.sleep(0.5)
+    missing = [ref for ref in accepted if ref not in set(delivered)]
+    undelivered = _undelivered(store, ids, missing) if missing else []
     store.dispose()
     ours = set(ids.values())
     return Outcome(drill=name, sent=len(sender.sent), accepted=len(accepted),
                    refused=len(sender.sent) - len(accepted), delivered=len(delivered),
                    lost=len(accepted) - len(delivered),
                    duplicates=sum(1 for w, n in ok.items() if w in ours and n > 1),
-                   drain_seconds=round(time.monotonic() - started, 1), note=note)
+                   drain_seconds=round(time.monotonic() - started, 1), note=note,
+                   undelivered=undelivered)
 
 
 def run(database_url: str | None, plan: Plan, only: list[str] | None = None) -> list[Outcome]:
@@ -165,6 +190,8 @@ def run(database_url: str | None, plan: Plan, only: list[str] | None = None) -> 
                   f"refused {outcome.refused:>4}  delivered {outcome.delivered:>5}  lost {outcome.lost}  "
                   f"duplicates {outcome.duplicates}  (drained in {outcome.drain_seconds} s; {outcome.note})",
                   flush=True)
+            for row in outcome.undelivered:
+                print(f"  undelivered: {json.dumps(row)}", flush=True)
     return outcomes
 
 
