@@ -19,6 +19,8 @@ def serve(port: int, log_path: str) -> None:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out as two writes: without this, Nagle holds the body for the peer's delayed ACK (40 ms).
+        disable_nagle_algorithm = True
 
         def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
             self.rfile.read(int(self.headers.get("content-length", 0)))

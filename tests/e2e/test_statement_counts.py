@@ -1,8 +1,10 @@
 """Database round trips per accepted callback and per delivery attempt, counted and pinned.
 
-Counted with SQLAlchemy's events: every statement, plus BEGIN, COMMIT and
-ROLLBACK on connections that are not in autocommit. A change that adds a round
-trip on a hot path fails here and has to say why.
+Counted where they reach the driver: on PostgreSQL every cursor's statements
+(the hot paths run on the psycopg connection itself, past SQLAlchemy), on
+SQLite SQLAlchemy's statement event; plus BEGIN, COMMIT and ROLLBACK on
+connections that are not in autocommit. A change that adds a round trip on a
+hot path fails here and has to say why.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 
+import psycopg
 from sqlalchemy import event, select
 
 from factories import fixture_bytes, fixture_json, merchant_with_endpoints, stk_url
@@ -38,12 +41,30 @@ class Trips(list):
         return [name for t, name, _ in self if t == thread]
 
 
+def _counting_cursor(trips: Trips) -> type:
+    class Counting(psycopg.Cursor):
+        def execute(self, query, params=None, **kwargs):
+            trips.note(query.split(None, 1)[0].upper(), query)
+            return super().execute(query, params, **kwargs)
+    return Counting
+
+
 @contextlib.contextmanager
 def counting(engine):
     trips = Trips()
+    cursor = _counting_cursor(trips)
 
     def statement(conn, cursor, sql, parameters, context, executemany):
-        trips.note(sql.split(None, 1)[0].upper(), sql)
+        if conn.dialect.name == "sqlite":
+            trips.note(sql.split(None, 1)[0].upper(), sql)
+
+    def checkout(dbapi_conn, record, proxy):
+        if engine.dialect.name == "postgresql":
+            dbapi_conn.cursor_factory = cursor
+
+    def checkin(dbapi_conn, record):
+        if engine.dialect.name == "postgresql" and dbapi_conn is not None:
+            dbapi_conn.cursor_factory = psycopg.Cursor
 
     def control(name):
         def note(conn, *args):
@@ -55,15 +76,16 @@ def counting(engine):
             trips.note(name)
         return note
 
-    hooks = [("before_cursor_execute", statement), ("begin", control("BEGIN")),
-             ("commit", control("COMMIT")), ("rollback", control("ROLLBACK"))]
-    for name, hook in hooks:
-        event.listen(engine, name, hook)
+    hooks = [(engine, "before_cursor_execute", statement), (engine, "begin", control("BEGIN")),
+             (engine, "commit", control("COMMIT")), (engine, "rollback", control("ROLLBACK")),
+             (engine.pool, "checkout", checkout), (engine.pool, "checkin", checkin)]
+    for target, name, hook in hooks:
+        event.listen(target, name, hook)
     try:
         yield trips
     finally:
-        for name, hook in hooks:
-            event.remove(engine, name, hook)
+        for target, name, hook in hooks:
+            event.remove(target, name, hook)
 
 
 def test_statements_per_accepted_callback(client, store, webhook_app):

@@ -13,17 +13,18 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import types
 from typing import Any
 
 import dramatiq
 from sqlalchemy import bindparam, func, insert, select, update
-from sqlalchemy.orm import aliased
 
 from payhook_shared import jobs, notices, signing
 from payhook_shared.events import webhook_body
 from payhook_shared.logs import bind
 from payhook_shared.messages import DeliverWebhook
 from payhook_shared.store import Delivery, DeliveryAttempt, Email, Endpoint, Event, JobState, Merchant, Store
+from payhook_shared.store.compiled import Compiled
 from payhook_shared.store.models import utcnow
 
 from . import http, limits, metrics, policy
@@ -99,22 +100,30 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
 
 
 def _claim(store: Store, delivery_id: str, lease: dt.timedelta,
-           now: dt.datetime) -> tuple[Delivery, Endpoint, Event, Merchant] | None:
+           now: dt.datetime) -> tuple[Any, Any, Any, Any] | None:
     """Claim the delivery and load it with its endpoint, event and merchant; ``None`` if it is not ours.
 
     On PostgreSQL the claim and the load are one statement (the UPDATE in a
-    CTE, joined), so one round trip; the claim holds the row by its lease, not
-    by a transaction.
+    CTE, joined) run on the driver connection, so one round trip and no ORM;
+    the rows come back as detached, read-only copies. The claim holds the row
+    by its lease, not by a transaction.
     """
     params = {"delivery_id": delivery_id, "lease_until": now + lease, "now": now}
     if store.dialect == "postgresql":
-        with store.autocommit() as session:
-            row = session.execute(_claim_and_load(), params).one_or_none()
-        return tuple(row) if row is not None else None
+        statement = _claim_and_load(store.engine.dialect)
+        with store.driver() as conn:
+            row = conn.execute(statement.sql, statement.params(params)).fetchone()
+        return statement.objects(row) if row is not None else None
     with store.write() as session:
         if session.execute(_claiming(), params).rowcount != 1:
             return None
         return tuple(session.execute(_loading(Delivery).where(Delivery.id == delivery_id)).one())
+
+
+class _EndpointRow(types.SimpleNamespace):
+    """An endpoint's columns as the claim read them, detached from any session."""
+
+    signing_secrets = Endpoint.signing_secrets
 
 
 # Built once: an ORM statement over a CTE costs more to construct than to run.
@@ -124,9 +133,15 @@ def _claiming() -> Any:
 
 
 @functools.cache
-def _claim_and_load() -> Any:
+def _claim_and_load(dialect: Any) -> Compiled:
     claimed = _claiming().returning(*Delivery.__table__.columns).cte("claimed")
-    return _loading(aliased(Delivery, claimed))
+    tables = (claimed, Endpoint.__table__, Event.__table__, Merchant.__table__)
+    statement = (select(*(c for t in tables for c in t.columns))
+                 .join_from(claimed, Endpoint.__table__, claimed.c.endpoint_id == Endpoint.id)
+                 .join(Event.__table__, claimed.c.event_id == Event.id)
+                 .join(Merchant.__table__, claimed.c.merchant_id == Merchant.id))
+    kinds = (types.SimpleNamespace, _EndpointRow, types.SimpleNamespace, types.SimpleNamespace)
+    return Compiled(statement, dialect, tuple((kind, [c.key for c in t.columns]) for kind, t in zip(kinds, tables)))
 
 
 def _loading(delivery: Any) -> Any:
@@ -196,9 +211,10 @@ def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merch
     messages: list[dramatiq.Message] = []
     if rt.store.dialect == "postgresql":
         # The attempt and the delivery's new state in one statement: one round trip, no transaction.
-        with rt.store.autocommit() as session:
-            session.connection().execute(_recording(tuple(values)), {
-                **{f"attempt_{k}": v for k, v in attempt.items()}, **values, "delivery_id": delivery.id})
+        statement = _recording(tuple(values), rt.store.engine.dialect)
+        with rt.store.driver() as conn:
+            conn.execute(statement.sql, statement.params({
+                **{f"attempt_{k}": v for k, v in attempt.items()}, **values, "delivery_id": delivery.id}))
         if _health_changes(endpoint, result):
             with rt.store.write() as session:
                 messages = _update_health(session, settings, endpoint, merchant, result, now)
@@ -219,15 +235,15 @@ def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merch
 
 
 @functools.cache
-def _recording(columns: tuple[str, ...]) -> Any:
-    """``UPDATE deliveries SET <columns>`` with the attempt's INSERT as a CTE, built once per set of columns."""
+def _recording(columns: tuple[str, ...], dialect: Any) -> Compiled:
+    """``UPDATE deliveries SET <columns>`` with the attempt's INSERT as a CTE, compiled once per set of columns."""
     attempts = DeliveryAttempt.__table__
     attempt = insert(attempts).values(
         {c.key: bindparam(f"attempt_{c.key}", type_=c.type) for c in attempts.columns if c.key != "id"})
     table = Delivery.__table__
-    return (update(table).where(table.c.id == bindparam("delivery_id"))
-            .values({name: bindparam(name, type_=table.c[name].type) for name in columns})
-            .add_cte(attempt.returning(attempts.c.id).cte("attempt")))
+    return Compiled(update(table).where(table.c.id == bindparam("delivery_id"))
+                     .values({name: bindparam(name, type_=table.c[name].type) for name in columns})
+                     .add_cte(attempt.returning(attempts.c.id).cte("attempt")), dialect)
 
 
 def _health_changes(endpoint: Endpoint, result: http.AttemptResult) -> bool:

@@ -16,7 +16,6 @@ from typing import Any
 
 import dramatiq
 from sqlalchemy import Integer, String, bindparam, cast, insert, literal_column, select, union_all
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -29,6 +28,7 @@ from payhook_shared.logs import bind
 from payhook_shared.messages import DeliverWebhook
 from payhook_shared.priority import Priority
 from payhook_shared.store import Delivery, Email, Event, Merchant, Store
+from payhook_shared.store.compiled import Compiled
 from payhook_shared.store.models import utcnow
 
 from . import metrics
@@ -126,18 +126,14 @@ def _write_statement(store: Store, rows: _Rows, version: int) -> tuple[bool, set
     the rows were planned from; otherwise nothing is written and ``ProfileChanged``
     says to read the merchant again.
     """
-    sql = _one_statement(len(rows.deliveries), len(rows.emails))
-    processors = _bind_processors(store.engine.dialect)
-    params: dict[str, Any] = {"profile_version": version}
-    for prefix, table, values in (("e", Event.__table__, rows.event),
-                                  *((f"d{i}", Delivery.__table__, row) for i, (row, _) in enumerate(rows.deliveries)),
-                                  *((f"m{i}", Email.__table__, row) for i, (row, _) in enumerate(rows.emails))):
-        for column in table.columns:
-            value = values.get(column.key)
-            process = processors[column]
-            params[f"{prefix}_{column.key}"] = process(value) if process else value
-    with store.autocommit() as session:
-        returned = session.connection().exec_driver_sql(sql, params).all()
+    statement = _one_statement(len(rows.deliveries), len(rows.emails), store.engine.dialect)
+    values: dict[str, Any] = {"profile_version": version}
+    for prefix, table, row in (("e", Event.__table__, rows.event),
+                               *((f"d{i}", Delivery.__table__, row) for i, (row, _) in enumerate(rows.deliveries)),
+                               *((f"m{i}", Email.__table__, row) for i, (row, _) in enumerate(rows.emails))):
+        values.update((f"{prefix}_{column.key}", row.get(column.key)) for column in table.columns)
+    with store.driver() as conn:
+        returned = conn.execute(statement.sql, statement.params(values)).fetchall()
     if not any(kind == "version" and value == str(version) for kind, value in returned):
         raise ProfileChanged(rows.event["merchant_id"])
     return (any(kind == "event" for kind, _ in returned),
@@ -145,8 +141,8 @@ def _write_statement(store: Store, rows: _Rows, version: int) -> tuple[bool, set
 
 
 @functools.cache
-def _one_statement(deliveries: int, emails: int) -> str:
-    """The SQL of the one-statement write for an event with this many deliveries and emails, compiled once."""
+def _one_statement(deliveries: int, emails: int, dialect: Any) -> Compiled:
+    """The one-statement write for an event with this many deliveries and emails, compiled once."""
     def params(prefix: str, table: Any) -> dict[str, Any]:
         return {c.key: bindparam(f"{prefix}_{c.key}", type_=c.type) for c in table.columns}
 
@@ -179,14 +175,7 @@ def _one_statement(deliveries: int, emails: int) -> str:
     statement = union_all(*results)
     for cte in ctes:
         statement = statement.add_cte(cte)
-    return str(statement.compile(dialect=postgresql.psycopg.dialect()))
-
-
-@functools.cache
-def _bind_processors(dialect: Any) -> dict[Any, Any]:
-    """Each written column's bind processor (JSON encoding, UTC timestamps), looked up once."""
-    return {column: dialect.type_descriptor(column.type).bind_processor(dialect)
-            for table in (Event.__table__, Delivery.__table__, Email.__table__) for column in table.columns}
+    return Compiled(statement, dialect)
 
 
 def _write_transaction(store: Store, rows: _Rows) -> tuple[bool, set[str]]:
