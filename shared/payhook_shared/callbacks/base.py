@@ -139,7 +139,10 @@ def parse_json(body: bytes) -> dict[str, Any]:
         raise DecodeError(f"body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise DecodeError(f"body must be a JSON object, got {_json_type(value)}")
-    _check_tree(value, MAX_DEPTH)
+    # Without a \u escape no string can hold NUL or a lone surrogate (raw control characters and invalid
+    # UTF-8 are refused above), and with few brackets nothing nests deep: most bodies skip the walk.
+    if b"\\u" in body or body.count(b"{") + body.count(b"[") > MAX_DEPTH:
+        _check_tree(value, MAX_DEPTH)
     return value
 
 

@@ -187,6 +187,11 @@ def test_oversized_parameters_stay_out_of_columns():
     (b'{"a": ' + b"9" * 5000 + b"}", "not valid JSON"),
     (b'{"a": "\\u0000"}', "NUL"),
     (b'{"a": "\\ud800"}', "lone surrogate"),
+    (b'{"\\u0000": 1}', "NUL"),
+    (b'{"a": ["x", {"b": "\\uDBFF"}]}', "lone surrogate"),
+    # The same problems without a \u escape: refused by the decoder itself.
+    (b'{"a": "\x00"}', "not valid JSON"),
+    (b'{"a": "\xed\xa0\x80"}', "not valid JSON"),
     (b"[" * 40 + b"]" * 40, "must be a JSON object"),
     (b'{"a":' * 40 + b"1" + b"}" * 40, "nested deeper"),
     ('{"a": "b"}'.encode("utf-16"), "not valid JSON"),
