@@ -1,4 +1,4 @@
-"""The store's engine: timeouts and prepared statements (or not, for PgBouncer) on PostgreSQL, WAL on SQLite."""
+"""The store's engine: timeouts and PgBouncer-safe settings (prepared statements only when asked) on PostgreSQL, WAL on SQLite."""
 
 from __future__ import annotations
 
@@ -17,18 +17,18 @@ def test_connection_settings(store):
         else:
             assert conn.execute(text("SHOW statement_timeout")).scalar() == "15s"
             assert conn.execute(text("SHOW lock_timeout")).scalar() == "5s"
-            assert conn.connection.dbapi_connection.prepare_threshold == 5
+            assert conn.connection.dbapi_connection.prepare_threshold is None
 
 
-def test_prepared_statements_can_be_turned_off(database_url):
+def test_prepared_statements_when_asked(database_url):
     if not database_url.startswith("postgres"):
         pytest.skip("PostgreSQL connection options")
-    unprepared = Store(database_url, prepared=False)
+    prepared = Store(database_url, prepared=True)
     try:
-        with unprepared.engine.connect() as conn:
-            assert conn.connection.dbapi_connection.prepare_threshold is None
+        with prepared.engine.connect() as conn:
+            assert conn.connection.dbapi_connection.prepare_threshold == 5
     finally:
-        unprepared.dispose()
+        prepared.dispose()
 
 
 def test_driver_connections_commit_each_statement_and_raise_sqlalchemy_errors(store):

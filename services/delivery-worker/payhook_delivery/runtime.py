@@ -61,7 +61,8 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings, broker: RedisBroker) -> "Runtime":
         """Resources for ``settings``, enqueuing on ``broker``."""
-        store = Store(settings.database_url, pool_size=settings.db_pool_size, prepared=settings.db_prepared_statements)
+        store = Store(settings.database_url, pool_size=settings.db_pool_size,
+                      prepared=settings.db_prepared_statements)
         sweeper = Sweeper(store, broker, Delivery, DELIVERY, _message_for, interval=settings.sweep_interval)
         limiter = Limiter(broker.client, lease=settings.lease_seconds, busy_delay=settings.limit_retry_delay)
         rt = cls(settings, store, broker, http.pool(settings.threads), sweeper, limiter, None)

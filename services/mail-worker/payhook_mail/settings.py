@@ -23,8 +23,8 @@ class Settings:
     mail_from: str = "Payhook <no-reply@payhook.local>"
     message_id_domain: str = "payhook.local"
     db_pool_size: int = 4
-    # Prepare repeated statements on the server; false behind a PgBouncer (transaction mode) older than 1.21.
-    db_prepared_statements: bool = True
+    # Prepare repeated statements on the server: off by default, so a PgBouncer in transaction mode works.
+    db_prepared_statements: bool = False
     log_format: str = "json"
     log_level: str = "INFO"
     # GET /health, /health/ready and /metrics of this worker process on this port; 0 turns them off.

@@ -26,7 +26,8 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.extensions["payhook.settings"] = settings
-    app.extensions["payhook.store"] = Store(settings.database_url, pool_size=settings.db_pool_size, prepared=settings.db_prepared_statements)
+    app.extensions["payhook.store"] = Store(settings.database_url, pool_size=settings.db_pool_size,
+                                          prepared=settings.db_prepared_statements)
     app.extensions["payhook.merchants"] = merchants.Directory(app.extensions["payhook.store"])
     app.extensions["payhook.broker"] = broker_for(settings)
     app.extensions["payhook.http"] = c2b.http_pool()

@@ -33,8 +33,8 @@ class Settings:
     public_base_url: str = "http://127.0.0.1:8640"
     max_body_bytes: int = 64 * 1024
     db_pool_size: int = 5
-    # Prepare repeated statements on the server; false behind a PgBouncer (transaction mode) older than 1.21.
-    db_prepared_statements: bool = True
+    # Prepare repeated statements on the server: off by default, so a PgBouncer in transaction mode works.
+    db_prepared_statements: bool = False
     log_format: str = "json"
     log_level: str = "INFO"
     # Source-IP allowlist for the M-Pesa callback routes (IPs or CIDRs), off unless enabled.

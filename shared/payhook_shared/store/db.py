@@ -25,7 +25,7 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def create_engine(url: str, pool_size: int = 5, prepared: bool = True, **kwargs: Any) -> Engine:
+def create_engine(url: str, pool_size: int = 5, prepared: bool = False, **kwargs: Any) -> Engine:
     """An engine configured for concurrent service use.
 
     SQLite runs in WAL mode with a busy timeout, and write transactions begin
@@ -33,12 +33,14 @@ def create_engine(url: str, pool_size: int = 5, prepared: bool = True, **kwargs:
     a read-to-write upgrade.
 
     PostgreSQL connections set statement and lock timeouts at connect time
-    (unless the URL brings its own ``options``). With ``prepared`` a statement
-    run five times on a connection is prepared on the server, which saves the
-    database a parse and plan per callback (0.5 → 0.3 ms of its CPU for the
-    ingest statement). Behind a PgBouncer in transaction mode older than 1.21
-    pass ``prepared=False`` (``DB_PREPARED_STATEMENTS=false``), put the
-    timeouts on the database role and pass ``?options=`` empty.
+    (unless the URL brings its own ``options``) and by default use no
+    server-side prepared statements, so a PgBouncer in transaction mode can sit
+    in between: there, put the timeouts on the database role and pass
+    ``?options=`` empty. Connected straight to PostgreSQL (or through a
+    PgBouncer of 1.21 or later with ``max_prepared_statements``), ``prepared``
+    prepares a statement once a connection has run it five times, which saves
+    the database a parse and plan each time (0.5 → 0.3 ms of its CPU for the
+    ingest statement).
     ``pool_size`` should match the threads of the process using the engine.
 
     Connections are not pinged at checkout (a round trip on every use): a
@@ -81,7 +83,7 @@ def _configure_sqlite(engine: Engine) -> None:
 class Store:
     """The database behind one process: an engine and its sessions."""
 
-    def __init__(self, url: str, pool_size: int = 5, prepared: bool = True, **engine_kwargs: Any):
+    def __init__(self, url: str, pool_size: int = 5, prepared: bool = False, **engine_kwargs: Any):
         self.url = normalise_url(url)
         self.engine = create_engine(self.url, pool_size=pool_size, prepared=prepared, **engine_kwargs)
         self._writer = self.engine.execution_options(payhook_write=True)
