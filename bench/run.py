@@ -7,6 +7,7 @@ The database is PostgreSQL when ``BENCH_DATABASE_URL`` names a reachable server
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -15,8 +16,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import sqlalchemy
 from sqlalchemy import func, select
 
@@ -28,7 +31,9 @@ from .stack import BIN, ROOT, POOLS, Stack, free_port, wait_for
 
 OUT = ROOT / "var" / "bench"
 BACKLOG = int(os.environ.get("BENCH_BACKLOG", "20000"))
-SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "12"))
+# Baseline and ingest alternate in this many rounds of SECONDS / ROUNDS each; the medians are reported.
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "2"))
 WEB_THREADS = int(os.environ.get("BENCH_WEB_THREADS", "4"))
@@ -71,7 +76,21 @@ def _drain(store: Store, total: int, timeout: float) -> tuple[float, list[tuple[
     return samples[-1][0], samples
 
 
-def _baseline(stack: Stack) -> dict:
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its live descendants."""
+    total = 0.0
+    with contextlib.suppress(psutil.Error):
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+    return total
+
+
+@contextlib.contextmanager
+def _baseline_app(stack: Stack) -> Iterator[tuple[str, int]]:
+    """The bare Flask echo under the webhook-service's gunicorn settings; yields its URL and pid."""
     port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "gunicorn"), "--workers", str(stack.web_workers), "--threads", str(stack.web_threads),
@@ -81,12 +100,16 @@ def _baseline(stack: Stack) -> dict:
         wait_for(lambda: urllib.request.urlopen(urllib.request.Request(
             f"http://127.0.0.1:{port}/x", data=b"{}", headers={"Content-Type": "application/json"}), timeout=1), 20,
             "baseline")
-        result = wrk(f"http://127.0.0.1:{port}", path="/cb/stk", seconds=SECONDS, connections=CONNECTIONS,
-                     prefix="base")
+        yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         proc.terminate()
         proc.wait(15)
-    return vars(result)
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median rate, with every round's rate beside it."""
+    middle = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
+    return {**middle, "rounds_rps": [round(r["rps"], 1) for r in runs]}
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -120,20 +143,33 @@ def main() -> None:
         results["receiver_capacity_rps"] = round(receiver.rps)
         print(f"receiver alone: {receiver.rps:.0f} req/s", flush=True)
 
-        base = _baseline(stack)
+        # Baseline and ingest take turns, ROUNDS times each, so both see the same machine: on a shared
+        # machine the speed drifts by a factor of two within minutes, and a ratio of runs minutes apart drifts too.
+        bases, ingests = [], []
+        cpu = base_cpu = 0.0
+        with _baseline_app(stack) as (baseline_url, baseline_pid):
+            for n in range(ROUNDS):
+                cpu_before = _tree_cpu(baseline_pid)
+                bases.append(vars(wrk(baseline_url, path="/cb/stk", seconds=SECONDS / ROUNDS,
+                                      connections=CONNECTIONS, prefix=f"base{n}")))
+                base_cpu += _tree_cpu(baseline_pid) - cpu_before
+                cpu_before = stack.procs["web"].cpu_seconds()
+                ingests.append(vars(wrk(stack.base_url, path=stack.callback_path("stk"), seconds=SECONDS / ROUNDS,
+                                        connections=CONNECTIONS, prefix=f"ing{n}")))
+                cpu += stack.procs["web"].cpu_seconds() - cpu_before
+        base, ingest = _median_run(bases), _median_run(ingests)
+        base["web_cpu_ms_per_request"] = round(base_cpu * 1000 / max(sum(r["requests"] for r in bases), 1), 2)
         results["baseline"] = base
-        print(f"baseline: {base['rps']:.0f} req/s", flush=True)
-
-        cpu_before = stack.procs["web"].cpu_seconds()
-        ingest = vars(wrk(stack.base_url, path=stack.callback_path("stk"), seconds=SECONDS,
-                          connections=CONNECTIONS, prefix="ing"))
+        print(f"baseline: {base['rps']:.0f} req/s (rounds {base['rounds_rps']}), "
+              f"{base['web_cpu_ms_per_request']} ms CPU per request", flush=True)
         # CPU per callback in the web processes: what the code costs, whatever else the machine runs.
-        ingest["web_cpu_ms_per_request"] = round(
-            (stack.procs["web"].cpu_seconds() - cpu_before) * 1000 / max(ingest["requests"], 1), 2)
+        ingest["web_cpu_ms_per_request"] = round(cpu * 1000 / max(sum(r["requests"] for r in ingests), 1), 2)
         ingest["recorded"] = _count(store)
         ingest["ratio_to_baseline"] = ingest["rps"] / base["rps"]
+        ingest["rounds_ratio"] = [round(i["rps"] / b["rps"], 3) for b, i in zip(bases, ingests)]
         results["ingest"] = ingest
-        print(f"ingest: {ingest['rps']:.0f} req/s ({ingest['ratio_to_baseline']:.0%} of baseline), "
+        print(f"ingest: {ingest['rps']:.0f} req/s ({ingest['ratio_to_baseline']:.0%} of baseline; rounds "
+              f"{', '.join(f'{r:.0%}' for r in ingest['rounds_ratio'])}), "
               f"{ingest['web_cpu_ms_per_request']} ms web CPU per callback", flush=True)
 
         if PHASES == "ingest":
