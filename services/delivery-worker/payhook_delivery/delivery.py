@@ -117,7 +117,7 @@ def _claim(store: Store, delivery_id: str, lease: dt.timedelta,
     with store.write() as session:
         if session.execute(_claiming(), params).rowcount != 1:
             return None
-        return tuple(session.execute(_loading(Delivery).where(Delivery.id == delivery_id)).one())
+        return tuple(session.execute(_loading().where(Delivery.id == delivery_id)).one())
 
 
 class _EndpointRow(types.SimpleNamespace):
@@ -144,11 +144,11 @@ def _claim_and_load(dialect: Any) -> Compiled:
     return Compiled(statement, dialect, tuple((kind, [c.key for c in t.columns]) for kind, t in zip(kinds, tables)))
 
 
-def _loading(delivery: Any) -> Any:
-    return (select(delivery, Endpoint, Event, Merchant)
-            .join(Endpoint, delivery.endpoint_id == Endpoint.id)
-            .join(Event, delivery.event_id == Event.id)
-            .join(Merchant, delivery.merchant_id == Merchant.id))
+def _loading() -> Any:
+    return (select(Delivery, Endpoint, Event, Merchant)
+            .join(Endpoint, Delivery.endpoint_id == Endpoint.id)
+            .join(Event, Delivery.event_id == Event.id)
+            .join(Merchant, Delivery.merchant_id == Merchant.id))
 
 
 def _set(session, delivery_id: str, **values) -> None:

@@ -112,18 +112,6 @@ class Store:
             yield session
 
     @contextlib.contextmanager
-    def autocommit(self) -> Iterator[Session]:
-        """PostgreSQL only: a session whose every statement commits by itself (one round trip each).
-
-        For work done in one statement (a CTE can insert or update several
-        tables at once), which then needs no BEGIN and COMMIT round trips.
-        """
-        if self.dialect != "postgresql":
-            raise RuntimeError("autocommit sessions are for PostgreSQL")
-        with self._read_sessions() as session:
-            yield session
-
-    @contextlib.contextmanager
     def driver(self) -> Iterator[Any]:
         """PostgreSQL only: the pooled psycopg connection itself, in autocommit, for the hot paths.
 
