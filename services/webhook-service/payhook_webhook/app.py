@@ -10,7 +10,7 @@ from flask import Flask, g, request
 from payhook_shared import logs
 from payhook_shared.store import Store
 
-from . import c2b, cli, console, errors, merchants, metrics
+from . import c2b, cli, console, errors, ingest, merchants, metrics
 from .api import callbacks, deliveries, events, health, inbound, management, openapi, sources, testing
 from .broker import broker_for
 from .settings import Settings
@@ -30,6 +30,8 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
                                           prepared=settings.db_prepared_statements)
     app.extensions["payhook.merchants"] = merchants.Directory(app.extensions["payhook.store"])
     app.extensions["payhook.broker"] = broker_for(settings)
+    app.extensions["payhook.recorder"] = ingest.Recorder(app.extensions["payhook.store"],
+                                                         app.extensions["payhook.broker"])
     app.extensions["payhook.http"] = c2b.http_pool()
     app.extensions["payhook.source_policy"] = SourcePolicy.from_settings(settings)
 

@@ -32,6 +32,8 @@ VALIDATION_FAILURES = Counter("payhook_validation_failures_total", "Callbacks re
                               "the top-level field at fault, or json, content_type, size.", ["kind", "reason"])
 SOURCE_REFUSED = Counter("payhook_source_callbacks_refused_total",
                          "Gateway callbacks refused before recording, by provider and reason.", ["provider", "reason"])
+INGEST_BATCH = Histogram("payhook_ingest_batch_events", "Events written together in one database write "
+                         "(group commit): near 1 when idle, larger under load.", buckets=(1, 2, 4, 8, 16, 32, 64, 100))
 EVENTS = Counter("payhook_events_total", "New events recorded (duplicates excluded), by type and priority.",
                  ["type", "priority"])
 
@@ -61,6 +63,11 @@ def event_type_label(event_type: str) -> str:
 def count_event(event_type: str, priority_label: str) -> None:
     """Count one newly recorded event."""
     EVENTS.labels(event_type_label(event_type), priority_label).inc()
+
+
+def observe_batch(events: int) -> None:
+    """Note one ingest write of ``events`` events."""
+    INGEST_BATCH.observe(events)
 
 
 def validation_reason(messages: object) -> str:

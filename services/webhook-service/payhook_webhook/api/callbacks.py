@@ -23,7 +23,7 @@ from payhook_shared.callbacks.mpesa import NORMALISERS, load_c2b_validation
 from payhook_shared.errors import DecodeError
 from payhook_shared.logs import bind
 
-from .. import c2b, ingest, merchants, metrics
+from .. import c2b, merchants, metrics
 from ..classify import classify, rules_of
 from ..errors import InvalidPayload, NotFound, ProfileChanged, UnsupportedMediaType
 from ..source_ip import enforce_mpesa_allowlist
@@ -85,10 +85,8 @@ def _record(merchant: merchants.Profile, raw: bytes, payload: dict, kind: str):
                                   current_app.extensions["payhook.http"])
             event.details.update(decision.details())
             answer = decision.answer()
-        recorded = ingest.record(
-            current_app.extensions["payhook.store"], current_app.extensions["payhook.broker"],
-            merchant, event, raw, classify(event, rules=rules_of(merchant)),
-        )
+        recorded = current_app.extensions["payhook.recorder"].record(
+            merchant, event, raw, classify(event, rules=rules_of(merchant)))
         if recorded.duplicate:
             metrics.note_duplicate()
             with bind(event_id=recorded.event_id):

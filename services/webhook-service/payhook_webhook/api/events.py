@@ -17,7 +17,7 @@ from payhook_shared import money
 from payhook_shared.events import STATUSES, UNKNOWN, NormalisedEvent
 from payhook_shared.logs import bind
 
-from .. import auth, ingest, merchants
+from .. import auth, merchants
 from ..classify import classify, rules_of
 from ..errors import Forbidden, InvalidPayload, NotFound
 from .schemas import EventCreateSchema, json_body, load
@@ -95,5 +95,5 @@ def create_event():
     event = normalise_api_event(body)
     priority = body["priority"] if body["priority"] is not None else classify(event, rules=rules_of(merchant))
     with bind(merchant_id=merchant.id):
-        recorded = ingest.record(store, current_app.extensions["payhook.broker"], merchant, event, raw, priority)
+        recorded = current_app.extensions["payhook.recorder"].record(merchant, event, raw, priority)
     return jsonify(id=recorded.event_id), 200 if recorded.duplicate else 201

@@ -82,8 +82,8 @@ def _source(source_id: str, token: str) -> Source:
 
 
 def _record(merchant: merchants.Profile, event, raw: bytes) -> ingest.Recorded:
-    return ingest.record(current_app.extensions["payhook.store"], current_app.extensions["payhook.broker"],
-                         merchant, event, raw, classify(event, rules=rules_of(merchant)))
+    return current_app.extensions["payhook.recorder"].record(merchant, event, raw,
+                                                            classify(event, rules=rules_of(merchant)))
 
 
 @bp.post("/<source_id>/<token>")
