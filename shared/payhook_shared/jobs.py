@@ -34,8 +34,7 @@ PENDING, SENDING = JobState.PENDING.value, JobState.SENDING.value
 
 def plan(message: _Message) -> dramatiq.Message:
     """A Dramatiq message for ``message`` with its Redis id fixed in advance."""
-    base = message.to_dramatiq()
-    return base.copy(options={REDIS_ID: str(uuid.uuid4())})
+    return message.to_dramatiq(**{REDIS_ID: str(uuid.uuid4())})
 
 
 def record(job: Any, message: dramatiq.Message) -> None:
