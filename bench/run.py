@@ -94,7 +94,7 @@ def _baseline_app(stack: Stack) -> Iterator[tuple[str, int]]:
     port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "gunicorn"), "--workers", str(stack.web_workers), "--threads", str(stack.web_threads),
-         "--worker-class", "gthread", "--keep-alive", "5", "--bind", f"127.0.0.1:{port}", "bench.baseline_app:app"],
+         "--worker-class", "gthread", "--keep-alive", "5", "--reuse-port", "--bind", f"127.0.0.1:{port}", "bench.baseline_app:app"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_for(lambda: urllib.request.urlopen(urllib.request.Request(

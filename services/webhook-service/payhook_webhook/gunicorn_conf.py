@@ -32,6 +32,10 @@ bind = _settings.bind
 workers = _settings.web_workers
 threads = _settings.web_threads
 worker_class = "gthread"
+# Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads new connections over the
+# workers. On one shared socket, a burst of keep-alive connections all went to whichever worker woke
+# first (15 or 16 of 16 in make bench), and ingest ran on one core while the other idled.
+reuse_port = True
 graceful_timeout = _settings.graceful_timeout
 timeout = 30
 keepalive = 5
