@@ -36,7 +36,7 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "12"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "2"))
-WEB_THREADS = int(os.environ.get("BENCH_WEB_THREADS", "4"))
+WEB_THREADS = int(os.environ.get("BENCH_WEB_THREADS", "8"))
 # "ingest" stops after the ingest figures, "e2e" after end to end (quick profiling rounds); "all" runs everything.
 PHASES = os.environ.get("BENCH_PHASES", "all")
 TARGETS = {"ingest_ratio": 0.5, "deliveries_per_s": 300, "urgent_p99_ms": 250, "worker_rss_mb": 150}

@@ -219,7 +219,7 @@ class Database:
 class Stack:
     """Redis, database, receiver, webhook-service and delivery workers, all on free ports."""
 
-    def __init__(self, database_url: str | None = None, *, web_workers: int = 2, web_threads: int = 4,
+    def __init__(self, database_url: str | None = None, *, web_workers: int = 2, web_threads: int = 8,
                  worker_env: dict[str, str] | None = None, receiver: str = "auto", keep: bool = False):
         self.workdir = Path(tempfile.mkdtemp(prefix="payhook-bench-"))
         self.keep = keep
