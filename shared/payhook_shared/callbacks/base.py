@@ -76,8 +76,10 @@ def parse_daraja_time(value: Any) -> dt.datetime | None:
         return None
     text = str(value).strip() if isinstance(value, (int, str)) else ""
     try:
-        if len(text) == 14 and text.isdigit():
-            local = dt.datetime.strptime(text, "%Y%m%d%H%M%S")
+        if len(text) == 14 and text.isascii() and text.isdigit():
+            # Sliced, not strptime: the same checks (datetime refuses month 13) at a tenth of the cost.
+            local = dt.datetime(int(text[:4]), int(text[4:6]), int(text[6:8]), int(text[8:10]), int(text[10:12]),
+                                int(text[12:]))
         elif match := _DOTTED.match(text):
             day, month, year, hh, mm, ss = (int(g) for g in match.groups())
             local = dt.datetime(year, month, day, hh, mm, ss)
