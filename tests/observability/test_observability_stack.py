@@ -254,6 +254,10 @@ def test_web_metrics_add_up_every_gunicorn_process(stack):
         for outcome, expected in stack.outcomes.items():
             assert _value(text, "payhook_callbacks_total", kind="stk", outcome=outcome) == expected, outcome
         assert _value(text, "payhook_events_total", type="mpesa.stk_push", priority="normal") == PAYMENTS + 1
+        # Every recorded callback went through a write: new ones, and duplicates found by the write.
+        written = stack.outcomes["accepted"] + stack.outcomes.get("duplicate", 0)
+        assert _value(text, "payhook_ingest_batch_events_sum") == written
+        assert 1 <= _value(text, "payhook_ingest_batch_events_count") <= written
         for reason in ("json", "content_type", "Body"):
             assert _value(text, "payhook_validation_failures_total", kind="stk", reason=reason) == 1, reason
         assert _value(text, "payhook_http_requests_total", route="/cb/<merchant_id>/<token>/stk",
