@@ -10,12 +10,9 @@ import os
 import shutil
 import tempfile
 
-from prometheus_client import multiprocess
-
-from payhook_shared.metrics import MULTIPROC_ENV
-from payhook_webhook.settings import Settings
-
-_settings = Settings.from_env()
+# prometheus-client picks multiprocess mode when it is first imported, and the workers fork from this
+# process: the directory must be in the environment before anything here imports it.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _fresh_multiproc_dir() -> str:
@@ -25,8 +22,13 @@ def _fresh_multiproc_dir() -> str:
     return path
 
 
-# Set before any worker imports the app, so its metrics are created in multiprocess mode.
 os.environ[MULTIPROC_ENV] = _fresh_multiproc_dir()
+
+from prometheus_client import multiprocess  # noqa: E402 (after the directory is set, see above)
+
+from payhook_webhook.settings import Settings  # noqa: E402
+
+_settings = Settings.from_env()
 
 bind = _settings.bind
 workers = _settings.web_workers
