@@ -145,6 +145,7 @@ class Recorder:
             batch, self._queue = self._queue[:self.max_batch], self._queue[self.max_batch:]
         try:
             _write_and_send(self.store, self.broker, [w.write for w in batch])
+            metrics.observe_batch(len(batch))
         except Exception as exc:  # a bug, not the database: still answer every request, with the error
             for waiting in batch:
                 waiting.write.error = exc
@@ -156,7 +157,6 @@ class Recorder:
                 waiting.done()
             if successor is not None:
                 successor.lead()
-        metrics.observe_batch(len(batch))
 
 
 class _Waiting:
