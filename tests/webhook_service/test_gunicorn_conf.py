@@ -9,7 +9,8 @@ import sys
 import pytest
 
 PROBE = ("import payhook_webhook.gunicorn_conf as conf, os, prometheus_client.values as values; "
-         "print(values.ValueClass.__name__, conf.reuse_port, conf.worker_class, os.environ['PROMETHEUS_MULTIPROC_DIR'])")
+         "print(values.ValueClass.__name__, conf.reuse_port, conf.worker_class, "
+         "os.environ['PROMETHEUS_MULTIPROC_DIR'])")
 
 
 @pytest.mark.parametrize("given", [False, True])
