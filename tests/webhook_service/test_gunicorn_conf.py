@@ -15,7 +15,8 @@ PROBE = ("import payhook_webhook.gunicorn_conf as conf, os, prometheus_client.va
 
 @pytest.mark.parametrize("given", [False, True])
 def test_metrics_are_multiprocess_with_or_without_a_directory_given(tmp_path, given):
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    # A directory of its own, made under TMPDIR when none is given.
+    env = {**{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}, "TMPDIR": str(tmp_path)}
     if given:
         env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True,
