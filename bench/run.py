@@ -36,7 +36,7 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "12"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "2"))
-WEB_THREADS = int(os.environ.get("BENCH_WEB_THREADS", "8"))
+WEB_CONNECTIONS = int(os.environ.get("BENCH_WEB_CONNECTIONS", "100"))
 # "ingest" stops after the ingest figures, "e2e" after end to end (quick profiling rounds); "all" runs everything.
 PHASES = os.environ.get("BENCH_PHASES", "all")
 TARGETS = {"ingest_ratio": 0.5, "deliveries_per_s": 300, "urgent_p99_ms": 250, "worker_rss_mb": 150}
@@ -93,8 +93,9 @@ def _baseline_app(stack: Stack) -> Iterator[tuple[str, int]]:
     """The bare Flask echo under the webhook-service's gunicorn settings; yields its URL and pid."""
     port = free_port()
     proc = subprocess.Popen(
-        [str(BIN / "gunicorn"), "--workers", str(stack.web_workers), "--threads", str(stack.web_threads),
-         "--worker-class", "gthread", "--keep-alive", "5", "--reuse-port", "--bind", f"127.0.0.1:{port}", "bench.baseline_app:app"],
+        [str(BIN / "gunicorn"), "--workers", str(stack.web_workers), "--worker-class", "gevent",
+         "--worker-connections", str(stack.web_connections), "--keep-alive", "5", "--reuse-port",
+         "--bind", f"127.0.0.1:{port}", "bench.baseline_app:app"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_for(lambda: urllib.request.urlopen(urllib.request.Request(
@@ -129,12 +130,12 @@ def main() -> None:
                      "targets": TARGETS}
     # SIGTERM (e.g. a timeout) unwinds like Ctrl-C, so the stack's processes and database go too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    stack = Stack(db_url, web_workers=WEB_WORKERS, web_threads=WEB_THREADS)
+    stack = Stack(db_url, web_workers=WEB_WORKERS, web_connections=WEB_CONNECTIONS)
     try:
         stack.start(workers=False)
         results["database"] = stack.db.kind
         results["receiver"] = stack.receiver_kind
-        results["settings"]["web"] = {"workers": stack.web_workers, "threads": stack.web_threads}
+        results["settings"]["web"] = {"workers": stack.web_workers, "connections": stack.web_connections}
         store = Store(stack.db.url)
         print(f"stack up: {stack.db.kind}, receiver {stack.receiver_kind}, workdir {stack.workdir}", flush=True)
 

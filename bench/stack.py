@@ -219,7 +219,7 @@ class Database:
 class Stack:
     """Redis, database, receiver, webhook-service and delivery workers, all on free ports."""
 
-    def __init__(self, database_url: str | None = None, *, web_workers: int = 2, web_threads: int = 8,
+    def __init__(self, database_url: str | None = None, *, web_workers: int = 2, web_connections: int = 100,
                  worker_env: dict[str, str] | None = None, receiver: str = "auto", keep: bool = False):
         self.workdir = Path(tempfile.mkdtemp(prefix="payhook-bench-"))
         self.keep = keep
@@ -229,7 +229,7 @@ class Stack:
         self.receiver_kind = ("nginx" if shutil.which("nginx") or Path("/usr/sbin/nginx").exists() else "python") \
             if receiver == "auto" else receiver
         self.received_log = self.workdir / "received.log"
-        self.web_workers, self.web_threads = web_workers, web_threads
+        self.web_workers, self.web_connections = web_workers, web_connections
         self.env = {
             **os.environ,
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -238,7 +238,7 @@ class Stack:
             "BIND": f"127.0.0.1:{self.web_port}",
             "PUBLIC_BASE_URL": f"http://127.0.0.1:{self.web_port}",
             "WEB_WORKERS": str(web_workers),
-            "WEB_THREADS": str(web_threads),
+            "WEB_CONNECTIONS": str(web_connections),
             "ENDPOINT_ALLOWLIST": "127.0.0.0/8",
             "HEALTH_PORT": "0",
             "LOG_FORMAT": "json",

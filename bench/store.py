@@ -43,7 +43,7 @@ from payhook_webhook.auth import create_api_key
 
 from . import storegen
 from .load import Sender, wrk
-from .run import CONNECTIONS, ROUNDS, SECONDS, WEB_THREADS, WEB_WORKERS, _database_url, _median_run, _percentile
+from .run import CONNECTIONS, ROUNDS, SECONDS, WEB_CONNECTIONS, WEB_WORKERS, _database_url, _median_run, _percentile
 from .stack import ROOT, Proc, Stack
 
 OUT = ROOT / "var" / "bench"
@@ -495,10 +495,10 @@ def main() -> None:
                                  "load_average_at_start": os.getloadavg()},
                      "settings": {"events": EVENTS, "days": DAYS, "requests": REQUESTS, "warmup": WARMUP,
                                   "seconds": SECONDS, "connections": CONNECTIONS,
-                                  "web": {"workers": WEB_WORKERS, "threads": WEB_THREADS}},
+                                  "web": {"workers": WEB_WORKERS, "connections": WEB_CONNECTIONS}},
                      "targets": TARGETS}
-    stack = Stack(db_url, web_workers=WEB_WORKERS, web_threads=WEB_THREADS, worker_env=CONSOLE_ENV)
-    twin = Stack(db_url, web_workers=WEB_WORKERS, web_threads=WEB_THREADS, worker_env=CONSOLE_ENV)
+    stack = Stack(db_url, web_workers=WEB_WORKERS, web_connections=WEB_CONNECTIONS, worker_env=CONSOLE_ENV)
+    twin = Stack(db_url, web_workers=WEB_WORKERS, web_connections=WEB_CONNECTIONS, worker_env=CONSOLE_ENV)
     try:
         stack.start(workers=False)
         store = Store(stack.db.url)

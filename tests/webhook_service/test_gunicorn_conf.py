@@ -22,5 +22,5 @@ def test_metrics_are_multiprocess_with_or_without_a_directory_given(tmp_path, gi
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True,
                          cwd=tmp_path).stdout.split()
     # MutexValue would keep each worker's samples to itself, and /metrics would report none of them.
-    assert out[:3] == ["MmapedValue", "True", "gthread"], out
+    assert out[:3] == ["MmapedValue", "True", "gevent"], out
     assert os.path.isdir(out[3]) and (not given or out[3] == str(tmp_path / "metrics"))

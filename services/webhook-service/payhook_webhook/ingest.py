@@ -114,7 +114,7 @@ def record(store: Store, broker: RedisBroker, merchant: Profile, event: Normalis
 
 
 class Recorder:
-    """``record`` for the threads of one process, their concurrent events written together.
+    """``record`` for the requests of one process (greenlets or threads), their concurrent events written together.
 
     The first request to find no write in progress leads: it writes everything
     queued so far, itself included, wakes the others with their outcomes, and

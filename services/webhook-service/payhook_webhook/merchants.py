@@ -3,7 +3,7 @@
 A callback needs the merchant's token, settings and where its events go, not
 ORM objects with identity maps and lazy relationships: one Core query joins
 the merchant to its endpoints and the rows become frozen dataclasses, safe to
-share between the threads of a worker.
+share between the requests of a worker.
 
 On PostgreSQL the profiles are cached, and never trusted blindly: triggers bump
 ``merchants.config_version`` whenever what a profile holds changes, and the

@@ -68,9 +68,9 @@ class Settings:
     # gunicorn
     bind: str = "127.0.0.1:8640"
     web_workers: int = 2
-    # Requests wait on their shared write, not the CPU: 8 threads a worker fill its batches
-    # (make bench's ingest: 652 req/s with 4 threads, 789 with 8; the echo baseline no faster with either).
-    web_threads: int = 8
+    # Requests (gevent greenlets) a worker serves at once; those waiting on a shared write cost no thread.
+    # As many as MAX_BATCH, so one write can take every callback a worker holds.
+    web_connections: int = 100
     graceful_timeout: int = 20
 
     @classmethod

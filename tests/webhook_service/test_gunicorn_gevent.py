@@ -1,0 +1,112 @@
+"""The webhook-service under its real gunicorn, one gevent worker: a request waiting on I/O holds up no other.
+
+gevent patches the standard library when the worker starts; a client library imported before that, or
+one that blocks in C, would stall every request of the worker while one waits. Each test keeps one
+request waiting (on a merchant's slow C2B validation URL, on a database lock) and asks the same worker
+for ``/health`` meanwhile.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import psycopg
+import pytest
+
+from factories import callback_url, fixture_bytes, merchant_with_endpoints, set_merchant_settings
+from support import free_port, wait_until
+
+BIN = os.path.dirname(sys.executable)
+# The waiting request is held this long at most; /health must answer well inside it.
+HOLD = 4.0
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _seconds_to_answer(url: str) -> float:
+    started = time.monotonic()
+    with urllib.request.urlopen(url, timeout=HOLD * 2) as response:
+        assert response.status == 200
+    return time.monotonic() - started
+
+
+def _answers(url: str) -> bool:
+    try:
+        return _seconds_to_answer(url) >= 0
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def web(database_url, redis_url, tmp_path):
+    """The webhook-service as production runs it (``payhook-webhook-service``), with one worker; its base URL."""
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "BIND": f"127.0.0.1:{port}",
+           "WEB_WORKERS": "1", "LOG_FORMAT": "json", "ENDPOINT_ALLOWLIST": "127.0.0.0/8",
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "multiproc")}
+    with (tmp_path / "web.log").open("wb") as log:
+        proc = subprocess.Popen([os.path.join(BIN, "payhook-webhook-service")], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(f"{base}/health/ready"), timeout=30, what="the webhook-service ready")
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+def test_a_slow_c2b_validation_url_holds_up_no_other_request(web, store, receiver):
+    arrived, release = threading.Event(), threading.Event()
+
+    def slow_merchant(_request):
+        arrived.set()
+        release.wait(HOLD)
+        return 200, {}, b'{"ResultCode": "0", "ResultDesc": "Accepted"}'
+
+    receiver.respond = slow_merchant
+    merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/a")
+    set_merchant_settings(store, merchant, {"c2b_validation": {
+        "mode": "forward", "forward_url": receiver.url, "forward_timeout": HOLD * 2, "fallback": "reject"}})
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        validation = pool.submit(_post, web + callback_url(merchant, "c2b-validation"),
+                                 fixture_bytes("mpesa/c2b_validation.json"))
+        assert arrived.wait(10), "the validation never reached the merchant"
+        waited = _seconds_to_answer(f"{web}/health")
+        release.set()
+        answer = validation.result(timeout=10)
+    assert waited < 1.0, f"/health took {waited:.2f} s while a validation waited on the merchant"
+    assert answer == (200, {"ResultCode": "0", "ResultDesc": "Accepted"})
+
+
+def test_a_write_waiting_on_the_database_holds_up_no_other_request(web, store, database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("a lock another session holds, on PostgreSQL")
+    merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/a")
+    with psycopg.connect(database_url.replace("+psycopg", "", 1)) as locker, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        locker.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+        callback = pool.submit(_post, web + callback_url(merchant, "stk"), fixture_bytes("mpesa/stk_success.json"))
+        wait_until(lambda: locker.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).fetchone()[0], timeout=10, what="the callback's write waiting on the lock")
+        waited = max(_seconds_to_answer(f"{web}/health"), _seconds_to_answer(f"{web}/health/ready"))
+        locker.commit()
+        status, _ = callback.result(timeout=10)
+    assert waited < 1.0, f"/health took {waited:.2f} s while a callback's write waited on the database"
+    assert status == 200
