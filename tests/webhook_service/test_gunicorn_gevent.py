@@ -1,9 +1,9 @@
 """The webhook-service under its real gunicorn, one gevent worker: a request waiting on I/O holds up no other.
 
 gevent patches the standard library when the worker starts; a client library imported before that, or
-one that blocks in C, would stall every request of the worker while one waits. Each test keeps one
-request waiting (on a merchant's slow C2B validation URL, on a database lock) and asks the same worker
-for ``/health`` meanwhile.
+one that blocks in C, would stall every request of the worker while one waits. Two tests keep one
+request waiting (on a merchant's slow C2B validation URL, on a database lock) and ask the same worker
+for ``/health`` meanwhile; a third checks that requests served together keep their own log context.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,8 +22,10 @@ import urllib.request
 
 import psycopg
 import pytest
+from sqlalchemy import select
 
 from factories import callback_url, fixture_bytes, merchant_with_endpoints, set_merchant_settings
+from payhook_shared.store import Event
 from support import free_port, wait_until
 
 BIN = os.path.dirname(sys.executable)
@@ -30,8 +33,9 @@ BIN = os.path.dirname(sys.executable)
 HOLD = 4.0
 
 
-def _post(url: str, body: bytes) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+def _post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -55,7 +59,10 @@ def _answers(url: str) -> bool:
 
 @pytest.fixture
 def web(database_url, redis_url, tmp_path):
-    """The webhook-service as production runs it (``payhook-webhook-service``), with one worker; its base URL."""
+    """The webhook-service as production runs it (``payhook-webhook-service``), with one worker; its base URL.
+
+    Its JSON log is ``tmp_path / "web.log"``.
+    """
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "BIND": f"127.0.0.1:{port}",
            "WEB_WORKERS": "1", "LOG_FORMAT": "json", "ENDPOINT_ALLOWLIST": "127.0.0.0/8",
@@ -110,3 +117,30 @@ def test_a_write_waiting_on_the_database_holds_up_no_other_request(web, store, d
         status, _ = callback.result(timeout=10)
     assert waited < 1.0, f"/health took {waited:.2f} s while a callback's write waited on the database"
     assert status == 200
+
+
+def test_concurrent_callbacks_keep_their_own_correlation_ids(web, store, database_url, tmp_path):
+    # Written together by one leader, each callback is still answered and logged in its own context.
+    merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/a")
+
+    def send(n: int) -> tuple[int, dict]:
+        stk = json.loads(fixture_bytes("mpesa/stk_success.json"))
+        stk["Body"]["stkCallback"]["CheckoutRequestID"] = f"ws_CO_concurrent_{n}"
+        return _post(web + callback_url(merchant, "stk"), json.dumps(stk).encode(), {"X-Request-ID": f"req-{n}"})
+
+    with concurrent.futures.ThreadPoolExecutor(24) as pool:
+        assert {status for status, _ in pool.map(send, range(48))} == {200}
+    with urllib.request.urlopen(f"{web}/metrics", timeout=10) as response:
+        batches = re.search(r"^payhook_ingest_batch_events_count (\S+)$", response.read().decode(), re.M)
+    # PostgreSQL's round trip lets the others queue behind the leader; SQLite's write does not yield.
+    assert float(batches.group(1)) < 48 or not database_url.startswith("postgresql"), batches.group(0)
+    with store.read() as session:
+        checkout_of = dict(session.execute(select(Event.id, Event.dedupe_key)).all())
+    recorded = {}
+    for line in (tmp_path / "web.log").read_text().splitlines():
+        record = json.loads(line[line.index("{"):]) if "{" in line else {}
+        if str(record.get("message", "")).startswith("recorded "):
+            recorded[record.get("correlation_id")] = record.get("event_id")
+    assert len(recorded) == 48
+    for n in range(48):
+        assert checkout_of[recorded[f"req-{n}"]].endswith(f"ws_CO_concurrent_{n}")
