@@ -142,22 +142,38 @@ class _CpuMeter:
 
 
 @contextlib.contextmanager
-def _baseline_app(stack: Stack) -> Iterator[tuple[str, int]]:
-    """The bare Flask echo under the webhook-service's gunicorn settings; yields its URL and pid."""
+def _reference_app(stack: Stack, app: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
+    """A reference Flask app (``module:app``) under the webhook-service's gunicorn settings; yields URL and pid."""
     port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "gunicorn"), "--workers", str(stack.web_workers), "--worker-class", "gevent",
          "--worker-connections", str(stack.web_connections), "--keep-alive", "5", "--reuse-port",
-         "--bind", f"127.0.0.1:{port}", "bench.baseline_app:app"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+         "--bind", f"127.0.0.1:{port}", app],
+        cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
     try:
         wait_for(lambda: urllib.request.urlopen(urllib.request.Request(
             f"http://127.0.0.1:{port}/x", data=b"{}", headers={"Content-Type": "application/json"}), timeout=1), 20,
-            "baseline")
+            app)
         yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def _baseline_app(stack: Stack) -> contextlib.AbstractContextManager[tuple[str, int]]:
+    """The bare Flask echo under the webhook-service's gunicorn settings; yields its URL and pid."""
+    return _reference_app(stack, "bench.baseline_app:app")
+
+
+def _recording_app(stack: Stack) -> contextlib.AbstractContextManager[tuple[str, int]]:
+    """Bare Flask that commits each body to the bench's PostgreSQL database; yields its URL and pid."""
+    url = stack.db.url.replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE bench_recorded (id bigserial PRIMARY KEY, body text NOT NULL)")
+    engine.dispose()
+    return _reference_app(stack, "bench.recording_app:app", {"BENCH_RECORDING_URL": url})
 
 
 def _median_run(runs: list[dict]) -> dict:
@@ -199,17 +215,28 @@ def main() -> None:
 
         # Baseline and ingest take turns, ROUNDS times each, so both see the same machine: on a shared
         # machine the speed drifts by a factor of two within minutes, and a ratio of runs minutes apart drifts too.
-        bases, ingests = [], []
+        # On PostgreSQL a third app takes its turn too: bare Flask committing each body (recording_app.py).
+        bases, recordings, ingests = [], [], []
+        local_database = stack.db.kind == "postgresql" and _postgres_cpu() > 0  # a server here, not elsewhere
         ingest_parts = {"web": stack.procs["web"].cpu_seconds, "redis": stack.procs["redis"].cpu_seconds}
-        if stack.db.kind == "postgresql" and _postgres_cpu() > 0:  # a server on this machine, not elsewhere
+        if local_database:
             ingest_parts["database"] = _postgres_cpu
         ingest_cpu = _CpuMeter(ingest_parts)
-        with _baseline_app(stack) as (baseline_url, baseline_pid):
+        with contextlib.ExitStack() as apps:
+            baseline_url, baseline_pid = apps.enter_context(_baseline_app(stack))
             base_cpu = _CpuMeter({"web": lambda: _tree_cpu(baseline_pid)})
+            if stack.db.kind == "postgresql":
+                recording_url, recording_pid = apps.enter_context(_recording_app(stack))
+                recording_cpu = _CpuMeter({"web": lambda: _tree_cpu(recording_pid),
+                                           **({"database": _postgres_cpu} if local_database else {})})
             for n in range(ROUNDS):
                 with base_cpu.measure():
                     bases.append(vars(wrk(baseline_url, path="/cb/stk", seconds=SECONDS / ROUNDS,
                                           connections=CONNECTIONS, prefix=f"base{n}")))
+                if stack.db.kind == "postgresql":
+                    with recording_cpu.measure():
+                        recordings.append(vars(wrk(recording_url, path="/cb/stk", seconds=SECONDS / ROUNDS,
+                                                   connections=CONNECTIONS, prefix=f"rec{n}")))
                 with ingest_cpu.measure():
                     ingests.append(vars(wrk(stack.base_url, path=stack.callback_path("stk"),
                                             seconds=SECONDS / ROUNDS, connections=CONNECTIONS, prefix=f"ing{n}")))
@@ -231,6 +258,17 @@ def main() -> None:
               f"{ingest['web_cpu_ms_per_request']} ms web CPU per callback", flush=True)
         print(f"machine CPU per request: {_cpu_line(base['cpu_ms_per_request'])} for the baseline; "
               f"{_cpu_line(ingest['cpu_ms_per_request'])} for a callback", flush=True)
+        if recordings:
+            recording = _median_run(recordings)
+            recording["cpu_ms_per_request"] = recording_cpu.per_request(sum(r["requests"] for r in recordings))
+            recording["ratio_to_baseline"] = recording["rps"] / base["rps"]
+            ingest["ratio_to_recording"] = ingest["rps"] / recording["rps"]
+            results["recording"] = recording
+            print(f"bare Flask recording each body: {recording['rps']:.0f} req/s "
+                  f"(rounds {recording['rounds_rps']}), "
+                  f"{recording['ratio_to_baseline']:.0%} of the baseline; ingest is "
+                  f"{ingest['ratio_to_recording']:.0%} of it; machine CPU per request "
+                  f"{_cpu_line(recording['cpu_ms_per_request'])}", flush=True)
 
         if PHASES == "ingest":
             return
@@ -330,6 +368,10 @@ def _table(r: dict) -> None:
         ("ingest / baseline", f"{r['ingest']['ratio_to_baseline']:.0%}", ok[v["ingest_ratio"]] + " (>= 50 %)"),
         ("machine CPU per request", f"baseline {_cpu_line(r['baseline']['cpu_ms_per_request'])}", ""),
         ("machine CPU per callback", f"ingest {_cpu_line(r['ingest']['cpu_ms_per_request'])}", ""),
+        *([("bare Flask recording each body", f"{r['recording']['rps']:.0f} req/s, "
+                                              f"{r['recording']['ratio_to_baseline']:.0%} of the baseline; ingest is "
+                                              f"{r['ingest']['ratio_to_recording']:.0%} of it", "reference")]
+          if "recording" in r else []),
         ("end to end", f"{r['end_to_end']['sustained_deliveries_per_s']:.0f} deliveries/s sustained; "
                        f"{r['end_to_end']['backlog']} drained in {r['end_to_end']['drain_seconds']} s",
          ok[v["deliveries_per_s"]] + " (>= 300/s)"),
@@ -355,7 +397,10 @@ def _chart(r: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     ax = axes[0]
-    ax.bar(["baseline", "ingest"], [r["baseline"]["rps"], r["ingest"]["rps"]], color=["#999", "#2a7"])
+    bars = {"baseline": r["baseline"]["rps"], **({"recording": r["recording"]["rps"]} if "recording" in r else {}),
+            "ingest": r["ingest"]["rps"]}
+    colors = {"baseline": "#999", "recording": "#bbb", "ingest": "#2a7"}
+    ax.bar(list(bars), list(bars.values()), color=[colors[name] for name in bars])
     ax.axhline(r["baseline"]["rps"] * TARGETS["ingest_ratio"], ls="--", color="r", label="target 50 %")
     ax.set_title(f"requests/s ({r['database']})")
     ax.legend()
