@@ -16,6 +16,9 @@ def alembic_config(url: str) -> Config:
     """An Alembic configuration for the database at ``url``."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
+    # Dated file names sort in the order the revisions apply (tests/shared/test_migrations.py checks it).
+    cfg.set_main_option("file_template",
+                        "%%(year)d_%%(month).2d_%%(day).2d_%%(hour).2d%%(minute).2d_%%(rev)s_%%(slug)s")
     cfg.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
     return cfg
 
