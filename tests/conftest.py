@@ -1,8 +1,7 @@
 """Session-wide real peers and per-test stores.
 
 The suite starts its own redis-server on a free port, and uses only services it
-started, or a PostgreSQL named by TEST_DATABASE_URL. REDIS_URL is fixed before
-any worker package is imported, because a worker's broker is bound at import.
+started, or a PostgreSQL named by TEST_DATABASE_URL.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from aiosmtpd.controller import Controller
 from support import Receiver, RedisServer, environ_database_url, free_port
 
 REDIS_PORT = free_port()
+# Anything that reads the environment (a CLI, a subprocess) reaches the session's Redis, never the machine's.
 os.environ["REDIS_URL"] = f"redis://127.0.0.1:{REDIS_PORT}/0"
 os.environ.setdefault("LOG_FORMAT", "text")
 
@@ -184,13 +184,6 @@ def client(webhook_app):
     return webhook_app.test_client()
 
 
-def _stop(broker, workers) -> None:
-    for worker in workers:
-        worker.stop(timeout=10_000)
-        # Dramatiq leaves each stopped worker's middleware on the broker; tests start many.
-        broker.middleware[:] = [m for m in broker.middleware if getattr(m, "worker", None) is not worker]
-
-
 @pytest.fixture
 def delivery_worker(database_url, redis_url):
     """Start real Dramatiq workers for the delivery queues on the real Redis.
@@ -200,12 +193,11 @@ def delivery_worker(database_url, redis_url):
     """
     import dramatiq
 
-    from payhook_delivery import runtime
-    from payhook_delivery.actors import broker
+    from payhook_delivery.app import setup
     from payhook_delivery.settings import Settings
     from payhook_shared.priority import DELIVERY, pool_queues
 
-    started = []
+    started, brokers = [], []
 
     def start(threads: int = 4, pools: tuple[str, ...] = ("all",), **overrides):
         # Receivers listen on 127.0.0.1, which the SSRF guard refuses unless allowlisted.
@@ -213,18 +205,20 @@ def delivery_worker(database_url, redis_url):
         overrides.setdefault("health_port", 0)  # in-process workers: no health server unless a test asks
         settings = Settings.from_env({}, database_url=database_url, redis_url=redis_url,
                                      sweep_interval=0.2, threads=threads, **overrides)
-        rt = runtime.Runtime.build(settings, broker)
-        runtime.install(rt)
+        worker = setup(settings)
+        brokers.append(worker.broker)
         for pool in pools:
-            worker = dramatiq.Worker(broker, queues=set(pool_queues(DELIVERY, pool)), worker_threads=threads,
-                                     worker_timeout=settings.poll_interval_ms)
-            worker.start()
-            started.append(worker)
-        return rt
+            dramatiq_worker = dramatiq.Worker(worker.broker, queues=set(pool_queues(DELIVERY, pool)),
+                                              worker_threads=threads, worker_timeout=settings.poll_interval_ms)
+            dramatiq_worker.start()
+            started.append(dramatiq_worker)
+        return worker.runtime.get()
 
     yield start
-    _stop(broker, started)
-    runtime.install(None)
+    for dramatiq_worker in started:
+        dramatiq_worker.stop(timeout=10_000)
+    for broker in brokers:
+        broker.close()
 
 
 @pytest.fixture
@@ -232,24 +226,25 @@ def mail_worker(database_url, redis_url, tmp_path):
     """Start a real Dramatiq worker for the mail queues; returns its Runtime."""
     import dramatiq
 
-    from payhook_mail import runtime
-    from payhook_mail.actors import broker
+    from payhook_mail.app import setup
     from payhook_mail.settings import Settings
 
-    started = []
+    started, brokers = [], []
 
     def start(**overrides):
         overrides.setdefault("outbox_dir", str(tmp_path / "outbox"))
         overrides.setdefault("health_port", 0)  # in-process workers: no health server unless a test asks
         settings = Settings.from_env({}, database_url=database_url, redis_url=redis_url,
                                      sweep_interval=0.2, **overrides)
-        rt = runtime.Runtime.build(settings, broker)
-        runtime.install(rt)
-        worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
-        worker.start()
-        started.append(worker)
-        return rt
+        worker = setup(settings)
+        brokers.append(worker.broker)
+        dramatiq_worker = dramatiq.Worker(worker.broker, worker_threads=2, worker_timeout=100)
+        dramatiq_worker.start()
+        started.append(dramatiq_worker)
+        return worker.runtime.get()
 
     yield start
-    _stop(broker, started)
-    runtime.install(None)
+    for dramatiq_worker in started:
+        dramatiq_worker.stop(timeout=10_000)
+    for broker in brokers:
+        broker.close()

@@ -16,7 +16,7 @@ from factories import fixture_bytes, merchant_with_endpoints, stk_url
 from payhook_shared.store import Delivery, JobState
 from support import wait_until
 
-WORKER = [os.path.join(os.path.dirname(sys.executable), "dramatiq"), "payhook_delivery.actors",
+WORKER = [os.path.join(os.path.dirname(sys.executable), "dramatiq"), "payhook_delivery.app:setup",
           "--processes", "1", "--threads", "4"]
 
 

@@ -162,7 +162,7 @@ def test_max_in_flight_holds_across_worker_processes(client, store, receiver, da
            "SWEEP_INTERVAL": "0.2", "LIMIT_RETRY_DELAY": "0.1", "LOG_FORMAT": "text"}
     dramatiq = os.path.join(os.path.dirname(sys.executable), "dramatiq")
     with open(tmp_path / "worker.log", "wb") as log:
-        workers = subprocess.Popen([dramatiq, "payhook_delivery.actors", "--processes", "2", "--threads", "3"],
+        workers = subprocess.Popen([dramatiq, "payhook_delivery.app:setup", "--processes", "2", "--threads", "3"],
                                    env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             got = receiver.wait_for(6, timeout=40)

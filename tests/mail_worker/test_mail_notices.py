@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from factories import merchant_with_endpoints, record_payment
 from payhook_shared import notices
+from payhook_shared.broker import create_broker
 from payhook_shared.store import Email, JobState, Merchant
 from support import wait_until
 
@@ -77,14 +78,14 @@ def test_payment_failed_notice_is_opt_in(store, smtp_server, mail_worker):
     assert emails(store)["payment_failed"].priority == 1  # HIGH
 
 
-def test_merchant_can_turn_notices_off(store, redis_client):
-    from payhook_mail.broker import broker
-
+def test_merchant_can_turn_notices_off(store, redis_url):
+    broker = create_broker(redis_url)
     merchant, _ = merchant_with_endpoints(store)
     with store.write() as session:
         session.get(Merchant, merchant.id).settings = {
             "notifications": {"payment_received": {"enabled": False}, "receipt": {"enabled": False}}}
     record_payment(store, broker, merchant.id, SUCCESS, customer_email="buyer@mail.test")
+    broker.close()
     assert emails(store) == {}
 
 

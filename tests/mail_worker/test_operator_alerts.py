@@ -42,8 +42,9 @@ def test_dead_letters_past_the_threshold_alert_the_operators_once(store, smtp_se
 def test_below_the_threshold_or_without_recipients_nothing_is_sent(store, mail_worker):
     dead_emails(store, 1)
     rt = mail_worker(alert_emails=("ops@payhook.test",), alert_dead_letter_threshold=2)
-    assert not check_dead_letters(rt)
-    rt.settings = dataclasses.replace(rt.settings, alert_emails=(), alert_dead_letter_threshold=1)
-    assert not check_dead_letters(rt)
-    rt.settings = dataclasses.replace(rt.settings, alert_emails=("ops@payhook.test",))
-    assert check_dead_letters(rt) and not check_dead_letters(rt)  # once per hour
+    assert not check_dead_letters(rt.settings, rt.store, rt.broker)
+    settings = dataclasses.replace(rt.settings, alert_emails=(), alert_dead_letter_threshold=1)
+    assert not check_dead_letters(settings, rt.store, rt.broker)
+    settings = dataclasses.replace(settings, alert_emails=("ops@payhook.test",))
+    assert check_dead_letters(settings, rt.store, rt.broker)
+    assert not check_dead_letters(settings, rt.store, rt.broker)  # once per hour

@@ -16,16 +16,15 @@ import dramatiq
 
 from payhook_shared.priority import DELIVERY, pool_queues
 
-from .settings import Settings
+from .app import setup
 
 log = logging.getLogger("payhook_delivery")
 
 
 def main() -> None:
     """Run until SIGTERM or SIGINT, then finish the work in flight and exit."""
-    settings = Settings.from_env()
-    from .actors import broker  # importing declares the actors on the configured broker
-
+    app = setup()
+    settings, broker = app.settings, app.broker
     queues = pool_queues(DELIVERY, settings.pool)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,33 +1,15 @@
-"""The delivery-worker's broker, set as Dramatiq's global before any actor is declared."""
+"""The delivery-worker's broker: Payhook's Redis broker with this worker's heartbeat and lifecycle."""
 
 from __future__ import annotations
 
-import dramatiq
-from dramatiq.middleware import default_middleware
-
-from payhook_shared import logs
-from payhook_shared.metrics import DramatiqMetrics
-from payhook_shared.broker import create_broker
+from payhook_shared.broker import RedisBroker
+from payhook_shared.lazy import PerProcess
+from payhook_shared.workers import WorkerRuntime, worker_broker
 
 from .settings import Settings
 
 
-class Lifecycle(dramatiq.Middleware):
-    """Starts this process's sweeper, retention purge and health server when the worker boots; releases everything at shutdown."""
-
-    def after_worker_boot(self, broker, worker) -> None:
-        from . import runtime
-        rt = runtime.get()
-        rt.start_background()
-        rt.serve_health()
-
-    def before_worker_shutdown(self, broker, worker) -> None:
-        from . import runtime
-        runtime.get().close()
-
-
-settings = Settings.from_env()
-logs.configure("delivery-worker", settings.log_format, settings.log_level)
-broker = create_broker(settings.redis_url, heartbeat_timeout_ms=int(settings.heartbeat_timeout * 1000),
-                       middleware=[m() for m in default_middleware] + [DramatiqMetrics(), Lifecycle()])
-dramatiq.set_broker(broker)
+def create_broker(settings: Settings, runtime: PerProcess[WorkerRuntime]) -> RedisBroker:
+    """The broker the delivery actors are declared on; it starts and closes ``runtime`` with the worker."""
+    return worker_broker("delivery-worker", settings, runtime,
+                         heartbeat_timeout_ms=int(settings.heartbeat_timeout * 1000))

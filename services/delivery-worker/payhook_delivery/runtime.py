@@ -1,8 +1,4 @@
-"""What a worker process needs at hand: settings, store, broker, HTTP pool, sweeper.
-
-Built lazily on first use, after Dramatiq has forked the process, so no
-connection is ever shared across a fork. Tests ``install`` their own.
-"""
+"""What a delivery-worker process needs at hand: settings, store, broker, HTTP pool, limiter, sweeper, purge."""
 
 from __future__ import annotations
 
@@ -14,11 +10,10 @@ import urllib3
 from payhook_shared import retention
 from payhook_shared.broker import RedisBroker
 from payhook_shared.jobs import Periodic, Sweeper
-from payhook_shared.lazy import PerProcess
-from payhook_shared.metrics import HealthServer
 from payhook_shared.messages import DeliverWebhook
 from payhook_shared.priority import DELIVERY, Priority
 from payhook_shared.store import Delivery, Store
+from payhook_shared.workers import Background, WorkerRuntime
 
 from . import http, metrics
 from .limits import Limiter
@@ -31,7 +26,7 @@ def _message_for(delivery: Delivery) -> DeliverWebhook:
 
 
 @dataclasses.dataclass
-class Runtime:
+class Runtime(WorkerRuntime):
     """One process's shared resources."""
 
     settings: Settings
@@ -41,13 +36,10 @@ class Runtime:
     sweeper: Sweeper
     limiter: Limiter
     retention: Periodic | None
-    health: HealthServer | None = None
 
-    def start_background(self) -> None:
-        """Start the sweeper and, when enabled, the retention purge."""
-        self.sweeper.start()
-        if self.retention:
-            self.retention.start()
+    def background(self) -> list[Background]:
+        """The sweeper and, when enabled, the retention purge."""
+        return [self.sweeper, self.retention] if self.retention else [self.sweeper]
 
     def purge_once(self) -> retention.Purged:
         """Apply the retention policy once, and count what it removed."""
@@ -70,31 +62,6 @@ class Runtime:
             rt.retention = Periodic(broker.client, "retention", settings.retention_interval, rt.purge_once)
         return rt
 
-    def serve_health(self, attempts: int = 1) -> None:
-        """Serve /health, /health/ready and /metrics on ``HEALTH_PORT`` (once; never when it is 0)."""
-        if self.health is None and self.settings.health_port:
-            self.health = HealthServer(self.settings.health_port, {
-                "database": self.store.ping, "redis": self.broker.client.ping}).start(attempts)
-
-    def close(self) -> None:
-        """Stop the background work and the health server, and release connections."""
-        self.sweeper.stop()
-        if self.retention:
-            self.retention.stop()
-        if self.health is not None:
-            self.health.stop()
+    def release(self) -> None:
+        """Close the HTTP pool."""
         self.http.clear()
-        self.store.dispose()
-
-
-def _from_environment() -> Runtime:
-    from .broker import broker, settings
-    return Runtime.build(settings, broker)
-
-
-_runtime: PerProcess[Runtime] = PerProcess(_from_environment)
-
-#: This process's runtime, built from the environment on first use.
-get = _runtime.get
-#: Replace this process's runtime (tests); ``None`` forgets it.
-install = _runtime.install

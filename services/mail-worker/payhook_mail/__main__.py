@@ -11,7 +11,7 @@ def main() -> None:
     settings = Settings.from_env()
     dramatiq = os.path.join(os.path.dirname(sys.executable), "dramatiq")
     os.execv(dramatiq, [
-        dramatiq, "payhook_mail.actors",
+        dramatiq, "payhook_mail.app:setup",
         "--processes", str(settings.processes), "--threads", str(settings.threads),
         *sys.argv[1:],
     ])

@@ -9,29 +9,27 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
 from payhook_shared import notices
-from payhook_shared.store import Delivery, Email, JobState
+from payhook_shared.broker import RedisBroker
+from payhook_shared.store import Delivery, Email, JobState, Store
 from payhook_shared.store.models import utcnow
 
-if TYPE_CHECKING:
-    from .runtime import Runtime
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 DEAD_LETTERS = "dead_letters"
 
 
-def check_dead_letters(rt: Runtime, now: dt.datetime | None = None) -> bool:
+def check_dead_letters(settings: Settings, store: Store, broker: RedisBroker, now: dt.datetime | None = None) -> bool:
     """Queue an operator alert if dead deliveries and emails reach the threshold; whether one was queued."""
-    settings = rt.settings
     if not settings.alert_emails:
         return False
     now = now or utcnow()
-    with rt.store.read() as session:
+    with store.read() as session:
         deliveries = session.scalar(select(func.count()).select_from(Delivery)
                                     .where(Delivery.state == JobState.DEAD.value))
         emails = session.scalar(select(func.count()).select_from(Email).where(Email.state == JobState.DEAD.value))
@@ -44,11 +42,11 @@ def check_dead_letters(rt: Runtime, now: dt.datetime | None = None) -> bool:
         figures={"dead deliveries": deliveries, "dead emails": emails,
                  "threshold": settings.alert_dead_letter_threshold},
         window=now.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H"))
-    with rt.store.write() as session:
+    with store.write() as session:
         message = notices.stage(session, email)
     if message is None:
         return False
-    rt.broker.enqueue(message)
+    broker.enqueue(message)
     log.warning("operator alert queued: %d dead letters", total)
     return True
 
@@ -56,21 +54,21 @@ def check_dead_letters(rt: Runtime, now: dt.datetime | None = None) -> bool:
 class AlertLoop:
     """Runs ``check_dead_letters`` every ``ALERT_INTERVAL`` seconds in a daemon thread."""
 
-    def __init__(self, rt: Runtime):
-        self.rt = rt
+    def __init__(self, settings: Settings, store: Store, broker: RedisBroker):
+        self.settings, self.store, self.broker = settings, store, broker
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.rt.settings.alert_interval):
+        while not self._stop.wait(self.settings.alert_interval):
             try:
-                check_dead_letters(self.rt)
+                check_dead_letters(self.settings, self.store, self.broker)
             except Exception:
                 log.exception("alert check failed; will retry")
 
     def start(self) -> None:
         """Start checking, unless no alert address is configured."""
-        if self.rt.settings.alert_emails:
+        if self.settings.alert_emails:
             self._thread = threading.Thread(target=self._loop, name="alert-check", daemon=True)
             self._thread.start()
 

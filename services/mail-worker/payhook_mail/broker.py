@@ -1,36 +1,14 @@
-"""The mail-worker's broker, set as Dramatiq's global before any actor is declared."""
+"""The mail-worker's broker: Payhook's Redis broker with this worker's lifecycle."""
 
 from __future__ import annotations
 
-import dramatiq
-from dramatiq.middleware import default_middleware
-
-from payhook_shared import logs
-from payhook_shared.metrics import DramatiqMetrics
-from payhook_shared.broker import create_broker
+from payhook_shared.broker import RedisBroker
+from payhook_shared.lazy import PerProcess
+from payhook_shared.workers import WorkerRuntime, worker_broker
 
 from .settings import Settings
 
 
-class Lifecycle(dramatiq.Middleware):
-    """Starts this process's sweeper, alert check and health server when the worker boots; releases everything
-    at shutdown. With several worker processes (``PROCESSES``), each takes the next free port from
-    ``HEALTH_PORT`` on."""
-
-    def after_worker_boot(self, broker, worker) -> None:
-        from . import runtime
-        rt = runtime.get()
-        rt.sweeper.start()
-        rt.alerts.start()
-        rt.serve_health(attempts=rt.settings.processes)
-
-    def before_worker_shutdown(self, broker, worker) -> None:
-        from . import runtime
-        runtime.get().close()
-
-
-settings = Settings.from_env()
-logs.configure("mail-worker", settings.log_format, settings.log_level)
-broker = create_broker(settings.redis_url,
-                       middleware=[m() for m in default_middleware] + [DramatiqMetrics(), Lifecycle()])
-dramatiq.set_broker(broker)
+def create_broker(settings: Settings, runtime: PerProcess[WorkerRuntime]) -> RedisBroker:
+    """The broker the mail actors are declared on; it starts and closes ``runtime`` with the worker."""
+    return worker_broker("mail-worker", settings, runtime)
