@@ -144,6 +144,10 @@ def splice(document: str, generated: str) -> str:
     return head + generated + tail
 
 
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if docs/configuration.md is stale")
@@ -157,12 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     wanted = splice(current, generated)
     if args.check:
         if wanted != current:
-            print(f"{DOC.relative_to(ROOT)} is stale: run `make docs`", file=sys.stderr)
+            print(f"{_shown(DOC)} is stale: run `make docs`", file=sys.stderr)
             return 1
         return 0
     if wanted != current:
         DOC.write_text(wanted, encoding="utf-8")
-        print(f"wrote {DOC.relative_to(ROOT)}")
+        print(f"wrote {_shown(DOC)}")
     return 0
 
 
