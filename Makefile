@@ -8,7 +8,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-priority screenshots bench bench-store drills clean
+.PHONY: help setup run test test-priority screenshots bench bench-store drills docs clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -48,6 +48,9 @@ bench-store: setup ## The store at scale: 1,000,000 events on PostgreSQL, query 
 drills: setup ## Fault drills (kill worker, restart Redis, stop database, receiver down): nothing accepted is lost
 	@scripts/ensure-bench-tools.sh
 	$(PY) -m bench.drills
+
+docs: $(STAMP) ## Regenerate docs/configuration.md's settings tables from the services' Settings classes
+	$(PY) scripts/gen_configuration.py
 
 clean: ## Remove the virtualenv and local state (var/)
 	rm -rf $(VENV) var

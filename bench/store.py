@@ -371,7 +371,7 @@ def ingest_full_vs_empty(full: Stack, empty: Stack) -> dict:
 
     The twin is a second stack whose database has the same merchants and no events, started with the
     first. Taking turns matters: run minutes apart, the two figures differed by as much as this shared
-    machine's speed drifts (its web CPU per callback by 40 %), which is more than the store's size does.
+    machine's speed drifts (docs/performance.md, Method), which is more than the store's size does.
     Each web service is warmed up first: a just-started one runs its first seconds slower.
     """
     for stack, name in ((empty, "empty"), (full, "full")):

@@ -10,54 +10,73 @@ from payhook_shared.config import load_settings
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Every setting of the delivery-worker; see the README for each variable."""
+    """Every setting of the delivery-worker; docs/configuration.md lists them (``make docs``).
+
+    Each field's docstring is its one line in that page: keep it to one sentence of meaning.
+    """
 
     database_url: str = "sqlite:///var/payhook.db"
+    """The store: ``sqlite:///path`` or ``postgresql://user:pass@host/db``."""
     redis_url: str = "redis://127.0.0.1:6479/0"
+    """The Redis that carries the work messages (Dramatiq), the sweeper's lock and the endpoint limits."""
     db_pool_size: int = 8
-    # Prepare repeated statements on the server: off by default, so a PgBouncer in transaction mode works.
+    """Database connections each worker process keeps: ``THREADS`` + 2 for the sweeper and the retention purge."""
     db_prepared_statements: bool = False
+    """PostgreSQL: prepare repeated statements on the server; off so a PgBouncer in transaction mode works."""
     log_format: str = "json"
+    """``json`` (one object per line) or ``text``."""
     log_level: str = "INFO"
-    # GET /health, /health/ready and /metrics of this worker process on this port; 0 turns them off.
+    """Lowest level logged (``DEBUG``, ``INFO``, ``WARNING``, …)."""
     health_port: int = 9100
-    # Seconds to wait before each retry after the first, immediate attempt.
+    """Port of this process's ``/health``, ``/health/ready`` and ``/metrics``; ``0`` turns them off."""
     retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    """Seconds before each retry after the first, immediate attempt (the ``standard`` profile); then the delivery is dead."""
     retry_jitter: float = 0.2
+    """Each retry delay is spread by up to this fraction either way."""
     connect_timeout: float = 5.0
+    """Seconds to connect to an endpoint before the attempt fails as ``timeout``."""
     total_timeout: float = 15.0
+    """Seconds an attempt may take in all before it fails as ``timeout``."""
     response_snippet_bytes: int = 2048
+    """Bytes of an endpoint's answer kept with the attempt; the rest is never read."""
     max_payload_bytes: int = 256 * 1024
+    """Largest webhook body sent; a larger one is dead at once (``too_large``), never attempted."""
     sweep_interval: float = 1.0
-    # A claim outlives the longest attempt by this margin before the sweeper frees it.
+    """Seconds between sweeps that enqueue due deliveries whose message Redis no longer holds."""
     lease_margin: float = 30.0
-    # A worker silent this long is dead, and Redis hands its unacked messages to others.
-    # It must exceed total_timeout: a worker whose threads are all busy sends no heartbeat.
+    """Seconds a claim outlives the longest attempt (``TOTAL_TIMEOUT``) before the sweeper frees it."""
     heartbeat_timeout: float = 30.0
-    # Retry-After is honoured between these bounds (seconds).
+    """Seconds of silence after which a worker is dead and Redis hands its unacknowledged messages to others; must exceed ``TOTAL_TIMEOUT``, as a worker whose threads are all busy sends no heartbeat."""
     retry_after_min: float = 1.0
+    """A ``Retry-After`` (on a ``429`` or a ``5xx``) shorter than this many seconds is raised to it."""
     retry_after_max: float = 3600.0
-    # Endpoint health: failures in a row that open the circuit, seconds between half-open
-    # probes, and seconds of continuous failure after which the endpoint is disabled.
+    """A ``Retry-After`` (on a ``429`` or a ``5xx``) longer than this many seconds is cut to it."""
     circuit_threshold: int = 5
+    """Failures in a row that open an endpoint's circuit."""
     circuit_cooldown: float = 60.0
+    """Seconds between the probes let through an open circuit."""
     disable_after: float = 5 * 24 * 3600.0
-    # CIDRs endpoints may resolve to although they are not public (e.g. 127.0.0.0/8 in development).
+    """Seconds of continuous failure after which an endpoint is disabled."""
     endpoint_allowlist: tuple[str, ...] = ()
-    # Seconds a delivery waits when its endpoint is at max_in_flight (a rate limit computes its own wait).
+    """Non-public CIDRs endpoints may resolve to (e.g. ``127.0.0.0/8`` in development); a bad entry stops the worker at start-up."""
     limit_retry_delay: float = 0.5
-    # Retention: seconds between purges (0: never), days raw payloads and events are kept by
-    # default (merchants may set their own), and an optional folder for JSON Lines of what is purged.
+    """Seconds a delivery waits when its endpoint is at ``max_in_flight`` (a rate limit computes its own wait)."""
     retention_interval: float = 3600.0
+    """Seconds between retention purges; ``0`` turns retention off."""
     retention_raw_payload_days: int = 30
+    """Days raw payloads are kept before they are blanked, unless the merchant sets its own."""
     retention_events_days: int = 90
+    """Days events (with their deliveries, attempts and emails) are kept, unless the merchant sets its own."""
     retention_export_dir: str = ""
-    # Worker process: which pool of priority queues it serves (see payhook_shared.priority.POOLS),
-    # its threads, how often an idle queue is polled, and how long SIGTERM waits for work in flight.
+    """Folder where what is purged is first appended as ``purged-YYYYMMDD.jsonl``; empty: not exported."""
     pool: str = "all"
+    """Which pool of priority queues this process serves: ``urgent``, ``standard``, ``low`` or ``all``."""
     threads: int = 8
+    """Worker threads of this process."""
     poll_interval_ms: int = 100
+    """Milliseconds between polls of an idle queue (the most an urgent message waits for a free thread)."""
     shutdown_timeout: float = 30.0
+    """Seconds SIGTERM waits for the deliveries in flight."""
 
     def __post_init__(self) -> None:
         ssrf.networks(self.endpoint_allowlist)  # a bad CIDR fails at start-up, not at the first delivery

@@ -37,13 +37,13 @@ _settings = Settings.from_env()
 
 bind = _settings.bind
 workers = _settings.web_workers
-# make bench, the two alternating in one session: ingest 962-1,048 req/s with gevent against 639-826 with
-# gthread (8 threads); web CPU per callback 1.25-1.41 ms against 1.43-1.89.
+# gevent: a request waiting on its shared write (or Redis, or a C2B forward) is a greenlet, not a thread,
+# so there are no GIL hand-offs between threads and batches grow (docs/performance.md: gevent vs gthread).
 worker_class = "gevent"
 worker_connections = _settings.web_connections
 # Each worker listens on its own SO_REUSEPORT socket, so the kernel spreads new connections over the
 # workers. On one shared socket, a burst of keep-alive connections all went to whichever worker woke
-# first (15 or 16 of 16 in make bench), and ingest ran on one core while the other idled.
+# first, and ingest ran on one core while the other idled (docs/performance.md).
 reuse_port = True
 graceful_timeout = _settings.graceful_timeout
 timeout = 30

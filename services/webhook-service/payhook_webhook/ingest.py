@@ -9,9 +9,9 @@ Redis is back.
 Requests arriving together share one write (group commit, as databases do with
 their own log): while one request writes, the others queue; the next one to
 lead takes the whole queue into one statement (PostgreSQL) or one transaction
-(SQLite) — one round trip, one commit, one fsync — and one Redis pipeline. On
-PostgreSQL the database's CPU per event falls from 0.55 ms for one event alone
-to 0.20 ms in a batch of four. A batch the database refuses for one of its
+(SQLite) — one round trip, one commit, one fsync — and one Redis pipeline, so
+the database's cost per event falls as batches grow (docs/performance.md has the
+figures). A batch the database refuses for one of its
 events (a conflict or a bad value) is written again event by event, so one bad
 event never fails the others.
 """

@@ -25,53 +25,67 @@ PAYSTACK_WEBHOOK_IPS = ("52.31.139.75", "52.49.173.169", "52.214.14.220")
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Every setting of the webhook-service; see the README for each variable."""
+    """Every setting of the webhook-service; docs/configuration.md lists them (``make docs``).
+
+    Each field's docstring is its one line in that page: keep it to one sentence of meaning.
+    """
 
     database_url: str = "sqlite:///var/payhook.db"
+    """The store: ``sqlite:///path`` or ``postgresql://user:pass@host/db``."""
     redis_url: str = "redis://127.0.0.1:6479/0"
-    # Base of the callback URLs shown to merchants (what Safaricom will call).
+    """The Redis that carries the work messages (Dramatiq) and the shared counters."""
     public_base_url: str = "http://127.0.0.1:8640"
+    """Base of the callback URLs shown to merchants (what Safaricom and the gateways will call)."""
     max_body_bytes: int = 64 * 1024
+    """Largest request body accepted; a larger callback is answered ``413``."""
     db_pool_size: int = 5
-    # Prepare repeated statements on the server: off by default, so a PgBouncer in transaction mode works.
+    """Database connections each web process keeps (as many again may open under a burst)."""
     db_prepared_statements: bool = False
+    """PostgreSQL: prepare repeated statements on the server; off so a PgBouncer in transaction mode works."""
     log_format: str = "json"
+    """``json`` (one object per line) or ``text``."""
     log_level: str = "INFO"
-    # Source-IP allowlist for the M-Pesa callback routes (IPs or CIDRs), off unless enabled.
+    """Lowest level logged (``DEBUG``, ``INFO``, ``WARNING``, …)."""
     mpesa_ip_allowlist_enabled: bool = False
+    """Refuse (``403``) M-Pesa callbacks from clients outside ``MPESA_IP_ALLOWLIST``."""
     mpesa_ip_allowlist: tuple[str, ...] = SAFARICOM_CALLBACK_IPS
-    # Peers (CIDRs) whose X-Forwarded-For is believed, e.g. the load balancer's subnet.
+    """IPs or CIDRs (comma-separated) allowed to call the ``/cb/…`` routes when the allowlist is on."""
     trusted_proxies: tuple[str, ...] = ()
-    # Non-public CIDRs endpoints may be registered on (e.g. 127.0.0.0/8 in development).
+    """Peers (CIDRs) whose ``X-Forwarded-For`` is believed, e.g. the load balancer's subnet."""
     endpoint_allowlist: tuple[str, ...] = ()
-    # Console: signs its session cookies. Empty means a random key per process, which logs everyone
-    # out on restart and breaks sessions across gunicorn workers: production must set it.
+    """Non-public CIDRs endpoints may be registered on (e.g. ``127.0.0.0/8`` in development)."""
     console_secret_key: str = ""
-    # Console cookies are sent over HTTPS only; `make run` and the tests turn this off for plain HTTP.
+    """Signs the console's session cookies; empty means a random key per process, so production must set it."""
     console_cookie_secure: bool = True
+    """Send the console's cookie over HTTPS only; ``make run`` and the tests turn it off for plain HTTP."""
     console_session_hours: int = 8
-    # Sign-in attempts allowed per client address within the window (seconds), counted in Redis.
+    """Console session lifetime, in hours."""
     console_login_attempts: int = 10
+    """Console sign-in attempts allowed per client address within ``CONSOLE_LOGIN_WINDOW`` (counted in Redis)."""
     console_login_window: int = 300
-    # Emailed sign-in links: the console's public address the links point at (empty: PUBLIC_BASE_URL),
-    # the operators' addresses (comma-separated) that may ask for an operator link, minutes a link
-    # works, and links one address may be sent per CONSOLE_LOGIN_WINDOW.
+    """Seconds over which console sign-in attempts and sign-in emails are counted."""
     console_public_url: str = ""
+    """The console's public address, which emailed sign-in links point at (empty: ``PUBLIC_BASE_URL``)."""
     console_operator_emails: tuple[str, ...] = ()
+    """Addresses (comma-separated) that may ask for an operator sign-in link."""
     console_link_minutes: int = 15
+    """Minutes an emailed sign-in link works."""
     console_link_emails_per_window: int = 3
-    # Seconds the queue and store figures (/metrics gauges, /health/queue) are reused before recomputing.
+    """Sign-in emails one address may be sent per ``CONSOLE_LOGIN_WINDOW``."""
     queue_stats_ttl: float = 5.0
-    # Provider webhook addresses, used by sources whose IP allowlist is on.
+    """Seconds the queue and store figures (``/metrics`` gauges, ``/health/queue``) are reused before recomputing."""
     stripe_webhook_ips: tuple[str, ...] = STRIPE_WEBHOOK_IPS
+    """Stripe's webhook addresses, for sources whose IP allowlist is on."""
     paystack_webhook_ips: tuple[str, ...] = PAYSTACK_WEBHOOK_IPS
-    # gunicorn
+    """Paystack's webhook addresses, for sources whose IP allowlist is on."""
     bind: str = "127.0.0.1:8640"
+    """gunicorn: the address the web server listens on."""
     web_workers: int = 2
-    # Requests (gevent greenlets) a worker serves at once; those waiting on a shared write cost no thread.
-    # As many as MAX_BATCH, so one write can take every callback a worker holds.
+    """gunicorn: web processes (gevent workers)."""
     web_connections: int = 100
+    """gunicorn: requests (greenlets) one web process serves at once; as many as ``ingest.MAX_BATCH``, so one write can take them all."""
     graceful_timeout: int = 20
+    """gunicorn: seconds a stopping web process lets requests in flight finish."""
 
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":

@@ -118,7 +118,7 @@ class Store:
 
         One statement a callback or a delivery attempt, run without SQLAlchemy's
         execution layer, which costs more client CPU than the statement itself
-        (0.57 → 0.28 ms per callback). Driver errors come out as SQLAlchemy's
+        (docs/performance.md has the figures). Driver errors come out as SQLAlchemy's
         ``DBAPIError``, like everywhere else, and a lost connection is dropped
         from the pool.
         """

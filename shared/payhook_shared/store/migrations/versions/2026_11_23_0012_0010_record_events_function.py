@@ -2,11 +2,12 @@
 
 The webhook-service writes a batch of events, their deliveries and their
 emails in one statement. Sent as plain SQL, that statement (three inserts in
-CTEs) was parsed and planned on every call: 1.15 ms of the database's CPU for a
-one-event batch, twice the writing itself. PL/pgSQL keeps the plans of its
-statements for the life of the server connection, so called as a function the
-same write costs 0.55 ms, and nothing is asked of the client session — it works
-behind PgBouncer in transaction mode, where prepared statements would not.
+CTEs) was parsed and planned on every call, which cost the database more CPU
+than the writing itself. PL/pgSQL keeps the plans of its statements for the life
+of the server connection, so called as a function the same write is planned once
+per connection (docs/performance.md has the figures), and nothing is asked of
+the client session: it works behind PgBouncer in transaction mode, where
+prepared statements would not.
 
 Rows arrive as JSON arrays keyed by column name and become rows of each table's
 own type (``json_populate_record``), so a column added later needs no change
