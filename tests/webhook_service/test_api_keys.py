@@ -18,7 +18,8 @@ def test_an_admin_lists_keys_without_their_secret(client, store):
     shop, shop_key = create_api_key(store, merchant.id, "shop backend")
     ops, admin = create_api_key(store, None, "ops")
     bearer = {"Authorization": f"Bearer {admin}"}
-    assert client.get(f"/v1/merchants/{merchant.id}", headers={"Authorization": f"Bearer {shop_key}"}).status_code == 200
+    shop_bearer = {"Authorization": f"Bearer {shop_key}"}
+    assert client.get(f"/v1/merchants/{merchant.id}", headers=shop_bearer).status_code == 200
     response = client.get("/v1/api-keys", headers=bearer)
     assert response.status_code == 200
     body = response.get_json()
