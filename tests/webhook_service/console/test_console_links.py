@@ -234,6 +234,10 @@ class RedisMonitor:
         return self
 
     def stop(self) -> list[str]:
+        """Every command sent until now (waits until the monitor has read up to a marker), then stop."""
+        marker = "monitor-end"
+        self.client.echo(marker)
+        wait_until(lambda: any(marker in c for c in self.commands), what="the monitor to catch up")
         self.monitor.connection.disconnect()
         self.thread.join(5)
         self.client.close()
