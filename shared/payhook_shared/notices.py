@@ -40,7 +40,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from . import ids, jobs, merchant_settings
+from . import ids, jobs, merchant_settings, sign_in
 from .events import FAILED, SUCCEEDED
 from .logs import mask_phone
 from .merchant_settings import (
@@ -69,9 +69,6 @@ PRIORITIES = {
 }
 
 _INSERT = {"postgresql": pg_insert, "sqlite": sqlite_insert}
-
-#: Context keys that hold secrets, by kind: the mail-worker blanks them once the email is sent or dead.
-SECRET_CONTEXT = {SIGN_IN_LINK: ("links",)}
 
 #: What ``SendEmail.merchant_id`` (required, and logged) says for emails to Payhook's operators.
 OPERATOR = "operator"
@@ -231,18 +228,22 @@ def operator_alert(recipients: list[str] | tuple[str, ...], *, alert: str, summa
 
 def sign_in_link(recipient: str, links: list[dict[str, str]], *, expires_minutes: int, key: str,
                  merchant_id: str | None) -> Email:
-    """The console sign-in links asked for at the sign-in page: one ``{"label", "url"}`` per account.
+    """The console sign-in links asked for at the sign-in page: one ``{"id", "label", "url"}`` per account.
 
-    The URLs hold the tokens, so ``links`` is blanked once the email is sent
-    (see ``SECRET_CONTEXT``); ``key`` (the first link's id) makes the email unique.
+    ``url`` lacks the token: the mail-worker mints it when sending (``sending_context``),
+    so the row never holds a usable link; ``key`` (the first link's id) makes the email unique.
     """
     context = {"links": links, "expires_minutes": expires_minutes}
     return _email(SIGN_IN_LINK, [recipient], context, f"{SIGN_IN_LINK}:{key}", merchant_id=merchant_id)
 
 
-def scrubbed(kind: str, context: dict[str, Any]) -> dict[str, Any] | None:
-    """``context`` with the secrets of ``kind`` blanked; None when ``kind`` carries none."""
-    secret = SECRET_CONTEXT.get(kind)
-    if not secret:
-        return None
-    return {key: ([] if key in secret else value) for key, value in context.items()}
+def sending_context(session: Session, email: Email) -> dict[str, Any]:
+    """The context to render ``email`` with, as the mail-worker is about to send it.
+
+    For a sign-in email this mints the links' tokens (``sign_in.mint``) in
+    ``session``, which must commit before the email goes; other kinds send their
+    stored context as it is.
+    """
+    if email.template == SIGN_IN_LINK:
+        return sign_in.mint(session, email.context)
+    return email.context

@@ -41,10 +41,12 @@ def send(rt: Runtime, message: SendEmail) -> str:
                 metrics.email(metrics.UNKNOWN_TEMPLATE, SKIPPED)
                 return SKIPPED
             email = session.get(Email, message.email_id)
+            # Committed with the claim, before sending: a sign-in link works once its email arrives.
+            context = notices.sending_context(session, email)
         started = time.monotonic()
         try:
             _check_recipients(email.recipients)
-            rendered = render.render(rt.templates, email.template, email.context)
+            rendered = render.render(rt.templates, email.template, context)
             mime = render.build(rendered, sender=settings.mail_from, recipients=email.recipients,
                                 message_id=f"<{email.id}@{settings.message_id_domain}>")
             rt.transport.send(mime)
@@ -88,10 +90,6 @@ def _finish(rt: Runtime, email: Email, outcome: str, error: str | None) -> str:
         outcome = DEAD
         values.update(state=JobState.DEAD.value)
         log.error("email %s dead: %s", email.template, error)
-    scrubbed = notices.scrubbed(email.template, email.context) if outcome in (SENT, DEAD) else None
-    if scrubbed is not None:
-        # A sign-in link must not outlive its email in the store.
-        values["context"] = scrubbed
     with rt.store.write() as session:
         session.execute(update(Email).where(Email.id == email.id).values(**values)
                         .execution_options(synchronize_session=False))

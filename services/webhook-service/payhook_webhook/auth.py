@@ -8,21 +8,28 @@ is shown once, when it is created. A key with no merchant is an admin key.
 Every presented key is hashed and looked up the same way whether it is
 well-formed or not, and the stored hash is compared in constant time, so the
 answer's timing does not tell a caller how close a guess was.
+
+Keys are listed with their last four characters and when they were created and
+last used, never the key. A revoked key is refused by the very next call, and
+revoking it deletes every console session it opened.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import hmac
 import re
 import secrets
 
 from flask import current_app, g, request
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
 from payhook_shared import ids
-from payhook_shared.store import ApiKey, Merchant, Store
+from payhook_shared.store import ApiKey, ConsoleSession, Merchant, Store
+from payhook_shared.store.models import utcnow
 
 from .errors import Forbidden, NotFound, Unauthorized
 
@@ -30,6 +37,9 @@ KEY_PREFIX = "phk_"
 _KEY_SHAPE = re.compile(r"^phk_[0-9a-f]{64}$")
 # Hashed instead of an unknown key, so a malformed key costs the same lookup as a real one.
 _NO_KEY_HASH = "0" * 64
+# How stale a key's last_used_at may get before a call refreshes it: no write per request.
+LAST_USED_EVERY = dt.timedelta(minutes=1)
+HINT_LENGTH = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +80,8 @@ def create_api_key(store: Store, merchant_id: str | None = None, label: str = ""
     with store.write() as session:
         if merchant_id is not None and session.get(Merchant, merchant_id) is None:
             raise LookupError(f"no merchant {merchant_id}")
-        row = ApiKey(id=ids.new_id("key"), merchant_id=merchant_id, key_hash=hash_key(key), label=label)
+        row = ApiKey(id=ids.new_id("key"), merchant_id=merchant_id, key_hash=hash_key(key), label=label,
+                     hint=key[-HINT_LENGTH:])
         session.add(row)
     return row, key
 
@@ -97,7 +108,8 @@ def authenticate(store: Store, header: str | None) -> Principal:
     presented = digest if well_formed else _NO_KEY_HASH
     with store.read() as session:
         row = session.execute(
-            select(ApiKey.id, ApiKey.key_hash, ApiKey.merchant_id, ApiKey.revoked_at, Merchant.enabled)
+            select(ApiKey.id, ApiKey.key_hash, ApiKey.merchant_id, ApiKey.revoked_at, ApiKey.last_used_at,
+                   Merchant.enabled)
             .outerjoin(Merchant, Merchant.id == ApiKey.merchant_id)
             .where(ApiKey.key_hash == presented)
         ).one_or_none()
@@ -108,7 +120,37 @@ def authenticate(store: Store, header: str | None) -> Principal:
         raise Unauthorized("API key revoked")
     if row.merchant_id is not None and not row.enabled:
         raise Forbidden("merchant disabled")
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_EVERY:
+        with store.write() as session:
+            session.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))
     return Principal(key_id=row.id, merchant_id=row.merchant_id)
+
+
+def list_api_keys(session: Session, merchant_id: str | None = None) -> list[ApiKey]:
+    """Every API key (or ``merchant_id``'s), oldest first; the rows hold hashes, never keys."""
+    stmt = select(ApiKey).order_by(ApiKey.id)
+    if merchant_id is not None:
+        stmt = stmt.where(ApiKey.merchant_id == merchant_id)
+    return list(session.scalars(stmt))
+
+
+def revoke_api_key(session: Session, key_id: str, now: dt.datetime | None = None) -> tuple[ApiKey, bool]:
+    """Revoke the key ``key_id`` and delete every console session it opened, in ``session``'s transaction.
+
+    Returns the row and whether this call revoked it (False: it was revoked already).
+
+    Raises:
+      LookupError: if no key has that id.
+    """
+    row = session.get(ApiKey, key_id, with_for_update=True)
+    if row is None:
+        raise LookupError(f"no API key {key_id}")
+    newly = row.revoked_at is None
+    if newly:
+        row.revoked_at = now or utcnow()
+    session.execute(delete(ConsoleSession).where(ConsoleSession.api_key_id == key_id))
+    return row, newly
 
 
 def require_api_key() -> None:

@@ -1,4 +1,4 @@
-"""``flask --app payhook_webhook.app`` commands: migrate the store, seed a demo merchant, create API keys."""
+"""``flask --app payhook_webhook.app`` commands: migrate, seed a demo merchant, create, list and revoke API keys."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from payhook_shared.callbacks.mpesa import NORMALISERS
 from payhook_shared.store import ApiKey, Endpoint, Merchant
 from payhook_shared.store.migrate import upgrade
 
-from . import auth
+from . import audit, auth
+
+#: Who the audit log names for changes made at the command line (whoever can run it holds the database).
+CLI = auth.Principal(key_id="cli", merchant_id=None)
 
 
 def callback_urls(base_url: str, merchant: Merchant) -> dict[str, str]:
@@ -45,6 +48,10 @@ def _demo_admin_key(store, previous: Path) -> str:
     return auth.create_api_key(store, None, label="demo admin (make run)")[1]
 
 
+def _when(value) -> str:
+    return value.strftime("%Y-%m-%dT%H:%MZ") if value else "-"
+
+
 def register(app: Flask) -> None:
     """Attach the CLI commands to ``app``."""
 
@@ -66,6 +73,30 @@ def register(app: Flask) -> None:
         kind = f"merchant {merchant_id}" if merchant_id else "admin"
         click.echo(f"created {kind} API key {row.id}; store it now, it is not shown again:", err=True)
         click.echo(key)
+
+    @app.cli.command("list-api-keys")
+    @click.option("--merchant", "merchant_id", default=None, help="Only this merchant's keys.")
+    def list_api_keys(merchant_id: str | None) -> None:
+        """List API keys by id: merchant, label, last four characters, created, last used, revoked."""
+        with current_app.extensions["payhook.store"].read() as session:
+            rows = auth.list_api_keys(session, merchant_id)
+        click.echo("id\tmerchant\tlabel\tlast4\tcreated\tlast used\trevoked")
+        for row in rows:
+            click.echo("\t".join([row.id, row.merchant_id or "admin", row.label, row.hint or "-",
+                                  *(_when(t) for t in (row.created_at, row.last_used_at, row.revoked_at))]))
+
+    @app.cli.command("revoke-api-key")
+    @click.argument("key_id")
+    def revoke_api_key(key_id: str) -> None:
+        """Revoke an API key at once and end the console sessions it opened."""
+        with current_app.extensions["payhook.store"].write() as session:
+            try:
+                row, newly = auth.revoke_api_key(session, key_id)
+            except LookupError as exc:
+                raise click.BadParameter(str(exc), param_hint="KEY_ID") from None
+            if newly:
+                audit.record(session, CLI, "revoke_api_key", key_id, key_merchant_id=row.merchant_id)
+        click.echo(f"revoked API key {key_id}" if newly else f"API key {key_id} was revoked already")
 
     @app.cli.command("seed-demo")
     @click.option("--receiver-url", required=True, help="Endpoint URL of the demo merchant receiver.")

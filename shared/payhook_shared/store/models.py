@@ -90,7 +90,11 @@ class ApiKey(Base):
     merchant_id: Mapped[str | None] = mapped_column(ForeignKey("merchants.id"), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     label: Mapped[str] = mapped_column(String(200), default="")
+    # The key's last four characters, to tell keys apart in a list; far too few to use.
+    hint: Mapped[str] = mapped_column(String(8), default="", server_default="")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # Refreshed at most once a minute, so using a key costs no write per request.
+    last_used_at: Mapped[dt.datetime | None]
     revoked_at: Mapped[dt.datetime | None]
 
 
@@ -314,6 +318,10 @@ class AuditEntry(Base):
 class SignInLink(Base):
     """A single-use console sign-in link, emailed on request; only its token's SHA-256 is stored.
 
+    The webhook-service records the link without a token; the mail-worker mints
+    the token when it sends the email (``payhook_shared.sign_in``), so the token
+    exists only in that email.
+
     ``merchant_id`` names the merchant the link signs in to; None signs in an
     operator. ``used_at`` is set by the one request that consumes the link.
     """
@@ -322,10 +330,36 @@ class SignInLink(Base):
     __table_args__ = (Index("ix_sign_in_links_expires_at", "expires_at"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # None until the mail-worker mints the token, as it sends the email.
+    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     email: Mapped[str] = mapped_column(String(320))
     merchant_id: Mapped[str | None] = mapped_column(ForeignKey("merchants.id"))
     requested_from: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime]
     used_at: Mapped[dt.datetime | None]
+
+
+class ConsoleSession(Base):
+    """A console session; the cookie holds a random token and the store only its SHA-256.
+
+    Opened by an API key (``api_key_id``) or an emailed link (``sign_in_link_id``
+    and its ``email``; no foreign key, as retention deletes spent links). Every
+    console request needs the row: sign-out deletes it, revoking the key deletes
+    every session the key opened, and it is refused after ``expires_at``.
+    """
+
+    __tablename__ = "console_sessions"
+    __table_args__ = (Index("ix_console_sessions_expires_at", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    sign_in_link_id: Mapped[str | None] = mapped_column(String(40))
+    email: Mapped[str | None] = mapped_column(String(320))
+    # The merchant the session sees; None for an operator (admin key or operator link).
+    merchant_id: Mapped[str | None] = mapped_column(String(40))
+    address: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]

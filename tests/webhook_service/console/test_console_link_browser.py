@@ -4,6 +4,7 @@ link from that email signs the merchant in, and the merchant changes its setting
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -64,8 +65,8 @@ def test_a_merchant_signs_in_with_an_emailed_link_and_changes_its_settings(
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
     screenshot(page, "settings-360px")
 
-    with store.read() as session:
-        assert session.scalars(select(Email.context)).one()["links"] == []  # sent, so the link is blanked
+    with store.read() as session:  # the mail-worker minted the token as it sent: the store never held it
+        assert link.rsplit("/", 1)[1] not in json.dumps(session.scalars(select(Email.context)).one())
     page.goto(link)
     assert "has been used already" in page.get_by_role("alert").inner_text()
     page.goto(console_server.url + "/console/audit")

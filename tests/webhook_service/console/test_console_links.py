@@ -8,13 +8,17 @@ follows an emailed link in test_console_link_browser.py.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
+import threading
 
 import pytest
-from sqlalchemy import select, update
+import redis as redis_lib
+from sqlalchemy import func, select, update
 
 from factories import merchant_with_endpoints
-from payhook_shared.store import AuditEntry, Email, Merchant, SignInLink
+from payhook_shared import notices, sign_in
+from payhook_shared.store import AuditEntry, Base, Email, Merchant, SignInLink
 from payhook_shared.store.models import utcnow
 from payhook_webhook.app import create_app
 from payhook_webhook.console import links
@@ -39,14 +43,20 @@ def parts(app):
 
 
 def send(app, email: str) -> list[str]:
-    """Ask for links for ``email``; the tokens in the email queued (none for an unknown address)."""
+    """Ask for links for ``email``; the tokens its email carries once minted as the mail-worker mints them.
+
+    None for an unknown address (nor when no new email was queued).
+    """
     store, broker, settings = parts(app)
-    links.send(store, broker, settings, email, "192.0.2.7")
     with store.read() as session:
+        before = session.scalar(select(func.count()).select_from(Email))
+    links.send(store, broker, settings, email, "192.0.2.7")
+    with store.write() as session:
         rows = session.scalars(select(Email).where(Email.template == "sign_in_link").order_by(Email.id)).all()
-    if not rows:
-        return []
-    return [link["url"].rsplit("/", 1)[1] for link in rows[-1].context["links"]]
+        if len(rows) == before:
+            return []
+        context = notices.sending_context(session, rows[-1])
+    return [link["url"].rsplit("/", 1)[1] for link in context["links"]]
 
 
 def _csrf(html: str) -> str:
@@ -75,14 +85,14 @@ def test_a_link_is_random_stored_hashed_and_points_at_the_console(console_app):
     with store.read() as session:
         link = session.scalars(select(SignInLink)).one()
         email = session.scalars(select(Email)).one()
-    assert link.token_hash == links.hash_token(token) != token
+    assert link.token_hash == sign_in.hash_token(token) != token
     assert (link.email, link.merchant_id, link.used_at, link.requested_from) == (
         "owner@shop.test", merchant.id, None, "192.0.2.7")
     assert dt.timedelta(minutes=14) < link.expires_at - utcnow() <= dt.timedelta(minutes=15)
     assert email.recipients == ["owner@shop.test"] and email.priority == 0  # URGENT: someone is waiting
-    assert email.context["links"] == [{"label": f"Merchant Test Shop ({merchant.id})",
-                                       "url": f"{CONSOLE}/console/sign-in/{token}"}]
-    assert send(console_app, "other@shop.test") == [token]  # an unknown address queues nothing new
+    assert email.context["links"] == [{"id": link.id, "label": f"Merchant Test Shop ({merchant.id})",
+                                       "url": f"{CONSOLE}/console/sign-in/"}]  # the token is added when sent
+    assert send(console_app, "other@shop.test") == []  # an unknown address queues nothing new
 
 
 def test_unknown_and_disabled_addresses_get_nothing(console_app):
@@ -103,7 +113,7 @@ def test_one_address_gets_a_link_per_account(console_app):
     assert len(tokens) == 2
     with store.read() as session:
         scopes = {link.token_hash: link.merchant_id for link in session.scalars(select(SignInLink))}
-    assert [scopes[links.hash_token(t)] for t in tokens] == [None, merchant.id]  # operator first
+    assert [scopes[sign_in.hash_token(t)] for t in tokens] == [None, merchant.id]  # operator first
 
 
 def test_a_link_works_once(console_app):
@@ -202,26 +212,113 @@ def test_asking_answers_the_same_for_any_address_and_is_rate_limited(console_app
         assert len(session.scalars(select(SignInLink)).all()) == 3
 
 
-def test_the_link_email_goes_through_the_mail_worker_and_the_link_is_then_blanked(
-        console_app, smtp_server, mail_worker):
+class RedisMonitor:
+    """Every command any client sends to Redis while it runs (MONITOR), so nothing passing through is missed."""
+
+    def __init__(self, url: str):
+        self.client = redis_lib.Redis.from_url(url)
+        self.monitor = self.client.monitor()
+        self.commands: list[str] = []
+        self.thread = threading.Thread(target=self._listen, daemon=True)
+
+    def _listen(self) -> None:
+        try:
+            for command in self.monitor.listen():
+                self.commands.append(command["command"])
+        except (redis_lib.ConnectionError, ValueError, AttributeError):
+            pass  # stop() closed the connection
+
+    def start(self) -> "RedisMonitor":
+        self.monitor.__enter__()
+        self.thread.start()
+        return self
+
+    def stop(self) -> list[str]:
+        """Every command sent until now (waits until the monitor has read up to a marker), then stop."""
+        marker = "monitor-end"
+        self.client.echo(marker)
+        wait_until(lambda: any(marker in c for c in self.commands), what="the monitor to catch up")
+        self.monitor.connection.disconnect()
+        self.thread.join(5)
+        self.client.close()
+        return self.commands
+
+
+def at_rest(store, client) -> str:
+    """Every column of every table and every value held in Redis, as one text to search."""
+    found = []
+    with store.read() as session:
+        for table in Base.metadata.sorted_tables:
+            for row in session.execute(select(table)):
+                found.extend(json.dumps(v, default=str) for v in row if v is not None)
+    readers = {b"string": client.get, b"hash": client.hgetall, b"list": lambda k: client.lrange(k, 0, -1),
+               b"set": client.smembers, b"zset": lambda k: client.zrange(k, 0, -1),
+               b"stream": lambda k: client.xrange(k)}
+    for key in client.scan_iter():
+        found.append(f"{key!r} {readers[client.type(key)](key)!r}")
+    return "\n".join(found)
+
+
+def test_no_usable_sign_in_token_rests_anywhere_and_the_emailed_link_works_once(
+        console_app, smtp_server, mail_worker, redis_client, caplog):
     store = console_app.extensions["payhook.store"]
-    mail_worker(smtp_url=smtp_server.url)
+    merchant, _ = merchant_with_endpoints(store, "https://shop.example/a", email="owner@shop.test")
+    monitor = RedisMonitor(console_app.extensions["payhook.settings"].redis_url).start()
     client = console_app.test_client()
-    token = _csrf(client.get("/console/login").get_data(as_text=True))
-    ask(client, "ops@payhook.test", token)
-    wait_until(lambda: smtp_server.messages, what="the sign-in email")
+    ask(client, "owner@shop.test", _csrf(client.get("/console/login").get_data(as_text=True)))
+    queued = at_rest(store, redis_client)  # the email waits in the store and its message in Redis
+
+    smtp_server.script = ["451 4.3.0 try later"]  # the first send fails, so the email is sent again
+    mail_worker(smtp_url=smtp_server.url, retry_schedule=(0.1,), retry_jitter=0.0)
+    wait_until(lambda: smtp_server.messages, what="the sign-in email, sent the second time")
     [(_, recipients, mail)] = smtp_server.messages
-    assert recipients == ["ops@payhook.test"] and mail["Subject"] == "Your Payhook console sign-in link"
+    assert recipients == ["owner@shop.test"] and mail["Subject"] == "Your Payhook console sign-in link"
     bodies = {p.get_content_type(): p.get_payload(decode=True).decode() for p in mail.walk() if not p.is_multipart()}
     [url] = re.findall(r"https://console\.payhook\.test/console/sign-in/[A-Za-z0-9_-]+", bodies["text/plain"])
     assert url in bodies["text/html"] and "works once, within 15 minutes" in bodies["text/plain"]
+    token = url.rsplit("/", 1)[1]
 
     def sent() -> Email:
         with store.read() as session:
             return session.scalars(select(Email)).one()
 
     wait_until(lambda: sent().state == "done", what="the email marked sent")
-    assert sent().context == {"links": [], "expires_minutes": 15}  # the link is not kept once sent
-    response = use(client, url.rsplit("/", 1)[1])
+    assert sent().attempts == 2
+    commands = monitor.stop()
+    assert any(sent().id in c for c in commands)  # the monitor saw the email's messages go through Redis
+    assert token not in queued
+    assert token not in at_rest(store, redis_client)
+    assert [c for c in commands if token in c] == []
+    assert [r.getMessage() for r in caplog.records if token in r.getMessage() and r.name != "mail.log"] == []
+
+    response = use(client, token)
     assert response.status_code == 302
-    assert "Operator · ops@payhook.test" in client.get("/console/").get_data(as_text=True)
+    assert f"Merchant {merchant.id} · owner@shop.test" in client.get("/console/").get_data(as_text=True)
+    again = console_app.test_client()
+    refused = again.post(url.replace(CONSOLE, ""), data={
+        "csrf_token": _csrf(again.get("/console/login").get_data(as_text=True))})
+    assert refused.status_code == 410 and "has been used already" in refused.get_data(as_text=True)
+
+
+def test_a_resent_email_carries_a_new_token_and_the_one_before_stops_working(console_app):
+    store = console_app.extensions["payhook.store"]
+    merchant_with_endpoints(store, "https://shop.example/a", email="owner@shop.test")
+    [first] = send(console_app, "owner@shop.test")
+    with store.write() as session:  # the mail-worker sends the same email again
+        context = notices.sending_context(session, session.scalars(select(Email)).one())
+    [second] = [link["url"].rsplit("/", 1)[1] for link in context["links"]]
+    assert second != first
+    client = console_app.test_client()
+    response = client.get(f"/console/sign-in/{first}")
+    assert response.status_code == 410 and "This sign-in link is not valid" in response.get_data(as_text=True)
+    assert use(client, second).status_code == 302
+
+
+def test_a_used_or_expired_link_gets_no_token_when_its_email_is_sent_late(console_app):
+    store = console_app.extensions["payhook.store"]
+    merchant_with_endpoints(store, "https://shop.example/a", email="owner@shop.test")
+    [token] = send(console_app, "owner@shop.test")
+    use(console_app.test_client(), token)
+    with store.write() as session:
+        assert notices.sending_context(session, session.scalars(select(Email)).one())["links"] == []
+        assert session.scalars(select(SignInLink.token_hash)).one() == sign_in.hash_token(token)

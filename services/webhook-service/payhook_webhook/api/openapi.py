@@ -207,6 +207,13 @@ def _components() -> dict[str, Any]:
         "enabled": {"type": "boolean"}, "previous_secret_expires_at": {**_TIME, "nullable": True},
         "created_at": _TIME, "updated_at": _TIME,
     }}
+    schemas["ApiKey"] = {"type": "object", "properties": {
+        "id": _ID, "merchant_id": {**_ID, "nullable": True, "description": "null for an admin key"},
+        "label": {"type": "string"},
+        "last4": {"type": "string", "nullable": True, "description": "the key's last four characters"},
+        "created_at": _TIME, "last_used_at": {**_TIME, "nullable": True, "description": "to the minute"},
+        "revoked_at": {**_TIME, "nullable": True},
+    }, "description": "an API key as listed: never the key itself"}
     schemas["SourceWithSecret"] = {"allOf": [_ref("Source"), {"type": "object", "properties": {
         "secret": {"type": "string", "description": "a generated secret; shown only in this answer"}}}]}
     return {
@@ -280,6 +287,18 @@ def _api_paths() -> dict[str, Any]:
                      "requestBody": _body("RotateSecret", required=False),
                      "responses": {"200": _json(_ref("EndpointWithSecret"), "rotated"),
                                    **_errors(400, 401, 403, 404, 415, 503)}},
+        },
+        "/v1/api-keys": {
+            "get": {**secured, "summary": "List every API key, revoked ones included (admin key)",
+                    "parameters": _PAGE_PARAMS,
+                    "responses": {"200": _json(_page("ApiKey"), "one page"), **_errors(400, 401, 403)}},
+        },
+        "/v1/api-keys/{key_id}": {
+            "parameters": [_path_param("key_id")],
+            "delete": {**secured, "summary": "Revoke an API key at once and end the console sessions it opened "
+                                             "(admin key)",
+                       "responses": {"200": _json(_ref("ApiKey"), "revoked (or revoked already)"),
+                                     **_errors(401, 403, 404, 503)}},
         },
         "/v1/events": {
             "post": {**secured, "summary": "Record a payment event (idempotent on idempotency_key)",

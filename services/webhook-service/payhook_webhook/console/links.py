@@ -10,9 +10,10 @@ other email, at most ``CONSOLE_LINK_EMAILS_PER_WINDOW`` per address per
 ``CONSOLE_LOGIN_WINDOW``.
 
 The token is 256 random bits in the link; the store keeps only its SHA-256.
-The link itself sits in the email's row only until the mail-worker has sent
-it (``notices.SECRET_CONTEXT``). Opening the link (GET) only shows a button,
-so a mail scanner that follows links does not spend it; the button's POST,
+The webhook-service records the link without a token: the mail-worker mints
+it as it sends the email (``payhook_shared.sign_in``), so no row, Redis
+message or log ever holds a usable link. Opening the link (GET) only shows a
+button, so a mail scanner that follows links does not spend it; the button's POST,
 carrying the CSRF token, consumes it with one conditional UPDATE, so it works
 once, before ``CONSOLE_LINK_MINUTES`` run out. The session then holds the
 address and the account, re-checked on every request like an API key.
@@ -22,9 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import logging
-import secrets
 
 import redis
 from sqlalchemy import func, select, update
@@ -32,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from payhook_shared import ids, notices
 from payhook_shared.broker import RedisBroker
+from payhook_shared.sign_in import hash_token
 from payhook_shared.store import Merchant, SignInLink, Store
 from payhook_shared.store.models import utcnow
 
@@ -62,11 +62,6 @@ class Account:
 def normalise(email: str) -> str:
     """An address as it is compared: trimmed, lower-case."""
     return email.strip().lower()
-
-
-def hash_token(token: str) -> str:
-    """The SHA-256 hex digest stored in place of ``token``."""
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _operators(settings: Settings) -> set[str]:
@@ -119,13 +114,12 @@ def send(store: Store, broker: RedisBroker, settings: Settings, email: str, addr
         links = []
         first = None
         for account in found:
-            token = secrets.token_urlsafe(32)
-            row = SignInLink(id=ids.new_id("sil"), token_hash=hash_token(token), email=email,
+            row = SignInLink(id=ids.new_id("sil"), token_hash=None, email=email,
                              merchant_id=account.merchant_id, requested_from=address[:64], created_at=now,
                              expires_at=now + dt.timedelta(minutes=settings.console_link_minutes))
             session.add(row)
             first = first or row
-            links.append({"label": account.label, "url": f"{base}{PATH}{token}"})
+            links.append({"id": row.id, "label": account.label, "url": f"{base}{PATH}"})
         merchant_id = found[0].merchant_id if len(found) == 1 else None
         message = notices.stage(session, notices.sign_in_link(
             email, links, expires_minutes=settings.console_link_minutes, key=first.id, merchant_id=merchant_id))

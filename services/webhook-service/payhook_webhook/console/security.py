@@ -1,12 +1,17 @@
 """Console sessions, CSRF tokens, security headers and the sign-in rate limit.
 
 Sign-in exchanges an API key (checked by ``auth.authenticate``, stored only as
-its hash) for a signed session cookie that holds the key's id, never the key.
-Every request re-reads that key, so revoking it or disabling its merchant ends
-the session at once. A session opened by an emailed link (``links``) holds the
-link's id, address and account instead; every request re-checks that the
-address may still sign in to that account. Every state-changing request must carry the session's
-CSRF token in its form; comparing it in constant time refuses forged posts.
+its hash) or an emailed link (``links``) for a session kept in the store: a
+``console_sessions`` row naming the key, or the link and its address, and the
+account. The signed cookie carries a random session token, whose SHA-256 is
+all the row keeps, and the CSRF token. Every request needs that row, so
+sign-out (which deletes it) ends the session on the server: a copied cookie is
+dead afterwards. Every request also re-reads the key, or re-checks that the
+address may still sign in to that account, so revoking the key or disabling
+its merchant ends the session at once; revoking a key also deletes every
+session it opened (``auth.revoke_api_key``). Every state-changing request must
+carry the session's CSRF token in its form; comparing it in constant time
+refuses forged posts.
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ import secrets
 import redis
 from flask import Flask, current_app, g, request, session
 from flask.sessions import SecureCookieSessionInterface
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 
-from payhook_shared.store import ApiKey, Merchant, SignInLink
+from payhook_shared import ids
+from payhook_shared.sign_in import hash_token, new_token
+from payhook_shared.store import ApiKey, ConsoleSession, Merchant, SignInLink
+from payhook_shared.store.models import utcnow
 
 from ..auth import Principal
 from ..errors import Forbidden, WebhookServiceError
@@ -30,6 +38,9 @@ from . import links
 log = logging.getLogger(__name__)
 
 CSRF_FIELD = "csrf_token"
+SESSION_FIELD = "session_token"
+# How stale a session's last_seen_at may get before a request refreshes it: no write per page.
+LAST_SEEN_EVERY = dt.timedelta(minutes=1)
 # Scripts, styles and images only from our own static files: an injected <script> cannot run.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -110,51 +121,76 @@ def _fresh_session() -> None:
     session[CSRF_FIELD] = secrets.token_urlsafe(32)
 
 
+def _open(principal: Principal, api_key_id: str | None = None, link: SignInLink | None = None) -> None:
+    """A fresh cookie session backed by a new ``console_sessions`` row for ``principal``."""
+    _fresh_session()
+    token = new_token()
+    now = utcnow()
+    settings = current_app.extensions["payhook.settings"]
+    with current_app.extensions["payhook.store"].write() as db:
+        # Sessions that ran out are of no use to anyone: each sign-in clears them away.
+        db.execute(delete(ConsoleSession).where(ConsoleSession.expires_at <= now))
+        db.add(ConsoleSession(
+            id=ids.new_id("ses"), token_hash=hash_token(token), api_key_id=api_key_id,
+            sign_in_link_id=link.id if link else None, email=link.email if link else None,
+            merchant_id=principal.merchant_id, address=client_address(), created_at=now, last_seen_at=now,
+            expires_at=now + dt.timedelta(hours=settings.console_session_hours)))
+    session[SESSION_FIELD] = token
+
+
 def sign_in(principal: Principal) -> None:
     """Start a fresh session for ``principal``, who signed in with an API key."""
-    _fresh_session()
-    session["key_id"] = principal.key_id
+    _open(principal, api_key_id=principal.key_id)
 
 
 def sign_in_by_link(link: SignInLink) -> Principal:
     """Start a fresh session for whoever opened ``link``; returns them."""
-    _fresh_session()
-    session["link_id"] = link.id
-    session["email"] = link.email
-    session["merchant_id"] = link.merchant_id
-    return Principal(key_id=link.id, merchant_id=link.merchant_id, email=link.email)
+    principal = Principal(key_id=link.id, merchant_id=link.merchant_id, email=link.email)
+    _open(principal, link=link)
+    return principal
 
 
 def sign_out() -> None:
-    """End the session."""
+    """End the session, on the server too: its row is deleted, so a copy of the cookie opens nothing."""
+    token = session.get(SESSION_FIELD)
+    if token:
+        with current_app.extensions["payhook.store"].write() as db:
+            db.execute(delete(ConsoleSession).where(ConsoleSession.token_hash == hash_token(token)))
     session.clear()
 
 
-def _link_principal() -> Principal | None:
-    email, merchant_id = session.get("email"), session.get("merchant_id")
-    with current_app.extensions["payhook.store"].read() as db:
-        if not (email and links.allowed(db, current_app.extensions["payhook.settings"], email, merchant_id)):
-            session.clear()
-            return None
-    return Principal(key_id=session["link_id"], merchant_id=merchant_id, email=email)
+def _may_continue(db, row) -> bool:
+    """Whether the key or the address that opened the session may still sign in to its account."""
+    if row.api_key_id is not None:
+        return row.revoked_at is None and (row.merchant_id is None or bool(row.enabled))
+    settings = current_app.extensions["payhook.settings"]
+    return bool(row.email) and links.allowed(db, settings, row.email, row.merchant_id)
 
 
 def load_principal() -> Principal | None:
     """The signed-in principal, re-checked against the store; None when there is none or it may no longer sign in."""
-    if session.get("link_id"):
-        return _link_principal()
-    key_id = session.get("key_id")
-    if not key_id:
+    token = session.get(SESSION_FIELD)
+    if not token:
         return None
-    with current_app.extensions["payhook.store"].read() as db:
+    now = utcnow()
+    store = current_app.extensions["payhook.store"]
+    with store.read() as db:
         row = db.execute(
-            select(ApiKey.id, ApiKey.merchant_id, ApiKey.revoked_at, Merchant.enabled)
-            .outerjoin(Merchant, Merchant.id == ApiKey.merchant_id).where(ApiKey.id == key_id)
+            select(ConsoleSession.id, ConsoleSession.api_key_id, ConsoleSession.sign_in_link_id,
+                   ConsoleSession.email, ConsoleSession.merchant_id, ConsoleSession.last_seen_at,
+                   ConsoleSession.expires_at, ApiKey.revoked_at, Merchant.enabled)
+            .outerjoin(ApiKey, ApiKey.id == ConsoleSession.api_key_id)
+            .outerjoin(Merchant, Merchant.id == ConsoleSession.merchant_id)
+            .where(ConsoleSession.token_hash == hash_token(token))
         ).one_or_none()
-    if row is None or row.revoked_at is not None or (row.merchant_id is not None and not row.enabled):
+        alive = row is not None and row.expires_at > now and _may_continue(db, row)
+    if not alive:
         session.clear()
         return None
-    return Principal(key_id=row.id, merchant_id=row.merchant_id)
+    if now - row.last_seen_at >= LAST_SEEN_EVERY:
+        with store.write() as db:
+            db.execute(update(ConsoleSession).where(ConsoleSession.id == row.id).values(last_seen_at=now))
+    return Principal(key_id=row.api_key_id or row.sign_in_link_id, merchant_id=row.merchant_id, email=row.email)
 
 
 def client_address() -> str:

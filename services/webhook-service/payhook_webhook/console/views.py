@@ -30,7 +30,7 @@ from .. import audit, auth
 from ..api.management import change_settings, rotate_endpoint_secret
 from ..api.schemas import DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, validate_endpoint_url
 from ..cli import callback_urls
-from ..errors import InvalidPayload, WebhookServiceError
+from ..errors import Forbidden, InvalidPayload, NotFound, WebhookServiceError
 from . import links, queries, security, settings_form
 from .queries import Scope
 
@@ -486,6 +486,38 @@ def save_settings():
     flash(f"Settings of {merchant.name} saved: {', '.join(sorted(changed)).replace('_', ' ')} changed."
           if changed else "Nothing changed.")
     return redirect(url_for("console.settings_page", merchant=merchant.id))
+
+
+def _operator() -> auth.Principal:
+    """The signed-in operator; merchants may not see or revoke API keys."""
+    principal = security.current()
+    if not principal.is_admin:
+        raise Forbidden("only operators manage API keys")
+    return principal
+
+
+@bp.get("/api-keys")
+def api_keys():
+    """Every API key (never the key itself) with a button to revoke it; operators only."""
+    _operator()
+    with _store().read() as session:
+        return render_template("console/api_keys.html", rows=auth.list_api_keys(session))
+
+
+@bp.post("/api-keys/<key_id>/revoke")
+def revoke_api_key(key_id: str):
+    """Revoke an API key at once; the console sessions it opened end with it. Operators only."""
+    principal = _operator()
+    with _store().write() as session:
+        try:
+            key, newly = auth.revoke_api_key(session, key_id)
+        except LookupError:
+            raise NotFound(f"no API key {key_id}") from None
+        if newly:
+            audit.record(session, principal, "revoke_api_key", key_id, key_merchant_id=key.merchant_id)
+    flash(f"API key {key_id} revoked: it is refused from now on, and its console sessions have ended."
+          if newly else f"API key {key_id} was revoked already.")
+    return redirect(url_for("console.api_keys"))
 
 
 @bp.get("/audit")
