@@ -1,6 +1,7 @@
 """C2B validation: deciding, inside Safaricom's ~8 s window, whether to accept a payment.
 
-Each merchant chooses in ``Merchant.settings["c2b_validation"]``::
+Each merchant chooses in ``Merchant.settings["c2b_validation"]`` (validated, when
+set through the API or the console, by ``payhook_shared.merchant_settings``)::
 
     {"mode": "accept_all"}                         # the default
     {"mode": "rules", "min_amount": "10", "max_amount": "150000",
@@ -39,6 +40,7 @@ import urllib3
 from payhook_shared import money, pinned_http
 from payhook_shared.callbacks.mpesa import CURRENCY
 from payhook_shared.errors import UnsafeURL
+from payhook_shared.merchant_settings import DEFAULT_FORWARD_TIMEOUT, MAX_FORWARD_TIMEOUT, MAX_PATTERN_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +53,6 @@ INVALID_SHORTCODE = "C2B00015"
 OTHER_ERROR = "C2B00016"
 REJECTION_CODES = frozenset({INVALID_MSISDN, INVALID_ACCOUNT, INVALID_AMOUNT, INVALID_KYC,
                              INVALID_SHORTCODE, OTHER_ERROR})
-
-DEFAULT_FORWARD_TIMEOUT = 3.0
-# Safaricom waits about 8 s; leave room for recording the request and answering.
-MAX_FORWARD_TIMEOUT = 6.0
-MAX_PATTERN_LENGTH = 500
 
 
 class SettingsError(ValueError):

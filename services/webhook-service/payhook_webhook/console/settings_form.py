@@ -34,6 +34,7 @@ def _whole(value: str) -> int | str:
 
 
 def _emails(value: str) -> list[str]:
+    """Items typed in one field, separated by commas, semicolons or new lines."""
     return [part.strip() for part in value.replace(";", ",").replace("\n", ",").split(",") if part.strip()]
 
 
@@ -78,6 +79,36 @@ def _notifications(form) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _number(value: str) -> float | str:
+    """A number typed in a field, or the text itself for the schema to refuse."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+# Choices offered for the yes/no and one-of C2B fields; "" keeps the default, so a save changes nothing unasked.
+C2B_BOOLEANS = {"true": True, "false": False}
+
+
+def _c2b(form) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in ("mode", "min_amount", "max_amount", "account_pattern", "forward_url", "fallback"):
+        value = form.get(f"c2b-{name}", "").strip()
+        if value:
+            out[name] = value
+    timeout = form.get("c2b-forward_timeout", "").strip()
+    if timeout:
+        out["forward_timeout"] = _number(timeout)
+    shortcodes = _emails(form.get("c2b-shortcodes", ""))
+    if shortcodes:
+        out["shortcodes"] = shortcodes
+    require_name = form.get("c2b-require_name", "").strip()
+    if require_name:
+        out["require_name"] = C2B_BOOLEANS.get(require_name, require_name)
+    return out
+
+
 def _retention(form) -> dict[str, Any]:
     out = {}
     for name in ("raw_payload_days", "events_days"):
@@ -88,7 +119,7 @@ def _retention(form) -> dict[str, Any]:
 
 
 def read(form, stored: dict[str, Any]) -> dict[str, Any]:
-    """The four sections as the form gives them, unvalidated; ``stored`` is the merchant's current view."""
+    """Every section as the form gives it, unvalidated; ``stored`` is the merchant's current view."""
     profile = form.get("retry-profile", "").strip()
     if profile == CUSTOM:
         retry = stored["retry"]
@@ -97,7 +128,20 @@ def read(form, stored: dict[str, Any]) -> dict[str, Any]:
     else:
         retry = {}
     return {"priority_rules": _rules(form), "retry": retry, "notifications": _notifications(form),
-            "retention": _retention(form)}
+            "retention": _retention(form), "c2b_validation": _c2b(form)}
+
+
+def read_endpoint(form) -> dict[str, Any]:
+    """An endpoint form (add or edit) in the shape of the API's endpoint schemas, unvalidated.
+
+    Empty event types mean every type, empty limits mean unlimited.
+    """
+    out: dict[str, Any] = {"url": form.get("url", "").strip(), "description": form.get("description", "").strip(),
+                           "event_types": _emails(form.get("event_types", "")) or None}
+    for name in ("rate_limit_per_second", "max_in_flight"):
+        value = form.get(name, "").strip()
+        out[name] = _whole(value) if value else None
+    return out
 
 
 _RULE = re.compile(r"^priority_rules\.(\d+)\.")
