@@ -46,10 +46,12 @@ def signed_in(app, merchant_id: str | None):
 
 
 class FormValues(HTMLParser):
-    """What a browser would send for the page's settings form: inputs, ticked boxes, selected options."""
+    """What a browser would send for a page's form posting to ``action`` (the settings form by default):
+    inputs, ticked boxes, selected options."""
 
-    def __init__(self):
+    def __init__(self, action: str = "/console/settings"):
         super().__init__()
+        self.action = action
         self.values: dict[str, str] = {}
         self._in_form = False
         self._select: str | None = None
@@ -59,7 +61,7 @@ class FormValues(HTMLParser):
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         if tag == "form":
-            self._in_form = a.get("method") == "post" and a.get("action") == "/console/settings"
+            self._in_form = a.get("method") == "post" and a.get("action") == self.action
         elif not self._in_form:
             return
         elif tag == "input" and "name" in a:

@@ -16,7 +16,7 @@ from payhook_shared.callbacks.base import validation_message
 #: Blank rule rows offered below the merchant's rules, to add new ones.
 SPARE_RULES = 2
 RETRY_CHOICES = tuple(ms.RETRY_PROFILES)
-# Keeps a schedule set through the API, which the form cannot edit.
+# An explicit schedule, typed in as seconds.
 CUSTOM = "custom"
 NOTICES = (
     (ms.PAYMENT_RECEIVED, "Payment received", "to you, for every successful payment"),
@@ -122,7 +122,9 @@ def read(form, stored: dict[str, Any]) -> dict[str, Any]:
     """Every section as the form gives it, unvalidated; ``stored`` is the merchant's current view."""
     profile = form.get("retry-profile", "").strip()
     if profile == CUSTOM:
-        retry = stored["retry"]
+        retry = {"schedule": [_number(step) for step in _emails(form.get("retry-schedule", ""))]}
+        if "profile" in stored["retry"]:
+            retry["profile"] = stored["retry"]["profile"]
     elif profile:
         retry = {"profile": profile}
     else:
