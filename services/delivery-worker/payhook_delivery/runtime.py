@@ -71,10 +71,11 @@ class Runtime:
         return rt
 
     def serve_health(self, attempts: int = 1) -> None:
-        """Serve /health, /health/ready and /metrics on ``HEALTH_PORT`` (once; never when it is 0)."""
+        """Serve /health, /health/ready and /metrics on ``HEALTH_HOST:HEALTH_PORT`` (once; never when it is 0)."""
         if self.health is None and self.settings.health_port:
             self.health = HealthServer(self.settings.health_port, {
-                "database": self.store.ping, "redis": self.broker.client.ping}).start(attempts)
+                "database": self.store.ping, "redis": self.broker.client.ping},
+                host=self.settings.health_host).start(attempts)
 
     def close(self) -> None:
         """Stop the background work and the health server, and release connections."""

@@ -21,6 +21,9 @@ class Settings:
     log_level: str = "INFO"
     # GET /health, /health/ready and /metrics of this worker process on this port; 0 turns them off.
     health_port: int = 9100
+    # Address the health server binds: loopback unless asked, as in `make run`; the container images
+    # set 0.0.0.0 so that Kubernetes probes and Prometheus reach it.
+    health_host: str = "127.0.0.1"
     # Seconds to wait before each retry after the first, immediate attempt.
     retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     retry_jitter: float = 0.2

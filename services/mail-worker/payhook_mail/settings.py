@@ -29,6 +29,9 @@ class Settings:
     log_level: str = "INFO"
     # GET /health, /health/ready and /metrics of this worker process on this port; 0 turns them off.
     health_port: int = 9100
+    # Address the health server binds: loopback unless asked, as in `make run`; the container images
+    # set 0.0.0.0 so that Kubernetes probes and Prometheus reach it.
+    health_host: str = "127.0.0.1"
     retry_schedule: tuple[float, ...] = (10, 60, 300, 1800, 7200)
     retry_jitter: float = 0.2
     sweep_interval: float = 1.0
