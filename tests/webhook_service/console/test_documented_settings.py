@@ -1,8 +1,8 @@
 """Every documented setting, merchant and endpoint, set through the API and the console and read back through both.
 
-The examples below name every field of the shared settings schema and of the
-endpoint schema (the tests check that, so a new setting needs an example
-here); each is set through ``PATCH``/``POST`` and through the console's real
+The examples below name every field of the shared settings schema, of the
+merchant and of the endpoint schemas (the tests check that, so a new setting
+needs an example here); each is set through ``PATCH``/``POST`` and through the console's real
 forms with their CSRF tokens, read back through ``GET`` and through the page's
 form values, and found in the audit log.
 """
@@ -18,7 +18,7 @@ from sqlalchemy import select
 from factories import api_key, merchant_with_endpoints
 from payhook_shared import merchant_settings as ms
 from payhook_shared.store import AuditEntry
-from payhook_webhook.api.schemas import EndpointCreateSchema, EndpointUpdateSchema
+from payhook_webhook.api.schemas import EndpointCreateSchema, EndpointUpdateSchema, MerchantUpdateSchema
 from payhook_webhook.console import settings_form
 from test_console_settings import FormValues, console_app, signed_in  # noqa: F401 (console_app: a fixture)
 
@@ -46,6 +46,10 @@ MERCHANT_SETTINGS = [
     ("c2b_validation", {"mode": "forward", "forward_url": "http://127.0.0.1:9/validate", "forward_timeout": 2.5,
                         "require_name": False, "fallback": "accept"}, None),
 ]
+
+# A merchant's own fields, and a value for each (its priority rules are a section of its settings above).
+MERCHANT_FIELDS = [("name", "Renamed Shop"), ("notification_email", "books@shop.test"), ("notification_email", None),
+                   ("enabled", False)]
 
 # Endpoint settings as created, then as changed: together they name every field of the endpoint schemas.
 ENDPOINT = {"url": "http://127.0.0.1:9/hooks", "description": "shop hooks",
@@ -78,6 +82,7 @@ def paths(value: Any, prefix: str) -> set[str]:
 def test_the_examples_name_every_documented_setting():
     covered = set().union(*(paths(value, section) for section, value, _ in MERCHANT_SETTINGS))
     assert covered == leaves(ms.SettingsSchema())
+    assert {name for name, _ in MERCHANT_FIELDS} | {"priority_rules"} == set(MerchantUpdateSchema().fields)
     assert set(ENDPOINT) | {"enabled"} == set(EndpointUpdateSchema().fields) == set(EndpointCreateSchema().fields)
     assert set(ENDPOINT_CHANGED) == set(ENDPOINT) == set(EndpointUpdateSchema.FIELDS) - {"enabled"}
 
@@ -152,6 +157,55 @@ def test_each_merchant_setting_through_the_api_and_the_console(console_app, sect
     assert api.get(url, headers=headers).get_json()[section] == expected
     assert console_settings(console, merchant.id)[1][section] == expected
     assert audited(store, "update_settings")[-1].details["changes"][section] == expected
+
+
+def console_merchant_form(page: str) -> dict[str, str]:
+    parser = FormValues("/console/settings/merchant")
+    parser.feed(page)
+    return parser.values
+
+
+def console_merchant(client, merchant_id: str) -> dict[str, Any]:
+    """A merchant's own fields as the console's settings page shows them in its merchant form."""
+    values = console_merchant_form(client.get(f"/console/settings?merchant={merchant_id}").get_data(as_text=True))
+    return {"name": values["name"], "notification_email": values["notification_email"] or None,
+            "enabled": values["enabled"] == "true", "csrf_token": values["csrf_token"]}
+
+
+@pytest.mark.parametrize("name, value", MERCHANT_FIELDS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(MERCHANT_FIELDS)])
+def test_each_merchant_field_through_the_api_and_the_console(console_app, name, value):
+    store = console_app.extensions["payhook.store"]
+    merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/a", email="owner@shop.test")
+    api = console_app.test_client()
+    headers = api_key(store)  # an admin key: only an operator may disable a merchant
+    url = f"/v1/merchants/{merchant.id}"
+    console = signed_in(console_app, None)
+    before = api.get(url, headers=headers).get_json()
+    original = {k: before[k] for k, _ in MERCHANT_FIELDS}
+
+    response = api.patch(url, headers=headers, json={name: value})
+    assert response.status_code == 200, response.get_json()
+    assert api.get(url, headers=headers).get_json()[name] == console_merchant(console, merchant.id)[name] == value
+    assert audited(store, "update_merchant")[-1].details == {"changes": {name: value}}
+
+    assert api.patch(url, headers=headers, json=original).status_code == 200
+    form = {**console_merchant(console, merchant.id), "merchant": merchant.id, name: value}
+    form = {k: ("" if v is None else str(v).lower() if isinstance(v, bool) else v) for k, v in form.items()}
+    response = console.post("/console/settings/merchant", data=form)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    assert api.get(url, headers=headers).get_json()[name] == console_merchant(console, merchant.id)[name] == value
+    assert audited(store, "update_merchant")[-1].details == {"changes": {name: value}}
+
+
+def test_a_merchant_key_cannot_disable_its_merchant_in_the_console(console_app):
+    store = console_app.extensions["payhook.store"]
+    merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/a")
+    console = signed_in(console_app, merchant.id)
+    page = console.get("/console/settings").get_data(as_text=True)
+    assert 'name="enabled"' not in page
+    form = {**console_merchant_form(page), "enabled": "false"}
+    assert console.post("/console/settings/merchant", data=form).status_code == 403
+    assert audited(store, "update_merchant") == []
 
 
 def test_a_private_forward_url_is_refused_through_both(console_app):

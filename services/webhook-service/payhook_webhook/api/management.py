@@ -113,6 +113,21 @@ def change_settings(session: Session, principal: auth.Principal, merchant: Merch
     audit.record(session, principal, "update_settings", merchant.id, changes=changes)
 
 
+def change_merchant(session: Session, principal: auth.Principal, merchant: Merchant,
+                    changes: dict[str, Any]) -> None:
+    """Apply validated ``changes`` (name, notification email, enabled) to ``merchant``, audited as ``principal``'s.
+
+    The API and the console both change merchants through here; only fields that differ are recorded.
+    Whether ``principal`` may change ``enabled`` is the caller's check.
+    """
+    changed = {name: value for name, value in changes.items() if getattr(merchant, name) != value}
+    if not changed:
+        return
+    for name, value in changed.items():
+        setattr(merchant, name, value)
+    audit.record(session, principal, "update_merchant", merchant.id, changes=changed)
+
+
 def add_endpoint(session: Session, principal: auth.Principal, merchant: Merchant,
                  body: dict[str, Any]) -> Endpoint:
     """Add an endpoint with the validated ``body`` (``EndpointCreateSchema``), audited as ``principal``'s.
@@ -189,9 +204,8 @@ def update_merchant(merchant_id: str):
         auth.require_admin()
     with _store().write() as session:
         merchant = _merchant(session, merchant_id)
-        for field in ("name", "notification_email", "enabled"):
-            if field in body:
-                setattr(merchant, field, body[field])
+        change_merchant(session, auth.current_principal(), merchant,
+                        {k: v for k, v in body.items() if k != "priority_rules"})
         if "priority_rules" in body:
             change_settings(session, auth.current_principal(), merchant, {"priority_rules": body["priority_rules"]})
         return jsonify(merchant_json(merchant))

@@ -27,12 +27,12 @@ from payhook_shared.store import Endpoint, JobState, Merchant
 from payhook_shared.store.models import utcnow
 
 from .. import audit, auth
-from ..api.management import add_endpoint, change_settings, edit_endpoint, rotate_endpoint_secret
+from ..api.management import add_endpoint, change_merchant, change_settings, edit_endpoint, rotate_endpoint_secret
 from ..api.schemas import (
-    DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, EndpointCreateSchema, EndpointUpdateSchema, load,
+    DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, EndpointCreateSchema, EndpointUpdateSchema, MerchantUpdateSchema, load,
 )
 from ..cli import callback_urls
-from ..errors import InvalidPayload, WebhookServiceError
+from ..errors import Forbidden, InvalidPayload, WebhookServiceError
 from . import links, queries, security, settings_form
 from .queries import Scope
 
@@ -486,6 +486,27 @@ def save_settings():
         return _settings_page(merchant, merchants, wanted, errors, status=400)
     flash(f"Settings of {merchant.name} saved: {', '.join(sorted(changed)).replace('_', ' ')} changed."
           if changed else "Nothing changed.")
+    return redirect(url_for("console.settings_page", merchant=merchant.id))
+
+
+@bp.post("/settings/merchant")
+def save_merchant():
+    """Change a merchant's name and notification email (an operator may also disable or enable it), audited."""
+    scope = _scope()
+    chosen = scope.merchant_filter(_text(request.form, "merchant"))
+    if chosen is None:
+        raise InvalidPayload("merchant: choose a merchant")
+    body: dict[str, Any] = {"name": (request.form.get("name") or "").strip(),
+                            "notification_email": (request.form.get("notification_email") or "").strip() or None}
+    if "enabled" in request.form:
+        if not security.current().is_admin:
+            raise Forbidden("only an operator may disable or enable a merchant")
+        body["enabled"] = request.form["enabled"]
+    changes = load(MerchantUpdateSchema(), body)
+    with _store().write() as session:
+        merchant = queries.merchant(session, scope, chosen)
+        change_merchant(session, security.current(), merchant, changes)
+    flash(f"Merchant {merchant.name} saved.")
     return redirect(url_for("console.settings_page", merchant=merchant.id))
 
 
