@@ -1,8 +1,10 @@
-"""The settings page's form, read into the shape of ``payhook_shared.merchant_settings``.
+"""The console's settings forms, read into the shapes the API's schemas validate.
 
-The form is only parsed here; the shared schema judges every value, so the
-console accepts exactly what the API accepts and the services apply. Values
-the schema refuses are passed on as typed, so its message names them.
+The settings page's form becomes a ``payhook_shared.merchant_settings`` document,
+an endpoint form the body of an endpoint request. The forms are only parsed
+here; the schemas judge every value, so the console accepts exactly what the
+API accepts and the services apply. Values the schema refuses are passed on as
+typed, so its message names them.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def _whole(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
-def _emails(value: str) -> list[str]:
+def _items(value: str) -> list[str]:
     """Items typed in one field, separated by commas, semicolons or new lines."""
     return [part.strip() for part in value.replace(";", ",").replace("\n", ",").split(",") if part.strip()]
 
@@ -72,7 +74,7 @@ def _notifications(form) -> dict[str, dict[str, Any]]:
             if fallback:
                 chosen["fallback_email"] = fallback
         else:
-            recipients = _emails(form.get(f"notice-{kind}-recipients", ""))
+            recipients = _items(form.get(f"notice-{kind}-recipients", ""))
             if recipients:
                 chosen["recipients"] = recipients
         out[kind] = chosen
@@ -100,7 +102,7 @@ def _c2b(form) -> dict[str, Any]:
     timeout = form.get("c2b-forward_timeout", "").strip()
     if timeout:
         out["forward_timeout"] = _number(timeout)
-    shortcodes = _emails(form.get("c2b-shortcodes", ""))
+    shortcodes = _items(form.get("c2b-shortcodes", ""))
     if shortcodes:
         out["shortcodes"] = shortcodes
     require_name = form.get("c2b-require_name", "").strip()
@@ -122,7 +124,7 @@ def read(form, stored: dict[str, Any]) -> dict[str, Any]:
     """Every section as the form gives it, unvalidated; ``stored`` is the merchant's current view."""
     profile = form.get("retry-profile", "").strip()
     if profile == CUSTOM:
-        retry = {"schedule": [_number(step) for step in _emails(form.get("retry-schedule", ""))]}
+        retry = {"schedule": [_number(step) for step in _items(form.get("retry-schedule", ""))]}
         if "profile" in stored["retry"]:
             retry["profile"] = stored["retry"]["profile"]
     elif profile:
@@ -139,7 +141,7 @@ def read_endpoint(form) -> dict[str, Any]:
     Empty event types mean every type, empty limits mean unlimited.
     """
     out: dict[str, Any] = {"url": form.get("url", "").strip(), "description": form.get("description", "").strip(),
-                           "event_types": _emails(form.get("event_types", "")) or None}
+                           "event_types": _items(form.get("event_types", "")) or None}
     for name in ("rate_limit_per_second", "max_in_flight"):
         value = form.get(name, "").strip()
         out[name] = _whole(value) if value else None
