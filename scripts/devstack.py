@@ -36,6 +36,8 @@ DEFAULTS = {
     "CONSOLE_COOKIE_SECURE": "false",
     # May ask the console for an operator sign-in link; the email lands in var/outbox/.
     "CONSOLE_OPERATOR_EMAILS": "ops@demo.payhook.test",
+    # The workers' health and metrics ports are for this machine only.
+    "HEALTH_HOST": "127.0.0.1",
 }
 
 

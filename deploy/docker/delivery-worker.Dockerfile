@@ -20,7 +20,8 @@ RUN pip install --constraint constraints.txt "./shared[postgres]" ./services/del
 FROM python:3.11-slim-bookworm
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    HEALTH_HOST=0.0.0.0
 RUN groupadd --system --gid 10001 payhook \
     && useradd --system --uid 10001 --gid payhook --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin payhook
 COPY --from=build /opt/venv /opt/venv

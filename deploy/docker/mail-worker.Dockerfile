@@ -12,7 +12,7 @@ WORKDIR /src
 # Third-party dependencies first, at the versions in constraints.txt, so this layer is reused
 # until the constraints change; tests/deploy checks this list against the pyproject files.
 COPY constraints.txt ./
-RUN pip install --constraint constraints.txt "dramatiq[redis]" Jinja2 marshmallow prometheus-client SQLAlchemy alembic python-json-logger psycopg psycopg-binary
+RUN pip install --constraint constraints.txt "dramatiq[redis]" Jinja2 marshmallow prometheus-client SQLAlchemy alembic python-json-logger psycopg psycopg-binary urllib3
 COPY shared/ shared/
 COPY services/mail-worker/ services/mail-worker/
 RUN pip install --constraint constraints.txt "./shared[postgres]" ./services/mail-worker
@@ -20,7 +20,8 @@ RUN pip install --constraint constraints.txt "./shared[postgres]" ./services/mai
 FROM python:3.11-slim-bookworm
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    HEALTH_HOST=0.0.0.0
 RUN groupadd --system --gid 10001 payhook \
     && useradd --system --uid 10001 --gid payhook --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin payhook
 COPY --from=build /opt/venv /opt/venv

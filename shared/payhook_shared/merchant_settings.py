@@ -7,25 +7,31 @@ The document; every section is optional, and a missing one means the defaults::
      "notifications": {"payment_received": {"enabled": true, "recipients": ["books@shop.test"]},
                        "payment_failed": {"enabled": true},
                        "receipt": {"enabled": true, "fallback_email": "buyer@demo.test"}},
-     "retention": {"raw_payload_days": 30, "events_days": 365}}
+     "retention": {"raw_payload_days": 30, "events_days": 365},
+     "c2b_validation": {"mode": "forward", "forward_url": "https://shop.test/validate", "fallback": "reject"}}
 
-``SettingsSchema`` validates what the API and the console save. The services
-read settings back through the same schemas (``priority_rules``,
-``retry_schedule``, ``notice`` and ``retention``): a value stored some other way
-that the schema refuses counts as unset, so a bad setting never costs an
-event, a delivery or an email. Other keys (``c2b_validation``, which the
-webhook-service checks where it applies it) are kept as they are.
+``SettingsSchema`` validates what the API and the console save, including a
+``forward_url``'s host against the SSRF guard. The services read settings back
+through the same schemas (``priority_rules``, ``retry_schedule``, ``notice`` and
+``retention``): a value stored some other way that the schema refuses counts as
+unset, so a bad setting never costs an event, a delivery or an email. The
+webhook-service applies ``c2b_validation`` itself, with its own fallback for
+settings it cannot use.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from . import money, ssrf
+from .errors import UnsafeURL
 from .events import STATUSES
 from .priority import Priority
 
@@ -65,7 +71,18 @@ MIN_RETENTION_DAYS = 1
 MAX_RETENTION_DAYS = 730
 
 MAX_PRIORITY_RULES = 50
-SECTIONS = ("priority_rules", "retry", "notifications", "retention")
+SECTIONS = ("priority_rules", "retry", "notifications", "retention", "c2b_validation")
+
+#: C2B validation: how each request is decided, and what applies when that cannot be done.
+C2B_MODES = ("accept_all", "rules", "forward")
+C2B_FALLBACKS = ("accept", "reject")
+C2B_CURRENCY = "KES"
+DEFAULT_FORWARD_TIMEOUT = 3.0
+# Safaricom waits about 8 s; leave room for recording the request and answering.
+MAX_FORWARD_TIMEOUT = 6.0
+MAX_PATTERN_LENGTH = 500
+MAX_SHORTCODES = 100
+MAX_URL_LENGTH = 2048
 
 
 class PriorityLabel(fields.Field):
@@ -148,14 +165,110 @@ class RetentionSchema(Schema):
                                   "raw_payload_days")
 
 
+class KesAmount(fields.Field):
+    """An amount in KES (``"10"``, ``150000``, ``"99.50"``); loads as its exact text, ``"10.00"``."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if not isinstance(value, (str, int, float)):
+            raise ValidationError("must be an amount in KES, such as 10 or 99.50")
+        try:
+            return str(money.format_amount(money.to_minor(value, C2B_CURRENCY), C2B_CURRENCY))
+        except money.AmountError as exc:
+            raise ValidationError(f"must be an amount in KES: {exc}") from None
+
+
+class Seconds(fields.Float):
+    """A number of seconds: ``true`` is not one."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
+        if isinstance(value, bool):
+            raise ValidationError("must be a number of seconds")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class Shortcode(fields.String):
+    """A paybill or till number, given as digits or a number; loads as its digits."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not re.fullmatch(r"[0-9]{5,10}", text):
+            raise ValidationError("must be a shortcode of 5 to 10 digits")
+        return text
+
+
+def _regex(text: str) -> None:
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise ValidationError(f"is not a valid regular expression: {exc}") from None
+
+
+def _forward_url(url: str) -> None:
+    """The URL's form; where its host leads is checked by ``SettingsSchema`` against the allowlist."""
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise ValidationError("must not contain whitespace or control characters")
+    try:
+        ssrf.split_url(url)
+    except UnsafeURL:
+        raise ValidationError("must be an absolute http(s) URL, such as https://shop.example/validate") from None
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise ValidationError("must not contain credentials")
+
+
+class C2BValidationSchema(Schema):
+    """How C2B validation requests are decided: accept all, by rules, or by the merchant's own URL."""
+
+    mode = fields.String(validate=validate.OneOf(C2B_MODES))
+    min_amount = KesAmount()
+    max_amount = KesAmount()
+    account_pattern = fields.String(validate=[validate.Length(1, MAX_PATTERN_LENGTH), _regex])
+    shortcodes = fields.List(Shortcode(), validate=validate.Length(1, MAX_SHORTCODES))
+    require_name = StrictBoolean()
+    forward_url = fields.String(validate=[validate.Length(max=MAX_URL_LENGTH), _forward_url])
+    forward_timeout = Seconds(validate=validate.Range(min=0, max=MAX_FORWARD_TIMEOUT, min_inclusive=False))
+    fallback = fields.String(validate=validate.OneOf(C2B_FALLBACKS))
+
+    @validates_schema
+    def _consistent(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("mode") == "forward" and not data.get("forward_url"):
+            raise ValidationError("is required in mode forward", "forward_url")
+        low, high = data.get("min_amount"), data.get("max_amount")
+        if low is not None and high is not None and money.to_minor(low, C2B_CURRENCY) > money.to_minor(
+                high, C2B_CURRENCY):
+            raise ValidationError("must not exceed max_amount", "min_amount")
+
+
 class SettingsSchema(Schema):
-    """The whole document. For a change, each section given replaces the stored one; ``null`` removes it."""
+    """The whole document. For a change, each section given replaces the stored one; ``null`` removes it.
+
+    ``allow`` lists the non-public networks a ``c2b_validation.forward_url`` may lead
+    to (the service's ``ENDPOINT_ALLOWLIST``); any other private or loopback host is refused.
+    """
 
     priority_rules = fields.List(fields.Nested(PriorityRuleSchema), allow_none=True,
                                  validate=validate.Length(max=MAX_PRIORITY_RULES))
     retry = fields.Nested(RetrySchema, allow_none=True)
     notifications = fields.Nested(NotificationsSchema, allow_none=True)
     retention = fields.Nested(RetentionSchema, allow_none=True)
+    c2b_validation = fields.Nested(C2BValidationSchema, allow_none=True)
+
+    def __init__(self, *, allow: Iterable[str | ssrf.Network] = (), **kwargs: Any):
+        super().__init__(**kwargs)
+        self.allow = tuple(allow)
+
+    @validates_schema
+    def _forward_url_is_safe(self, data: dict[str, Any], **kwargs: Any) -> None:
+        url = (data.get("c2b_validation") or {}).get("forward_url")
+        if not url:
+            return
+        try:
+            # A host without DNS yet may be set; every forward checks again after resolving.
+            ssrf.check_url(url, self.allow, unresolvable_ok=True)
+        except UnsafeURL as exc:
+            raise ValidationError({"forward_url": [str(exc)]}, "c2b_validation") from None
 
 
 @functools.cache
@@ -237,19 +350,25 @@ def retention(settings: Mapping[str, Any] | None) -> dict[str, int]:
     return _lenient(_schema(RetentionSchema), _section(settings, "retention"))
 
 
+def c2b_validation(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The merchant's valid C2B validation settings (``{}``: accept all)."""
+    return _lenient(_schema(C2BValidationSchema), _section(settings, "c2b_validation"))
+
+
 def view(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     """Every section as the services read it: what the API shows and the console edits."""
     return {"priority_rules": priority_rules(settings), "retry": retry(settings),
-            "notifications": notifications(settings), "retention": retention(settings)}
+            "notifications": notifications(settings), "retention": retention(settings),
+            "c2b_validation": c2b_validation(settings)}
 
 
-def load(changes: Any) -> dict[str, Any]:
-    """Validate a change to the settings (any of the sections).
+def load(changes: Any, allow: Iterable[str | ssrf.Network] = ()) -> dict[str, Any]:
+    """Validate a change to the settings (any of the sections); ``allow`` as for ``SettingsSchema``.
 
     Raises:
       ValidationError: naming each offending field.
     """
-    return SettingsSchema().load(changes)
+    return SettingsSchema(allow=allow).load(changes)
 
 
 def merged(stored: Mapping[str, Any] | None, changes: Mapping[str, Any]) -> dict[str, Any]:

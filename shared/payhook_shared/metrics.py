@@ -70,7 +70,7 @@ class HealthServer:
     """
 
     def __init__(self, port: int, ready_checks: dict[str, Callable[[], object]],
-                 registry: CollectorRegistry | None = None, host: str = "0.0.0.0"):
+                 registry: CollectorRegistry | None = None, host: str = "127.0.0.1"):
         self.requested_port = port
         self.host = host
         self.ready_checks = ready_checks

@@ -31,14 +31,44 @@ METADATA = frozenset(ipaddress.ip_address(a) for a in (
     "192.0.0.192",      # Oracle Cloud
 ))
 
-# Not publicly routable, yet not all flagged by every Python's ``ipaddress``.
-NON_PUBLIC = tuple(ipaddress.ip_network(n) for n in (
-    "100.64.0.0/10",    # carrier-grade NAT (shared address space)
-    "192.0.0.0/24",     # IETF protocol assignments
-    "198.18.0.0/15",    # benchmarking
-    "64:ff9b:1::/48",   # local-use NAT64
+# IANA's special-purpose registries (IPv4 and IPv6, as of 2025) plus multicast and deprecated site-local:
+# every range not globally reachable. Listed here rather than left to ``ipaddress``, whose lists differ
+# between Python releases. The few globally reachable anycast addresses inside 192.0.0.0/24 and
+# 2001::/23 are refused with their blocks: no webhook endpoint lives there.
+SPECIAL = tuple((ipaddress.ip_network(n), reason) for n, reason in (
+    ("0.0.0.0/8", "'this network' (unspecified)"),
+    ("10.0.0.0/8", "private"),
+    ("100.64.0.0/10", "carrier-grade NAT (shared address space)"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("172.16.0.0/12", "private"),
+    ("192.0.0.0/24", "an IETF protocol assignment"),
+    ("192.0.2.0/24", "documentation (TEST-NET-1)"),
+    ("192.88.99.0/24", "the deprecated 6to4 relay anycast"),
+    ("192.168.0.0/16", "private"),
+    ("198.18.0.0/15", "benchmarking"),
+    ("198.51.100.0/24", "documentation (TEST-NET-2)"),
+    ("203.0.113.0/24", "documentation (TEST-NET-3)"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved"),
+    ("255.255.255.255/32", "limited broadcast"),
+    ("::/128", "unspecified"),
+    ("::1/128", "loopback"),
+    ("64:ff9b:1::/48", "local-use NAT64"),
+    ("100::/64", "discard-only"),
+    ("100:0:0:1::/64", "the dummy IPv6 prefix"),
+    ("2001::/23", "an IETF protocol assignment (Teredo, benchmarking, ORCHID)"),
+    ("2001:db8::/32", "documentation"),
+    ("3fff::/20", "documentation"),
+    ("5f00::/16", "segment routing (SRv6 SIDs)"),
+    ("fc00::/7", "unique-local (private)"),
+    ("fe80::/10", "link-local"),
+    ("fec0::/10", "site-local (deprecated)"),
+    ("ff00::/8", "multicast"),
 ))
 
+# Outside it IPv6 is unassigned or special (the mapped, NAT64 and ULA forms are judged before this).
+GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
@@ -61,11 +91,9 @@ def networks(cidrs: Iterable[str | Network]) -> tuple[Network, ...]:
 
 
 def _embedded_ipv4(addr: Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address carries (mapped, 6to4, NAT64), which is where packets really go."""
+    """The IPv4 address a 6to4 or NAT64 address leads to through its relay or translator."""
     if isinstance(addr, ipaddress.IPv4Address):
         return None
-    if addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
     if addr.sixtofour is not None:
         return addr.sixtofour
     if addr in NAT64:
@@ -73,25 +101,34 @@ def _embedded_ipv4(addr: Address) -> ipaddress.IPv4Address | None:
     return None
 
 
+def connected(addr: Address) -> Address:
+    """The address a socket really talks to: an IPv4-mapped IPv6 address is its IPv4 address."""
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
 def _allowed(addr: Address, allow: tuple[Network, ...]) -> bool:
-    embedded = _embedded_ipv4(addr)
-    return any(addr in net or (embedded is not None and embedded in net) for net in allow)
+    # Only the address connected to counts: the IPv4 inside a 6to4 or NAT64 address is not where the
+    # socket goes, so allowing 127.0.0.0/8 must not let [64:ff9b::7f00:1] through.
+    return any(addr in net for net in allow)
 
 
 def why_unsafe(addr: Address) -> str | None:
     """Why ``addr`` must not be called, or ``None`` when it is a public address."""
+    addr = connected(addr)
     if addr in METADATA:
         return "a cloud metadata address"
     embedded = _embedded_ipv4(addr)
     if embedded is not None:
         reason = why_unsafe(embedded)
         return f"an IPv6 form of {embedded}, {reason}" if reason else None
-    for flag, reason in (("is_unspecified", "unspecified"), ("is_loopback", "loopback"),
-                         ("is_link_local", "link-local"), ("is_multicast", "multicast"),
-                         ("is_private", "private"), ("is_reserved", "reserved")):
-        if getattr(addr, flag):
+    for net, reason in SPECIAL:
+        if addr in net:
             return reason
-    if any(addr in net for net in NON_PUBLIC) or not addr.is_global:
+    if isinstance(addr, ipaddress.IPv6Address) and addr not in GLOBAL_UNICAST:
+        return "outside IPv6 global unicast (2000::/3)"
+    if not addr.is_global:
         return "not publicly routable"
     return None
 
@@ -113,10 +150,10 @@ def split_url(url: str) -> tuple[str, str, int]:
 
 
 def _resolve(host: str, port: int) -> list[Address]:
-    """Every address ``host`` resolves to (an IP literal resolves to itself, without DNS)."""
+    """Every address ``host`` resolves to, as connected to (an IP literal resolves to itself, without DNS)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     # getaddrinfo may append a "%scope" to link-local IPv6 answers.
-    return list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos))
+    return list(dict.fromkeys(connected(ipaddress.ip_address(info[4][0].split("%", 1)[0])) for info in infos))
 
 
 def _check(host: str, addresses: list[Address], allow: tuple[Network, ...]) -> None:

@@ -56,10 +56,11 @@ class WorkerRuntime:
         self.serve_health(self.health_attempts())
 
     def serve_health(self, attempts: int = 1) -> None:
-        """Serve /health, /health/ready and /metrics on ``HEALTH_PORT`` (once; never when it is 0)."""
+        """Serve /health, /health/ready and /metrics on ``HEALTH_HOST:HEALTH_PORT`` (once; never when it is 0)."""
         if self.health is None and self.settings.health_port:
             self.health = HealthServer(self.settings.health_port, {
-                "database": self.store.ping, "redis": self.broker.client.ping}).start(attempts)
+                "database": self.store.ping, "redis": self.broker.client.ping},
+                host=self.settings.health_host).start(attempts)
 
     def release(self) -> None:
         """Release what a subclass holds beyond the store (HTTP pools, SMTP connections)."""

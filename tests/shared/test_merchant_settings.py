@@ -15,6 +15,8 @@ DOC = {
     "notifications": {"payment_received": {"enabled": True, "recipients": ["books@shop.test"]},
                       "receipt": {"enabled": False, "fallback_email": "buyer@demo.test"}},
     "retention": {"raw_payload_days": 7, "events_days": 365},
+    "c2b_validation": {"mode": "rules", "min_amount": "10", "max_amount": 150000, "account_pattern": "INV-[0-9]+",
+                       "shortcodes": ["600966", 600967], "require_name": True, "fallback": "reject"},
 }
 
 
@@ -23,6 +25,9 @@ def test_a_whole_document_loads_with_priorities_as_labels():
     assert loaded["priority_rules"] == [{"event_type": "mpesa.stk_push", "status": "failed", "priority": "normal"},
                                         {"min_amount_minor": 500000, "priority": "urgent"}]
     assert loaded["retry"] == {"profile": "aggressive"} and loaded["retention"] == DOC["retention"]
+    assert loaded["c2b_validation"] == {"mode": "rules", "min_amount": "10.00", "max_amount": "150000.00",
+                                        "account_pattern": "INV-[0-9]+", "shortcodes": ["600966", "600967"],
+                                        "require_name": True, "fallback": "reject"}
     assert ms.view(loaded) == loaded
 
 
@@ -41,12 +46,32 @@ def test_a_whole_document_loads_with_priorities_as_labels():
     ({"retention": {"events_days": ms.MAX_RETENTION_DAYS + 1}}, "retention.events_days"),
     ({"retention": {"events_days": "30"}}, "retention.events_days"),
     ({"retention": {"raw_payload_days": 60, "events_days": 30}}, "retention.raw_payload_days"),
-    ({"c2b_validation": {"mode": "accept_all"}}, "c2b_validation"),
+    ({"c2b_validation": {"mode": "reject_all"}}, "c2b_validation.mode"),
+    ({"c2b_validation": {"mode": "forward"}}, "c2b_validation.forward_url"),
+    ({"c2b_validation": {"forward_url": "ftp://shop.test/v"}}, "c2b_validation.forward_url"),
+    ({"c2b_validation": {"forward_url": "http://127.0.0.1:8000/v"}}, "c2b_validation.forward_url"),
+    ({"c2b_validation": {"forward_url": "http://[::ffff:169.254.169.254]/v"}}, "c2b_validation.forward_url"),
+    ({"c2b_validation": {"forward_timeout": 7}}, "c2b_validation.forward_timeout"),
+    ({"c2b_validation": {"forward_timeout": True}}, "c2b_validation.forward_timeout"),
+    ({"c2b_validation": {"min_amount": "1.001"}}, "c2b_validation.min_amount"),
+    ({"c2b_validation": {"min_amount": 20, "max_amount": 10}}, "c2b_validation.min_amount"),
+    ({"c2b_validation": {"account_pattern": "INV-("}}, "c2b_validation.account_pattern"),
+    ({"c2b_validation": {"shortcodes": ["6006x"]}}, "c2b_validation.shortcodes.0"),
+    ({"c2b_validation": {"require_name": "yes"}}, "c2b_validation.require_name"),
+    ({"c2b_validation": {"fallback": "maybe"}}, "c2b_validation.fallback"),
 ])
 def test_the_schema_refuses_naming_the_field(change, field):
     with pytest.raises(ValidationError) as caught:
         ms.load(change)
     assert [line.split(":")[0] for line in validation_message(caught.value.messages)] == [field]
+
+
+def test_a_forward_url_on_an_allowlisted_network_is_accepted():
+    change = {"c2b_validation": {"mode": "forward", "forward_url": "http://127.0.0.1:8000/v"}}
+    assert ms.load(change, allow=("127.0.0.0/8",)) == change
+    # Allowlisting the IPv4 network does not allow its NAT64 form: the connection would go elsewhere.
+    with pytest.raises(ValidationError):
+        ms.load({"c2b_validation": {"forward_url": "http://[64:ff9b::7f00:1]/v"}}, allow=("127.0.0.0/8",))
 
 
 def test_readers_leave_out_what_the_schema_refuses():
@@ -59,7 +84,8 @@ def test_readers_leave_out_what_the_schema_refuses():
     assert ms.retry(stored) == {"schedule": [1.0, 2.0]}
     assert ms.notifications(stored) == {"payment_received": {"recipients": ["a@shop.test"]}}
     assert ms.retention(stored) == {"events_days": 30}  # raw payloads cannot outlive their events
-    assert ms.view(None) == {"priority_rules": [], "retry": {}, "notifications": {}, "retention": {}}
+    assert ms.view(None) == {"priority_rules": [], "retry": {}, "notifications": {}, "retention": {},
+                             "c2b_validation": {}}
 
 
 @pytest.mark.parametrize("retry, expected", [

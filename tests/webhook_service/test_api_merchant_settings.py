@@ -7,7 +7,7 @@ from sqlalchemy import select
 from factories import api_key, merchant_with_endpoints, set_merchant_settings
 from payhook_shared.store import ApiKey, AuditEntry, Merchant
 
-EMPTY = {"priority_rules": [], "retry": {}, "notifications": {}, "retention": {}}
+EMPTY = {"priority_rules": [], "retry": {}, "notifications": {}, "retention": {}, "c2b_validation": {}}
 
 
 def test_read_change_and_reset_sections(client, store):
@@ -15,7 +15,8 @@ def test_read_change_and_reset_sections(client, store):
     set_merchant_settings(store, merchant, {"c2b_validation": {"mode": "accept_all"}})
     headers = api_key(store, merchant.id)
     url = f"/v1/merchants/{merchant.id}/settings"
-    assert client.get(url, headers=headers).get_json() == {"merchant_id": merchant.id, **EMPTY}
+    assert client.get(url, headers=headers).get_json() == {
+        "merchant_id": merchant.id, **EMPTY, "c2b_validation": {"mode": "accept_all"}}
 
     response = client.patch(url, headers=headers, json={
         "retry": {"profile": "gentle"}, "retention": {"events_days": 365},
@@ -25,7 +26,8 @@ def test_read_change_and_reset_sections(client, store):
     assert response.get_json() == {
         "merchant_id": merchant.id, "retry": {"profile": "gentle"}, "retention": {"events_days": 365},
         "notifications": {"payment_failed": {"enabled": True}},
-        "priority_rules": [{"event_type": "shop.refund", "priority": "low"}]}
+        "priority_rules": [{"event_type": "shop.refund", "priority": "low"}],
+        "c2b_validation": {"mode": "accept_all"}}
     assert client.get(f"/v1/merchants/{merchant.id}", headers=headers).get_json()["priority_rules"] == [
         {"event_type": "shop.refund", "priority": "low"}]
 
@@ -50,7 +52,10 @@ def test_refusals_name_the_field_and_change_nothing(client, store):
         ({"retry": {"profile": "eager"}}, "retry.profile: Must be one of"),
         ({"retention": {"events_days": 5000}}, "retention.events_days: Must be greater than or equal to 1"),
         ({"notifications": {"receipt": {"fallback_email": "nobody"}}}, "notifications.receipt.fallback_email"),
-        ({"c2b_validation": {}}, "c2b_validation: Unknown field"),
+        ({"c2b_validation": {"mode": "reject_all"}}, "c2b_validation.mode: Must be one of"),
+        ({"c2b_validation": {"mode": "forward", "forward_url": "http://10.0.0.1/validate"}},
+         "c2b_validation.forward_url: endpoint host 10.0.0.1 is private; refused"),
+        ({"c2b_validation": {"min_amount": "ten"}}, "c2b_validation.min_amount"),
     ]:
         response = client.patch(url, headers=headers, json=body)
         assert response.status_code == 400 and message in response.get_json()["error"]["message"], body

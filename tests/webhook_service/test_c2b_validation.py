@@ -121,3 +121,40 @@ def test_malformed_validation_request_is_400(client, store):
     response = client.post(callback_url(merchant, "c2b-validation"), data=b'{"TransAmount": [1]}',
                            content_type="application/json")
     assert response.status_code == 400 and "TransAmount" in response.get_json()["error"]["message"]
+
+
+@pytest.fixture
+def unlisted_client(database_url, redis_url):
+    """The webhook-service with no ENDPOINT_ALLOWLIST: loopback is as forbidden as in production."""
+    from payhook_webhook.app import create_app
+
+    app = create_app({"database_url": database_url, "redis_url": redis_url, "log_format": "text"})
+    app.config["TESTING"] = True
+    yield app.test_client()
+    app.extensions["payhook.store"].dispose()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_forward_to_a_non_public_address_is_refused_and_never_sent(unlisted_client, store, receiver, host):
+    receiver.respond = lambda req: (200, {"content-type": "application/json"}, b'{"ResultCode": "0"}')
+    merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/a")
+    set_merchant_settings(store, merchant, {"c2b_validation": {
+        "mode": "forward", "forward_url": f"http://{host}:{receiver.port}/validate", "fallback": "reject"}})
+    assert validate(unlisted_client, merchant) == reject("C2B00016")
+    assert receiver.received == []
+    with store.read() as session:
+        event = session.scalars(select(Event)).one()
+    assert "SSRF" in event.details["decision_reason"]
+
+
+def test_forward_connects_to_the_checked_address_with_the_urls_host(receiver):
+    from payhook_shared.callbacks.mpesa import load_c2b_validation
+    from payhook_webhook import c2b
+
+    receiver.respond = lambda req: (200, {"content-type": "application/json"}, b'{"ResultCode": "C2B00012"}')
+    config = {"c2b_validation": {"mode": "forward", "forward_url": f"http://localhost:{receiver.port}/v?x=1"}}
+    request = fixture_json("mpesa/c2b_validation.json")
+    decision = c2b.decide(config, load_c2b_validation(request), b"{}", c2b.http_pool(), ("127.0.0.0/8", "::1/128"))
+    assert decision.code == "C2B00012"
+    [forwarded] = receiver.received
+    assert forwarded.headers["host"] == f"localhost:{receiver.port}" and forwarded.path == "/v?x=1"

@@ -2,7 +2,8 @@
 
 The endpoint's host is resolved once and checked by the SSRF guard, and the
 connection goes to exactly that address (TLS still verifies the certificate
-against the URL's host name), so DNS cannot swap the address after the check.
+against the URL's host name), so DNS cannot swap the address after the check:
+``payhook_shared.pinned_http``, which the webhook-service's C2B forwarding uses too.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterable
-from urllib.parse import urlsplit
 
 import urllib3
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ReadTimeoutError, SSLError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
-from payhook_shared import ssrf
+from payhook_shared import pinned_http
 from payhook_shared.errors import UnsafeURL
+from payhook_shared.pinned_http import Target, target
 
 from .errors import Category
 
@@ -36,7 +37,7 @@ class AttemptResult:
 
 def pool(maxsize: int) -> urllib3.PoolManager:
     """A connection pool shared by a process's worker threads."""
-    return urllib3.PoolManager(num_pools=256, maxsize=maxsize, retries=False, block=False)
+    return pinned_http.pool(maxsize)
 
 
 def _categorise(exc: Exception) -> Category:
@@ -57,38 +58,6 @@ def _finish(response: urllib3.BaseHTTPResponse) -> None:
     if response.read(1, decode_content=False):
         response.close()
     response.release_conn()
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """Where one attempt goes: the URL's parts, and the one checked address to connect to."""
-
-    scheme: str
-    host: str
-    port: int
-    address: str
-    path: str
-
-    @property
-    def host_header(self) -> str:
-        """The ``Host`` header the URL implies (the connection itself goes to ``address``)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        default = 443 if self.scheme == "https" else 80
-        return host if self.port == default else f"{host}:{self.port}"
-
-
-def target(url: str, allow: Iterable[str] = ()) -> Target:
-    """Resolve and check ``url``'s host once.
-
-    Raises:
-      UnsafeURL: when the URL is not http(s) or leads to a non-public, non-allowlisted address.
-      OSError: when the host does not resolve.
-    """
-    scheme, host, port = ssrf.split_url(url)
-    address = ssrf.resolve_safe(host, port, allow)
-    parts = urlsplit(url)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return Target(scheme, host, port, address, path)
 
 
 def _elapsed_ms(started: float) -> int:
@@ -121,14 +90,10 @@ def send(http: urllib3.PoolManager, dest: Target, body: bytes, headers: dict[str
     """POST ``body`` to ``dest.address``, presenting ``dest.host`` in ``Host``, SNI and certificate checks."""
     started = time.monotonic() if started is None else started
     timeout = urllib3.Timeout(connect=connect_timeout, read=total_timeout, total=total_timeout)
-    tls = {"server_hostname": dest.host, "assert_hostname": dest.host} if dest.scheme == "https" else None
     try:
-        conn = http.connection_from_host(dest.address, dest.port, dest.scheme, pool_kwargs=tls)
-        response = conn.urlopen(
-            "POST", dest.path, body=body,
-            headers={**headers, "host": dest.host_header, "content-type": "application/json",
-                     "user-agent": "Payhook-Webhooks/0.1"},
-            timeout=timeout, redirect=False, retries=False, preload_content=False,
+        response = pinned_http.urlopen(
+            http, dest, "POST", body,
+            {**headers, "content-type": "application/json", "user-agent": "Payhook-Webhooks/0.1"}, timeout,
         )
         try:
             snippet = response.read(snippet_bytes, decode_content=False)

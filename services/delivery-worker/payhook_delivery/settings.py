@@ -29,6 +29,8 @@ class Settings:
     """Lowest level logged (``DEBUG``, ``INFO``, ``WARNING``, …)."""
     health_port: int = 9100
     """Port of this process's ``/health``, ``/health/ready`` and ``/metrics``; ``0`` turns them off."""
+    health_host: str = "127.0.0.1"
+    """Address the health server binds: loopback, as in ``make run``; the images set ``0.0.0.0`` for probes."""
     retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     """Seconds before each retry after the first, immediate attempt (the ``standard`` profile); then the delivery is dead."""
     retry_jitter: float = 0.2

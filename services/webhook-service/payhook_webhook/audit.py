@@ -1,7 +1,7 @@
 """The audit log: who (an API key or a sign-in link), did what, to which row, and when.
 
 The console records every sign-in and change; the JSON API records changes to
-merchant settings. An entry joins the caller's transaction, so it is written
+merchant settings and endpoints. An entry joins the caller's transaction, so it is written
 exactly when the change it describes is.
 """
 

@@ -1,6 +1,7 @@
 """C2B validation: deciding, inside Safaricom's ~8 s window, whether to accept a payment.
 
-Each merchant chooses in ``Merchant.settings["c2b_validation"]``::
+Each merchant chooses in ``Merchant.settings["c2b_validation"]`` (validated, when
+set through the API or the console, by ``payhook_shared.merchant_settings``)::
 
     {"mode": "accept_all"}                         # the default
     {"mode": "rules", "min_amount": "10", "max_amount": "150000",
@@ -14,7 +15,11 @@ name present when ``require_name`` (C2B00014), amount a number within bounds
 (C2B00013), account number matching ``account_pattern`` in full (C2B00012).
 
 Forwarding POSTs the callback body verbatim to ``forward_url``; the merchant's
-``{"ResultCode": "0" | "C2B000xx", ...}`` is passed on. A timeout (capped at
+``{"ResultCode": "0" | "C2B000xx", ...}`` is passed on. The URL passes the same
+SSRF guard as webhook deliveries, with the same ``ENDPOINT_ALLOWLIST``: when it is
+set, and at each forward, where its host is resolved once, checked, and the
+connection goes to exactly the checked address (``payhook_shared.pinned_http``).
+A refused or unresolvable host gets the ``fallback``. A timeout (capped at
 ``MAX_FORWARD_TIMEOUT``), a refused connection, a non-2xx answer or an answer
 that is not one of those codes gets the ``fallback`` instead, as do settings
 Payhook cannot use (an unknown mode, an invalid regex or amount): ``accept``
@@ -32,8 +37,10 @@ from typing import Any
 
 import urllib3
 
-from payhook_shared import money
+from payhook_shared import money, pinned_http
 from payhook_shared.callbacks.mpesa import CURRENCY
+from payhook_shared.errors import UnsafeURL
+from payhook_shared.merchant_settings import DEFAULT_FORWARD_TIMEOUT, MAX_FORWARD_TIMEOUT, MAX_PATTERN_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +53,6 @@ INVALID_SHORTCODE = "C2B00015"
 OTHER_ERROR = "C2B00016"
 REJECTION_CODES = frozenset({INVALID_MSISDN, INVALID_ACCOUNT, INVALID_AMOUNT, INVALID_KYC,
                              INVALID_SHORTCODE, OTHER_ERROR})
-
-DEFAULT_FORWARD_TIMEOUT = 3.0
-# Safaricom waits about 8 s; leave room for recording the request and answering.
-MAX_FORWARD_TIMEOUT = 6.0
-MAX_PATTERN_LENGTH = 500
 
 
 class SettingsError(ValueError):
@@ -80,12 +82,15 @@ class Decision:
 
 def http_pool() -> urllib3.PoolManager:
     """The connection pool for forwarding validations: no retries, no redirects."""
-    return urllib3.PoolManager(num_pools=64, maxsize=8, retries=False, block=False)
+    return pinned_http.pool(maxsize=8, num_pools=64)
 
 
 def decide(merchant_settings: dict[str, Any] | None, c2b: dict[str, Any], raw_body: bytes,
-           http: urllib3.PoolManager) -> Decision:
-    """Apply the merchant's validation settings to a loaded C2B validation request."""
+           http: urllib3.PoolManager, allow: tuple[str, ...] = ()) -> Decision:
+    """Apply the merchant's validation settings to a loaded C2B validation request.
+
+    ``allow`` lists the non-public CIDRs a ``forward_url`` may lead to (``ENDPOINT_ALLOWLIST``).
+    """
     config = (merchant_settings or {}).get("c2b_validation") or {}
     try:
         if not isinstance(config, dict):
@@ -96,7 +101,7 @@ def decide(merchant_settings: dict[str, Any] | None, c2b: dict[str, Any], raw_bo
         if mode == "rules":
             return _apply_rules(config, c2b)
         if mode == "forward":
-            return _forward(config, raw_body, http)
+            return _forward(config, raw_body, http, allow)
         raise SettingsError(f"unknown mode {mode!r}")
     except SettingsError as exc:
         log.warning("c2b_validation settings unusable (%s); applying the fallback", exc)
@@ -168,17 +173,24 @@ def _forward_timeout(config: dict[str, Any]) -> float:
     return min(float(value), MAX_FORWARD_TIMEOUT)
 
 
-def _forward(config: dict[str, Any], raw_body: bytes, http: urllib3.PoolManager) -> Decision:
+def _forward(config: dict[str, Any], raw_body: bytes, http: urllib3.PoolManager,
+             allow: tuple[str, ...]) -> Decision:
     url = config.get("forward_url")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise SettingsError("forward_url must be an http(s) URL")
     timeout = _forward_timeout(config)
     try:
-        response = http.request(
-            "POST", url, body=raw_body,
-            headers={"content-type": "application/json", "user-agent": "Payhook-C2B-Validation/0.1"},
-            timeout=urllib3.Timeout(connect=timeout, read=timeout, total=timeout),
-            redirect=False, preload_content=False,
+        dest = pinned_http.target(url, allow)
+    except UnsafeURL as exc:
+        log.warning("c2b_validation forward_url refused: %s", exc)
+        return _fallback(config, "forward_url refused by the SSRF guard")
+    except OSError as exc:
+        return _fallback(config, f"forward_url does not resolve: {type(exc).__name__}")
+    try:
+        response = pinned_http.urlopen(
+            http, dest, "POST", raw_body,
+            {"content-type": "application/json", "user-agent": "Payhook-C2B-Validation/0.1"},
+            urllib3.Timeout(connect=timeout, read=timeout, total=timeout),
         )
     except urllib3.exceptions.HTTPError as exc:
         return _fallback(config, f"forward failed: {type(exc).__name__}")

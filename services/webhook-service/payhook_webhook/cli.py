@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -135,5 +136,9 @@ def register(app: Flask) -> None:
             }
         demo["admin_api_key"] = _demo_admin_key(store, out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(demo, indent=2))
+        # It holds the admin API key and the endpoint's signing secret: owner-only, even if it existed before.
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(json.dumps(demo, indent=2))
         click.echo(json.dumps(demo["callback_urls"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,6 +51,7 @@ def create_engine(url: str, pool_size: int = 5, prepared: bool = False, **kwargs
     """
     url = normalise_url(url)
     if url.startswith("sqlite"):
+        private_sqlite_file(url)
         engine = sqlalchemy.create_engine(url, **kwargs)
         _configure_sqlite(engine)
         return engine
@@ -61,6 +63,28 @@ def create_engine(url: str, pool_size: int = 5, prepared: bool = False, **kwargs
         url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
         connect_args=connect_args, **kwargs,
     )
+
+
+def private_sqlite_file(url: str) -> None:
+    """Make a SQLite database file owner-only (0600), creating it so, before SQLite would with the umask's mode.
+
+    The file holds API key hashes, endpoint secrets and payments; SQLite gives its
+    -wal and -shm files the database file's mode. Other databases are left alone.
+    """
+    if not normalise_url(url).startswith("sqlite"):
+        return
+    database = sqlalchemy.make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        fd = os.open(database, os.O_RDONLY | os.O_CREAT, 0o600)
+    except OSError:
+        return  # a missing folder or no permission: SQLite reports it in its own words when it connects
+    try:
+        if os.fstat(fd).st_uid == os.getuid():
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from .db import normalise_url
+from .db import normalise_url, private_sqlite_file
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -25,4 +25,5 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the database at ``url`` up to ``revision``."""
+    private_sqlite_file(url)
     command.upgrade(alembic_config(url), revision)

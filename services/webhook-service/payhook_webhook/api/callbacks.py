@@ -82,7 +82,8 @@ def _record(merchant: merchants.Profile, raw: bytes, payload: dict, kind: str):
         answer = CONFIRMED if kind == "c2b-confirmation" else ACCEPTED
         if kind == "c2b-validation":
             decision = c2b.decide(merchant.settings, load_c2b_validation(payload), raw,
-                                  current_app.extensions["payhook.http"])
+                                  current_app.extensions["payhook.http"],
+                                  current_app.extensions["payhook.settings"].endpoint_allowlist)
             event.details.update(decision.details())
             answer = decision.answer()
         recorded = current_app.extensions["payhook.recorder"].record(

@@ -57,6 +57,8 @@ def endpoint_json(endpoint: Endpoint) -> dict[str, Any]:
         "description": endpoint.description,
         "event_types": endpoint.event_types,
         "enabled": endpoint.enabled,
+        "rate_limit_per_second": endpoint.rate_limit_per_second,
+        "max_in_flight": endpoint.max_in_flight,
         "previous_secret_expires_at": _iso(endpoint.previous_secret_expires_at),
         "created_at": _iso(endpoint.created_at),
         "updated_at": _iso(endpoint.updated_at),
@@ -111,6 +113,49 @@ def change_settings(session: Session, principal: auth.Principal, merchant: Merch
     audit.record(session, principal, "update_settings", merchant.id, changes=changes)
 
 
+def change_merchant(session: Session, principal: auth.Principal, merchant: Merchant,
+                    changes: dict[str, Any]) -> None:
+    """Apply validated ``changes`` (name, notification email, enabled) to ``merchant``, audited as ``principal``'s.
+
+    The API and the console both change merchants through here; only fields that differ are recorded.
+    Whether ``principal`` may change ``enabled`` is the caller's check.
+    """
+    changed = {name: value for name, value in changes.items() if getattr(merchant, name) != value}
+    if not changed:
+        return
+    for name, value in changed.items():
+        setattr(merchant, name, value)
+    audit.record(session, principal, "update_merchant", merchant.id, changes=changed)
+
+
+def add_endpoint(session: Session, principal: auth.Principal, merchant: Merchant,
+                 body: dict[str, Any]) -> Endpoint:
+    """Add an endpoint with the validated ``body`` (``EndpointCreateSchema``), audited as ``principal``'s.
+
+    The API and the console both add endpoints through here.
+    """
+    endpoint = Endpoint(id=ids.new_id("ep"), merchant_id=merchant.id, secret=signing.generate_secret(), **body)
+    session.add(endpoint)
+    session.flush()
+    audit.record(session, principal, "create_endpoint", endpoint.id, **body)
+    return endpoint
+
+
+def edit_endpoint(session: Session, principal: auth.Principal, endpoint: Endpoint,
+                    changes: dict[str, Any]) -> None:
+    """Apply validated ``changes`` (``EndpointUpdateSchema``) to ``endpoint``, audited as ``principal``'s.
+
+    The API and the console both change endpoints through here; only fields that differ are recorded.
+    """
+    changed = {name: value for name, value in changes.items() if getattr(endpoint, name) != value}
+    if not changed:
+        return
+    for name, value in changed.items():
+        setattr(endpoint, name, value)
+    session.flush()
+    audit.record(session, principal, "update_endpoint", endpoint.id, changes=changed)
+
+
 def _store():
     return current_app.extensions["payhook.store"]
 
@@ -159,9 +204,8 @@ def update_merchant(merchant_id: str):
         auth.require_admin()
     with _store().write() as session:
         merchant = _merchant(session, merchant_id)
-        for field in ("name", "notification_email", "enabled"):
-            if field in body:
-                setattr(merchant, field, body[field])
+        change_merchant(session, auth.current_principal(), merchant,
+                        {k: v for k, v in body.items() if k != "priority_rules"})
         if "priority_rules" in body:
             change_settings(session, auth.current_principal(), merchant, {"priority_rules": body["priority_rules"]})
         return jsonify(merchant_json(merchant))
@@ -169,7 +213,7 @@ def update_merchant(merchant_id: str):
 
 @bp.get("/merchants/<merchant_id>/settings")
 def get_settings(merchant_id: str):
-    """The merchant's priority rules, retry profile, notification preferences and retention."""
+    """The merchant's priority rules, retry profile, notification preferences, retention and C2B validation."""
     with _store().read() as session:
         return jsonify(settings_json(_merchant(session, merchant_id)))
 
@@ -178,7 +222,8 @@ def get_settings(merchant_id: str):
 def update_settings(merchant_id: str):
     """Replace the sections given (``null`` returns a section to the defaults); the rest stay."""
     _, payload = json_body()
-    body = load(merchant_settings.SettingsSchema(), payload)
+    allow = current_app.extensions["payhook.settings"].endpoint_allowlist
+    body = load(merchant_settings.SettingsSchema(allow=allow), payload)
     with _store().write() as session:
         merchant = _merchant(session, merchant_id)
         change_settings(session, auth.current_principal(), merchant, body)
@@ -202,11 +247,7 @@ def create_endpoint(merchant_id: str):
     body = load(EndpointCreateSchema(), payload)
     with _store().write() as session:
         merchant = _merchant(session, merchant_id)
-        endpoint = Endpoint(id=ids.new_id("ep"), merchant_id=merchant.id, url=body["url"],
-                            description=body["description"], event_types=body["event_types"],
-                            enabled=body["enabled"], secret=signing.generate_secret())
-        session.add(endpoint)
-        session.flush()
+        endpoint = add_endpoint(session, auth.current_principal(), merchant, body)
         return jsonify({**endpoint_json(endpoint), "secret": endpoint.secret}), 201
 
 
@@ -233,9 +274,7 @@ def update_endpoint(endpoint_id: str):
     body = load(EndpointUpdateSchema(), payload)
     with _store().write() as session:
         endpoint = _endpoint(session, endpoint_id)
-        for field, value in body.items():
-            setattr(endpoint, field, value)
-        session.flush()
+        edit_endpoint(session, auth.current_principal(), endpoint, body)
         return jsonify(endpoint_json(endpoint))
 
 

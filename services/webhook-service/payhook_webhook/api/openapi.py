@@ -36,6 +36,7 @@ REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "NoticePreference": ms.NoticeSchema,
     "ReceiptPreference": ms.ReceiptNoticeSchema,
     "RetentionSettings": ms.RetentionSchema,
+    "C2BValidationSettings": ms.C2BValidationSchema,
     "EndpointCreate": EndpointCreateSchema,
     "EndpointUpdate": EndpointUpdateSchema,
     "RotateSecret": RotateSecretSchema,
@@ -58,6 +59,8 @@ def _field_schema(field: fields.Field) -> dict[str, Any]:
     out: dict[str, Any]
     if isinstance(field, (PriorityField, ms.PriorityLabel)):
         out = {"type": "string", "enum": _PRIORITIES}
+    elif isinstance(field, ms.KesAmount):
+        out = {"oneOf": [{"type": "string"}, {"type": "number"}], "description": "an amount in KES"}
     elif isinstance(field, fields.Email):
         out = {"type": "string", "format": "email"}
     elif isinstance(field, fields.String):
@@ -171,7 +174,7 @@ def _components() -> dict[str, Any]:
         "merchant_id": _ID,
         "priority_rules": {"type": "array", "items": _ref("PriorityRule")},
         "retry": _ref("RetrySettings"), "notifications": _ref("NotificationSettings"),
-        "retention": _ref("RetentionSettings"),
+        "retention": _ref("RetentionSettings"), "c2b_validation": _ref("C2BValidationSettings"),
     }, "description": "the sections as the services apply them; an empty one means the defaults"}
     schemas["CallbackUrls"] = {"type": "object", "properties": {
         "merchant_id": _ID,
@@ -182,6 +185,8 @@ def _components() -> dict[str, Any]:
         "description": {"type": "string"},
         "event_types": {"type": "array", "items": {"type": "string"}, "nullable": True},
         "enabled": {"type": "boolean"},
+        "rate_limit_per_second": {"type": "integer", "nullable": True},
+        "max_in_flight": {"type": "integer", "nullable": True},
         "previous_secret_expires_at": {**_TIME, "nullable": True},
         "created_at": _TIME, "updated_at": _TIME,
     }}
@@ -248,7 +253,8 @@ def _api_paths() -> dict[str, Any]:
         },
         "/v1/merchants/{merchant_id}/settings": {
             "parameters": merchant,
-            "get": {**secured, "summary": "The merchant's priority rules, retry profile, notices and retention",
+            "get": {**secured,
+                    "summary": "The merchant's priority rules, retry profile, notices, retention and C2B validation",
                     "responses": {"200": _json(_ref("MerchantSettingsView"), "the settings"),
                                   **_errors(401, 403, 404)}},
             "patch": {**secured, "summary": "Replace the sections given; `null` returns a section to the defaults",

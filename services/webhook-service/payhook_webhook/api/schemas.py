@@ -29,6 +29,8 @@ DEFAULT_GRACE_SECONDS = 24 * 3600
 MAX_GRACE_SECONDS = 7 * 24 * 3600
 DEFAULT_PAGE = 50
 MAX_PAGE = 100
+# Per endpoint: attempts started per second, and attempts under way at once.
+MAX_ENDPOINT_LIMIT = 10_000
 
 
 def validate_endpoint_url(url: str) -> str:
@@ -95,19 +97,33 @@ class MerchantUpdateSchema(Schema):
 
 
 class EndpointCreateSchema(Schema):
+    """A new endpoint; the API and the console both validate it here. ``null`` limits mean unlimited."""
+
     url = fields.String(required=True, validate=validate_endpoint_url)
     description = fields.String(load_default="", validate=validate.Length(max=500))
     event_types = fields.List(fields.String(validate=validate.Length(1, 100)), allow_none=True,
                               load_default=None, validate=validate.Length(1, 100))
     enabled = fields.Boolean(load_default=True)
+    rate_limit_per_second = fields.Integer(strict=True, allow_none=True, load_default=None,
+                                           validate=validate.Range(1, MAX_ENDPOINT_LIMIT))
+    max_in_flight = fields.Integer(strict=True, allow_none=True, load_default=None,
+                                   validate=validate.Range(1, MAX_ENDPOINT_LIMIT))
 
 
 class EndpointUpdateSchema(Schema):
+    """A change to an endpoint: the fields given replace the stored ones."""
+
     url = fields.String(validate=validate_endpoint_url)
     description = fields.String(validate=validate.Length(max=500))
     event_types = fields.List(fields.String(validate=validate.Length(1, 100)), allow_none=True,
                               validate=validate.Length(1, 100))
     enabled = fields.Boolean()
+    rate_limit_per_second = fields.Integer(strict=True, allow_none=True,
+                                           validate=validate.Range(1, MAX_ENDPOINT_LIMIT))
+    max_in_flight = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, MAX_ENDPOINT_LIMIT))
+
+    #: Every field, in the order the console's endpoint form shows them.
+    FIELDS = ("url", "description", "event_types", "enabled", "rate_limit_per_second", "max_in_flight")
 
 
 class RotateSecretSchema(Schema):

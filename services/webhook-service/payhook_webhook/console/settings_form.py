@@ -1,8 +1,10 @@
-"""The settings page's form, read into the shape of ``payhook_shared.merchant_settings``.
+"""The console's settings forms, read into the shapes the API's schemas validate.
 
-The form is only parsed here; the shared schema judges every value, so the
-console accepts exactly what the API accepts and the services apply. Values
-the schema refuses are passed on as typed, so its message names them.
+The settings page's form becomes a ``payhook_shared.merchant_settings`` document,
+an endpoint form the body of an endpoint request. The forms are only parsed
+here; the schemas judge every value, so the console accepts exactly what the
+API accepts and the services apply. Values the schema refuses are passed on as
+typed, so its message names them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from payhook_shared.callbacks.base import validation_message
 #: Blank rule rows offered below the merchant's rules, to add new ones.
 SPARE_RULES = 2
 RETRY_CHOICES = tuple(ms.RETRY_PROFILES)
-# Keeps a schedule set through the API, which the form cannot edit.
+# An explicit schedule, typed in as seconds.
 CUSTOM = "custom"
 NOTICES = (
     (ms.PAYMENT_RECEIVED, "Payment received", "to you, for every successful payment"),
@@ -33,7 +35,8 @@ def _whole(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
-def _emails(value: str) -> list[str]:
+def _items(value: str) -> list[str]:
+    """Items typed in one field, separated by commas, semicolons or new lines."""
     return [part.strip() for part in value.replace(";", ",").replace("\n", ",").split(",") if part.strip()]
 
 
@@ -71,10 +74,40 @@ def _notifications(form) -> dict[str, dict[str, Any]]:
             if fallback:
                 chosen["fallback_email"] = fallback
         else:
-            recipients = _emails(form.get(f"notice-{kind}-recipients", ""))
+            recipients = _items(form.get(f"notice-{kind}-recipients", ""))
             if recipients:
                 chosen["recipients"] = recipients
         out[kind] = chosen
+    return out
+
+
+def _number(value: str) -> float | str:
+    """A number typed in a field, or the text itself for the schema to refuse."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+# Choices offered for the yes/no and one-of C2B fields; "" keeps the default, so a save changes nothing unasked.
+C2B_BOOLEANS = {"true": True, "false": False}
+
+
+def _c2b(form) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in ("mode", "min_amount", "max_amount", "account_pattern", "forward_url", "fallback"):
+        value = form.get(f"c2b-{name}", "").strip()
+        if value:
+            out[name] = value
+    timeout = form.get("c2b-forward_timeout", "").strip()
+    if timeout:
+        out["forward_timeout"] = _number(timeout)
+    shortcodes = _items(form.get("c2b-shortcodes", ""))
+    if shortcodes:
+        out["shortcodes"] = shortcodes
+    require_name = form.get("c2b-require_name", "").strip()
+    if require_name:
+        out["require_name"] = C2B_BOOLEANS.get(require_name, require_name)
     return out
 
 
@@ -88,16 +121,31 @@ def _retention(form) -> dict[str, Any]:
 
 
 def read(form, stored: dict[str, Any]) -> dict[str, Any]:
-    """The four sections as the form gives them, unvalidated; ``stored`` is the merchant's current view."""
+    """Every section as the form gives it, unvalidated; ``stored`` is the merchant's current view."""
     profile = form.get("retry-profile", "").strip()
     if profile == CUSTOM:
-        retry = stored["retry"]
+        retry = {"schedule": [_number(step) for step in _items(form.get("retry-schedule", ""))]}
+        if "profile" in stored["retry"]:
+            retry["profile"] = stored["retry"]["profile"]
     elif profile:
         retry = {"profile": profile}
     else:
         retry = {}
     return {"priority_rules": _rules(form), "retry": retry, "notifications": _notifications(form),
-            "retention": _retention(form)}
+            "retention": _retention(form), "c2b_validation": _c2b(form)}
+
+
+def read_endpoint(form) -> dict[str, Any]:
+    """An endpoint form (add or edit) in the shape of the API's endpoint schemas, unvalidated.
+
+    Empty event types mean every type, empty limits mean unlimited.
+    """
+    out: dict[str, Any] = {"url": form.get("url", "").strip(), "description": form.get("description", "").strip(),
+                           "event_types": _items(form.get("event_types", "")) or None}
+    for name in ("rate_limit_per_second", "max_in_flight"):
+        value = form.get(name, "").strip()
+        out[name] = _whole(value) if value else None
+    return out
 
 
 _RULE = re.compile(r"^priority_rules\.(\d+)\.")

@@ -20,15 +20,17 @@ from flask import (
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from payhook_shared import deadletters, ids, signing
+from payhook_shared import deadletters
 from payhook_shared import merchant_settings as ms
 from payhook_shared.priority import Priority
 from payhook_shared.store import Endpoint, JobState, Merchant
 from payhook_shared.store.models import utcnow
 
 from .. import audit, auth
-from ..api.management import change_settings, rotate_endpoint_secret
-from ..api.schemas import DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, validate_endpoint_url
+from ..api.management import add_endpoint, change_merchant, change_settings, edit_endpoint, rotate_endpoint_secret
+from ..api.schemas import (
+    DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, EndpointCreateSchema, EndpointUpdateSchema, MerchantUpdateSchema, load,
+)
 from ..cli import callback_urls
 from ..errors import Forbidden, InvalidPayload, NotFound, WebhookServiceError
 from . import links, queries, security, settings_form
@@ -383,30 +385,27 @@ def _secret_page(endpoint: Endpoint, secret: str, created: bool):
 
 @bp.post("/endpoints")
 def create_endpoint():
-    """Add an endpoint; its signing secret is shown on the answer page only."""
+    """Add an endpoint, validated by the API's schema; its signing secret is shown on the answer page only."""
     scope = _scope()
-    url = (request.form.get("url") or "").strip()
-    try:
-        validate_endpoint_url(url)
-    except ValidationError as exc:
-        raise InvalidPayload(f"url: {' '.join(exc.messages)}") from None
+    body = load(EndpointCreateSchema(), settings_form.read_endpoint(request.form))
     with _store().write() as session:
         merchant = queries.merchant(session, scope, scope.merchant_filter(_text(request.form, "merchant")) or "")
-        endpoint = Endpoint(id=ids.new_id("ep"), merchant_id=merchant.id, url=url,
-                            description=_text(request.form, "description"), event_types=None, enabled=True,
-                            secret=signing.generate_secret())
-        session.add(endpoint)
-        audit.record(session, security.current(), "create_endpoint", endpoint.id, url=url)
+        endpoint = add_endpoint(session, security.current(), merchant, body)
     return _secret_page(endpoint, endpoint.secret, created=True)
 
 
 @bp.post("/endpoints/<endpoint_id>/<action>")
 def change_endpoint(endpoint_id: str, action: str):
-    """Disable, enable, or rotate the secret of an endpoint."""
-    if action not in ("disable", "enable", "rotate"):
+    """Edit the settings of an endpoint, disable or enable it, or rotate its secret."""
+    if action not in ("edit", "disable", "enable", "rotate"):
         raise InvalidPayload(f"unknown action {action}")
     with _store().write() as session:
         endpoint = queries.endpoint(session, _scope(), endpoint_id, for_update=True)
+        if action == "edit":
+            changes = load(EndpointUpdateSchema(), settings_form.read_endpoint(request.form))
+            edit_endpoint(session, security.current(), endpoint, changes)
+            flash(f"Settings of endpoint {endpoint_id} saved.")
+            return redirect(url_for("console.endpoints"))
         if action == "rotate":
             try:
                 grace = int(request.form.get("grace_period_seconds", DEFAULT_GRACE_SECONDS))
@@ -443,13 +442,14 @@ def _settings_page(merchant, merchants, values: dict[str, Any], errors: list[str
         spare_rules=settings_form.SPARE_RULES, profiles=ms.RETRY_PROFILES, custom=settings_form.CUSTOM,
         describe=settings_form.describe_schedule, notices=settings_form.NOTICES, notice_defaults=ms.NOTICE_DEFAULTS,
         receipt=ms.RECEIPT, min_days=ms.MIN_RETENTION_DAYS, max_days=ms.MAX_RETENTION_DAYS,
-        max_recipients=ms.MAX_RECIPIENTS)
+        max_recipients=ms.MAX_RECIPIENTS, c2b_modes=ms.C2B_MODES, c2b_fallbacks=ms.C2B_FALLBACKS,
+        c2b_max_pattern=ms.MAX_PATTERN_LENGTH, c2b_max_timeout=ms.MAX_FORWARD_TIMEOUT)
     return page, status
 
 
 @bp.get("/settings")
 def settings_page():
-    """A merchant's settings: priority rules, retry profile, notification preferences and retention."""
+    """A merchant's settings: priority rules, retry profile, notices, retention and C2B validation."""
     scope = _scope()
     with _store().read() as session:
         merchants = queries.merchants(session, scope)
@@ -474,7 +474,8 @@ def save_settings():
         stored = ms.view(merchant.settings)
         wanted = settings_form.read(request.form, stored)
         try:
-            changed = settings_form.changes(stored, ms.load(wanted))
+            allow = current_app.extensions["payhook.settings"].endpoint_allowlist
+            changed = settings_form.changes(stored, ms.load(wanted, allow))
         except ValidationError as exc:
             errors = settings_form.explain(exc.messages)
         else:
@@ -485,6 +486,27 @@ def save_settings():
         return _settings_page(merchant, merchants, wanted, errors, status=400)
     flash(f"Settings of {merchant.name} saved: {', '.join(sorted(changed)).replace('_', ' ')} changed."
           if changed else "Nothing changed.")
+    return redirect(url_for("console.settings_page", merchant=merchant.id))
+
+
+@bp.post("/settings/merchant")
+def save_merchant():
+    """Change a merchant's name and notification email (an operator may also disable or enable it), audited."""
+    scope = _scope()
+    chosen = scope.merchant_filter(_text(request.form, "merchant"))
+    if chosen is None:
+        raise InvalidPayload("merchant: choose a merchant")
+    body: dict[str, Any] = {"name": (request.form.get("name") or "").strip(),
+                            "notification_email": (request.form.get("notification_email") or "").strip() or None}
+    if "enabled" in request.form:
+        if not security.current().is_admin:
+            raise Forbidden("only an operator may disable or enable a merchant")
+        body["enabled"] = request.form["enabled"]
+    changes = load(MerchantUpdateSchema(), body)
+    with _store().write() as session:
+        merchant = queries.merchant(session, scope, chosen)
+        change_merchant(session, security.current(), merchant, changes)
+    flash(f"Merchant {merchant.name} saved.")
     return redirect(url_for("console.settings_page", merchant=merchant.id))
 
 
