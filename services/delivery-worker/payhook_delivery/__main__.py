@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 
 import dramatiq
 
+from payhook_shared.entrypoint import parse_args
 from payhook_shared.priority import DELIVERY, pool_queues
 
 from .settings import Settings
@@ -23,6 +25,9 @@ log = logging.getLogger("payhook_delivery")
 
 def main() -> None:
     """Run until SIGTERM or SIGINT, then finish the work in flight and exit."""
+    parse_args("payhook-delivery-worker", "payhook-delivery-worker",
+               "Serve one pool of delivery queues (POOL, THREADS and the other settings come from the "
+               "environment) until SIGTERM.", sys.argv[1:])
     settings = Settings.from_env()
     from .actors import broker  # importing declares the actors on the configured broker
 
