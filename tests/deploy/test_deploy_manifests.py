@@ -26,7 +26,7 @@ OVERLAYS = ["dev", "prod", "prod+monitoring"]
 CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
 # In prod, payhook-secrets is created outside git with exactly these keys (deploy/README.md).
 EXTERNAL_SECRETS = {"payhook-secrets": {"DATABASE_URL", "REDIS_URL", "SMTP_URL", "CONSOLE_SECRET_KEY", "REDIS_ADDRESS",
-                                       "REDIS_PASSWORD"}}
+                                       "REDIS_PASSWORD", "REDIS_TLS"}}
 SETTINGS = {"webhook-service": WebhookSettings, "delivery-worker": DeliverySettings, "mail-worker": MailSettings}
 # The worker health server's contract (HEALTH_PORT, default 9100): GET /health and /health/ready.
 WORKER_HEALTH_PATHS = {"/health", "/health/ready"}
@@ -297,9 +297,37 @@ def test_scaledobject_queues_are_payhook_queues(rendered):
             assert int(trigger["metadata"]["listLength"]) > 0
             watched[family].add(queue)
     assert watched == {DELIVERY: set(queue_names(DELIVERY)), MAIL: set(queue_names(MAIL))}
-    urgent = named(rendered["prod"], "ScaledObject", "delivery-worker-urgent")
-    assert {t["metadata"]["listName"] for t in urgent["spec"]["triggers"]} == {"dramatiq:delivery.urgent",
-                                                                                "dramatiq:delivery.high"}
+
+
+def test_each_pool_scales_on_every_queue_it_consumes(rendered):
+    """A pool's backlog on any of its queues adds replicas: one trigger per queue of the pool, the pool read
+    from the POOL the target Deployment runs with (the mail-worker consumes every mail queue)."""
+    objects = rendered["prod"]
+    for scaled in of_kind(objects, "ScaledObject"):
+        target = named(objects, "Deployment", scaled["spec"]["scaleTargetRef"]["name"])
+        container = target["spec"]["template"]["spec"]["containers"][0]
+        if service_of(target) == "mail-worker":
+            consumed = set(queue_names(MAIL))
+        else:
+            consumed = set(pool_queues(DELIVERY, container_env(objects, target["spec"]["template"]["spec"],
+                                                               container)["POOL"]))
+        watched = {t["metadata"]["listName"].removeprefix("dramatiq:") for t in scaled["spec"]["triggers"]}
+        assert watched == consumed, scaled["metadata"]["name"]
+
+
+def test_keda_speaks_tls_to_redis_when_the_secret_says_so(rendered):
+    """rediss:// needs TLS in KEDA's redis scaler too: the TriggerAuthentication of every trigger maps the
+    scaler's tls parameter (enable|disable) from payhook-secrets, and the documented Secret sets it."""
+    objects = rendered["prod"]
+    auths = {a["metadata"]["name"]: {r["parameter"]: r for r in a["spec"]["secretTargetRef"]}
+             for a in of_kind(objects, "TriggerAuthentication")}
+    for scaled in of_kind(objects, "ScaledObject"):
+        for trigger in scaled["spec"]["triggers"]:
+            params = auths[trigger["authenticationRef"]["name"]]
+            assert "enableTLS" not in trigger["metadata"], "KEDA refuses tls set in both places"
+            assert params["tls"] == {"parameter": "tls", "name": "payhook-secrets", "key": "REDIS_TLS"}
+    readme = (ROOT / "deploy" / "README.md").read_text()
+    assert "REDIS_URL='rediss://" in readme and "REDIS_TLS=enable" in readme
 
 
 def test_monitoring_component_scrapes_every_service(rendered):
