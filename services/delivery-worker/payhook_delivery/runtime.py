@@ -7,6 +7,7 @@ connection is ever shared across a fork. Tests ``install`` their own.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 
 import urllib3
@@ -19,6 +20,7 @@ from payhook_shared.metrics import HealthServer
 from payhook_shared.messages import DeliverWebhook
 from payhook_shared.priority import DELIVERY, Priority
 from payhook_shared.store import Delivery, Store
+from payhook_shared.store.schema import check_schema
 
 from . import http, metrics
 from .limits import Limiter
@@ -74,7 +76,8 @@ class Runtime:
         """Serve /health, /health/ready and /metrics on ``HEALTH_PORT`` (once; never when it is 0)."""
         if self.health is None and self.settings.health_port:
             self.health = HealthServer(self.settings.health_port, {
-                "database": self.store.ping, "redis": self.broker.client.ping}).start(attempts)
+                "database": self.store.ping, "schema": functools.partial(check_schema, self.store),
+                "redis": self.broker.client.ping}).start(attempts)
 
     def close(self) -> None:
         """Stop the background work and the health server, and release connections."""

@@ -6,6 +6,7 @@ Built lazily on first use, after Dramatiq has forked the process. Tests ``instal
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jinja2
 
@@ -16,6 +17,7 @@ from payhook_shared.jobs import Sweeper
 from payhook_shared.metrics import HealthServer
 from payhook_shared.priority import MAIL
 from payhook_shared.store import Email, Store
+from payhook_shared.store.schema import check_schema
 
 from . import render, transport
 from .alerts import AlertLoop
@@ -51,7 +53,8 @@ class Runtime:
         """Serve /health, /health/ready and /metrics on ``HEALTH_PORT`` (once; never when it is 0)."""
         if self.health is None and self.settings.health_port:
             self.health = HealthServer(self.settings.health_port, {
-                "database": self.store.ping, "redis": self.broker.client.ping}).start(attempts)
+                "database": self.store.ping, "schema": functools.partial(check_schema, self.store),
+                "redis": self.broker.client.ping}).start(attempts)
 
     def close(self) -> None:
         """Stop the sweeper, the alert check and the health server, and release connections."""
