@@ -4,16 +4,25 @@ is not Ready (so a rolling update keeps the old pods), on a real database one re
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from alembic import command
 
+from payhook_shared.broker import create_broker
+from payhook_shared.messages import DeliverWebhook, SendEmail
+from payhook_shared.priority import Priority
 from payhook_shared.store import Store
 from payhook_shared.store.migrate import alembic_config, upgrade
 from payhook_shared.store.schema import SchemaBehind, check_schema, code_revisions
-from support import free_port
+from support import free_port, wait_until
 
 
 @pytest.fixture
@@ -95,3 +104,68 @@ def test_workers_are_not_ready_until_migrated(behind, redis_url, service, tmp_pa
         assert status == 200, body
     finally:
         rt.close()
+
+
+def _start(script: str, database_url: str, redis_url: str, health_port: int, tmp_path) -> subprocess.Popen:
+    env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "HEALTH_PORT": str(health_port),
+           "OUTBOX_DIR": str(tmp_path / "outbox"), "LOG_FORMAT": "text", "SWEEP_INTERVAL": "0.2"}
+    log = (tmp_path / f"{script}.log").open("wb")
+    return subprocess.Popen([str(Path(sys.executable).parent / script)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("script", ["payhook-delivery-worker", "payhook-mail-worker"])
+def test_workers_consume_only_once_migrated(behind, redis_url, redis_client, script, tmp_path):
+    """The real worker, started on a schema one revision behind, serves /health (not Ready) and leaves its
+    queue alone; once the migration has run, it consumes."""
+    broker = create_broker(redis_url)
+    if script == "payhook-delivery-worker":
+        message = DeliverWebhook(delivery_id="dl_none", event_id="ev_none", merchant_id="m_none",
+                                 priority=Priority.NORMAL)
+    else:
+        message = SendEmail(email_id="em_none", merchant_id="m_none", priority=Priority.NORMAL)
+    broker.enqueue(message.to_dramatiq())
+    queue = f"dramatiq:{message.queue_name}"
+    assert redis_client.llen(queue) == 1
+    port = free_port()
+    proc = _start(script, behind, redis_url, port, tmp_path)
+    try:
+        wait_until(lambda: _get_or_none(f"http://127.0.0.1:{port}/health") == 200, timeout=60, what="/health")
+        status, body = _get(f"http://127.0.0.1:{port}/health/ready")
+        assert status == 503 and body["checks"]["schema"] == "SchemaBehind", body
+        time.sleep(2)
+        assert redis_client.llen(queue) == 1, "consumed before the schema was migrated"
+        upgrade(behind)
+        wait_until(lambda: redis_client.llen(queue) == 0, timeout=60, what="the message consumed")
+        wait_until(lambda: _get_or_none(f"http://127.0.0.1:{port}/health/ready") == 200, timeout=60,
+                   what="the worker ready")
+    finally:
+        _stop(proc)
+        broker.close()
+
+
+@pytest.mark.parametrize("script", ["payhook-delivery-worker", "payhook-mail-worker"])
+def test_a_waiting_worker_stops_on_sigterm(behind, redis_url, script, tmp_path):
+    port = free_port()
+    proc = _start(script, behind, redis_url, port, tmp_path)
+    try:
+        wait_until(lambda: _get_or_none(f"http://127.0.0.1:{port}/health") == 200, timeout=60, what="/health")
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the main process only, as the kubelet sends it; it must exit cleanly."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _get_or_none(url: str) -> int | None:
+    try:
+        return _get(url)[0]
+    except OSError:
+        return None

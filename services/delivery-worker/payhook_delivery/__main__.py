@@ -17,6 +17,7 @@ import dramatiq
 
 from payhook_shared.entrypoint import parse_args
 from payhook_shared.priority import DELIVERY, pool_queues
+from payhook_shared.store.schema import wait_for_schema
 
 from .settings import Settings
 
@@ -31,11 +32,20 @@ def main() -> None:
     settings = Settings.from_env()
     from .actors import broker  # importing declares the actors on the configured broker
 
+    from . import runtime
+
     queues = pool_queues(DELIVERY, settings.pool)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
+    # Health first (not Ready while the schema is behind), then consume only once it is migrated.
+    rt = runtime.get()
+    rt.serve_health()
+    if not wait_for_schema(rt.store, stop):
+        rt.close()
+        log.info("delivery worker stopped before the schema was migrated")
+        return
     broker.emit_after("process_boot")
     worker = dramatiq.Worker(broker, queues=set(queues), worker_threads=settings.threads,
                              worker_timeout=settings.poll_interval_ms)
