@@ -8,6 +8,7 @@ the health server, and one actor per priority level.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -20,6 +21,7 @@ from .lazy import PerProcess
 from .metrics import DramatiqMetrics, HealthServer
 from .priority import Priority, actor_name, queue_name
 from .store import Store
+from .store.schema import check_schema
 
 # Retries are the store's business (a row's next_attempt_at), never Dramatiq's.
 ACTOR_OPTIONS = {"max_retries": 0, "time_limit": 120_000}
@@ -59,8 +61,8 @@ class WorkerRuntime:
         """Serve /health, /health/ready and /metrics on ``HEALTH_HOST:HEALTH_PORT`` (once; never when it is 0)."""
         if self.health is None and self.settings.health_port:
             self.health = HealthServer(self.settings.health_port, {
-                "database": self.store.ping, "redis": self.broker.client.ping},
-                host=self.settings.health_host).start(attempts)
+                "database": self.store.ping, "schema": functools.partial(check_schema, self.store),
+                "redis": self.broker.client.ping}, host=self.settings.health_host).start(attempts)
 
     def release(self) -> None:
         """Release what a subclass holds beyond the store (HTTP pools, SMTP connections)."""

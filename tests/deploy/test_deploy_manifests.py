@@ -4,6 +4,7 @@ with each other and with the services they run."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import shutil
 import subprocess
@@ -26,7 +27,7 @@ OVERLAYS = ["dev", "prod", "prod+monitoring"]
 CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
 # In prod, payhook-secrets is created outside git with exactly these keys (deploy/README.md).
 EXTERNAL_SECRETS = {"payhook-secrets": {"DATABASE_URL", "REDIS_URL", "SMTP_URL", "CONSOLE_SECRET_KEY", "REDIS_ADDRESS",
-                                       "REDIS_PASSWORD"}}
+                                       "REDIS_PASSWORD", "REDIS_TLS"}}
 SETTINGS = {"webhook-service": WebhookSettings, "delivery-worker": DeliverySettings, "mail-worker": MailSettings}
 # The worker health server's contract (HEALTH_PORT, default 9100): GET /health and /health/ready.
 WORKER_HEALTH_PATHS = {"/health", "/health/ready"}
@@ -297,9 +298,37 @@ def test_scaledobject_queues_are_payhook_queues(rendered):
             assert int(trigger["metadata"]["listLength"]) > 0
             watched[family].add(queue)
     assert watched == {DELIVERY: set(queue_names(DELIVERY)), MAIL: set(queue_names(MAIL))}
-    urgent = named(rendered["prod"], "ScaledObject", "delivery-worker-urgent")
-    assert {t["metadata"]["listName"] for t in urgent["spec"]["triggers"]} == {"dramatiq:delivery.urgent",
-                                                                                "dramatiq:delivery.high"}
+
+
+def test_each_pool_scales_on_every_queue_it_consumes(rendered):
+    """A pool's backlog on any of its queues adds replicas: one trigger per queue of the pool, the pool read
+    from the POOL the target Deployment runs with (the mail-worker consumes every mail queue)."""
+    objects = rendered["prod"]
+    for scaled in of_kind(objects, "ScaledObject"):
+        target = named(objects, "Deployment", scaled["spec"]["scaleTargetRef"]["name"])
+        container = target["spec"]["template"]["spec"]["containers"][0]
+        if service_of(target) == "mail-worker":
+            consumed = set(queue_names(MAIL))
+        else:
+            consumed = set(pool_queues(DELIVERY, container_env(objects, target["spec"]["template"]["spec"],
+                                                               container)["POOL"]))
+        watched = {t["metadata"]["listName"].removeprefix("dramatiq:") for t in scaled["spec"]["triggers"]}
+        assert watched == consumed, scaled["metadata"]["name"]
+
+
+def test_keda_speaks_tls_to_redis_when_the_secret_says_so(rendered):
+    """rediss:// needs TLS in KEDA's redis scaler too: the TriggerAuthentication of every trigger maps the
+    scaler's tls parameter (enable|disable) from payhook-secrets, and the documented Secret sets it."""
+    objects = rendered["prod"]
+    auths = {a["metadata"]["name"]: {r["parameter"]: r for r in a["spec"]["secretTargetRef"]}
+             for a in of_kind(objects, "TriggerAuthentication")}
+    for scaled in of_kind(objects, "ScaledObject"):
+        for trigger in scaled["spec"]["triggers"]:
+            params = auths[trigger["authenticationRef"]["name"]]
+            assert "enableTLS" not in trigger["metadata"], "KEDA refuses tls set in both places"
+            assert params["tls"] == {"parameter": "tls", "name": "payhook-secrets", "key": "REDIS_TLS"}
+    readme = (ROOT / "deploy" / "README.md").read_text()
+    assert "REDIS_URL='rediss://" in readme and "REDIS_TLS=enable" in readme
 
 
 def test_monitoring_component_scrapes_every_service(rendered):
@@ -335,10 +364,116 @@ def test_network_policies(rendered, overlay):
         assert bool(ingress) == (name == "webhook-service"), f"only webhook-service takes ingress, not {name}"
         egress = [rule for p in applying(labels, "Egress") for rule in p["spec"].get("egress", [])]
         ports = {(port.get("protocol"), port["port"]) for rule in egress for port in rule.get("ports", [])}
-        assert {("UDP", 53), ("TCP", 53), ("TCP", 6379), ("TCP", 5432)} <= ports, name
-        if name != "webhook-service":
-            internet = [to["ipBlock"] for rule in egress for to in rule.get("to", []) if "ipBlock" in to]
-            assert internet == [{"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}], name
+        assert {("UDP", 53), ("TCP", 53), ("TCP", 5432)} <= ports, name
+        assert ("TCP", 6379) in ports or ("TCP", 6380) in ports, name
+        internet = [to["ipBlock"]["cidr"] for rule in egress for to in rule.get("to", []) if "ipBlock" in to]
+        assert "0.0.0.0/0" in internet, f"{name} cannot reach merchant endpoints on the internet"
+
+
+# Ranges no Payhook pod may reach except the named backends: private (RFC 1918, ULA), shared (CGNAT),
+# link-local (cloud metadata), loopback.
+PRIVATE_RANGES = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+                                                    "169.254.0.0/16", "127.0.0.0/8", "fc00::/7", "fe80::/10")]
+# The policies that name the backends (database, Redis, SMTP), and the ports those listen on.
+BACKEND_POLICIES = {"payhook-egress-backends", "mail-worker-egress-smtp"}
+BACKEND_PORTS = {5432, 6379, 6380, 25, 465, 587}
+
+
+def _reaches_private(block: dict) -> list[ipaddress._BaseNetwork]:
+    """The private ranges an ipBlock lets through (some part of), its excepts taken off."""
+    cidr = ipaddress.ip_network(block["cidr"])
+    excepts = [ipaddress.ip_network(e) for e in block.get("except", [])]
+    reached = []
+    for private in PRIVATE_RANGES:
+        if private.version != cidr.version or not cidr.overlaps(private):
+            continue
+        inside = private if private.subnet_of(cidr) else cidr
+        if not any(e.version == inside.version and inside.subnet_of(e) for e in excepts):
+            reached.append(private)
+    return reached
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_egress_refuses_private_ranges_except_the_named_backends(rendered, overlay):
+    """Every egress rule names its destinations; private ranges are reachable only in the backends'
+    policies, on the backends' ports, to single hosts or small subnets; in-cluster peers are DNS or the
+    overlay's own Redis and PostgreSQL pods."""
+    for policy in of_kind(rendered[overlay], "NetworkPolicy"):
+        name = policy["metadata"]["name"]
+        for rule in policy["spec"].get("egress", []):
+            assert rule.get("to"), f"{name}: an egress rule without `to` reaches every address"
+            ports = {p["port"] for p in rule.get("ports", [])}
+            for peer in rule["to"]:
+                if "ipBlock" in peer:
+                    reached = _reaches_private(peer["ipBlock"])
+                    if not reached:
+                        continue
+                    network = ipaddress.ip_network(peer["ipBlock"]["cidr"])
+                    assert name in BACKEND_POLICIES, f"{name} opens {reached}"
+                    assert ports and ports <= BACKEND_PORTS, f"{name}: {network} on ports {ports or 'all'}"
+                    assert network.prefixlen >= (24 if network.version == 4 else 120), f"{name}: {network} is wide"
+                elif peer.get("podSelector", {}).get("matchLabels") == {"k8s-app": "kube-dns"}:
+                    assert ports == {53}, name
+                else:
+                    assert name in BACKEND_POLICIES and "namespaceSelector" not in peer, f"{name}: {peer}"
+                    assert ports and ports <= BACKEND_PORTS, name
+                    target = peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+                    assert target in {"redis", "postgres"}, f"{name}: {peer}"
+
+
+def test_merchant_egress_excepts_every_private_range(rendered):
+    policy = named(rendered["prod"], "NetworkPolicy", "payhook-egress-internet")
+    blocks = [to["ipBlock"] for rule in policy["spec"]["egress"] for to in rule["to"]]
+    assert {b["cidr"] for b in blocks} == {"0.0.0.0/0", "::/0"}
+    assert all(_reaches_private(b) == [] for b in blocks)
+
+
+# Peak RSS measured with the real processes under load (gunicorn with gevent workers, the delivery worker
+# with 8 threads, the mail worker's dramatiq parent and one worker process, on PostgreSQL; deploy/README.md,
+# "Resources"), in MiB.
+WEB_MASTER_RSS, WEB_WORKER_RSS = 34, 92
+DELIVERY_RSS = 88
+MAIL_PARENT_RSS, MAIL_PROCESS_RSS = 30, 87
+MIB = {"Mi": 1, "Gi": 1024}
+
+
+def _mib(quantity: str) -> float:
+    return float(quantity[:-2]) * MIB[quantity[-2:]]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_memory_is_sized_from_the_measured_rss(rendered, overlay):
+    """Requests cover the measured peak, limits leave half as much again to grow, for the number of
+    processes each Deployment runs (WEB_WORKERS, PROCESSES)."""
+    objects = rendered[overlay]
+    for deployment in payhook_deployments(objects):
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        env = container_env(objects, pod, container)
+        need = {"webhook-service": WEB_MASTER_RSS + WEB_WORKER_RSS * int(env.get("WEB_WORKERS", "0")),
+                "delivery-worker": DELIVERY_RSS,
+                "mail-worker": MAIL_PARENT_RSS + MAIL_PROCESS_RSS * int(env.get("PROCESSES", "0"))}[service_of(deployment)]
+        resources = container["resources"]
+        name = deployment["metadata"]["name"]
+        assert _mib(resources["requests"]["memory"]) >= need, f"{name}: request below the measured {need} MiB"
+        assert _mib(resources["limits"]["memory"]) >= 1.5 * need, f"{name}: limit leaves no room above {need} MiB"
+
+
+def test_prod_spreads_each_deployment_over_zones_and_nodes(rendered):
+    objects = rendered["prod"]
+    deployments = payhook_deployments(objects)
+    for deployment in deployments:
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        constraints = {c["topologyKey"]: c for c in deployment["spec"]["template"]["spec"].get(
+            "topologySpreadConstraints", [])}
+        assert set(constraints) == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}, deployment["metadata"]["name"]
+        for constraint in constraints.values():
+            selector = {"matchLabels": {**constraint["labelSelector"]["matchLabels"],
+                                        **{k: labels[k] for k in constraint.get("matchLabelKeys", []) if k in labels}}}
+            spread = {d["metadata"]["name"] for d in deployments
+                      if matches(selector, d["spec"]["template"]["metadata"]["labels"])}
+            assert spread == {deployment["metadata"]["name"]}, f"{deployment['metadata']['name']} spreads with {spread}"
+        assert constraints["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
 
 
 def test_the_cluster_alert_rules_are_the_shipped_rules():

@@ -278,7 +278,7 @@ def test_worker_metrics_count_deliveries_and_emails(stack):
     for port in (stack.delivery_port, stack.mail_port):
         assert _http("GET", f"http://127.0.0.1:{port}/health")[0] == 200
         status, body = _http("GET", f"http://127.0.0.1:{port}/health/ready")
-        assert status == 200 and json.loads(body)["checks"] == {"database": "ok", "redis": "ok"}
+        assert status == 200 and json.loads(body)["checks"] == {"database": "ok", "schema": "ok", "redis": "ok"}
 
 
 def test_promtool_accepts_every_scrape_and_the_rules(stack, tmp_path):

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 
 import dramatiq
 
+from payhook_shared.entrypoint import parse_args
 from payhook_shared.priority import DELIVERY, pool_queues
+from payhook_shared.store.schema import wait_for_schema
 
 from .app import setup
 
@@ -23,6 +26,9 @@ log = logging.getLogger("payhook_delivery")
 
 def main() -> None:
     """Run until SIGTERM or SIGINT, then finish the work in flight and exit."""
+    parse_args("payhook-delivery-worker", "payhook-delivery-worker",
+               "Serve one pool of delivery queues (POOL, THREADS and the other settings come from the "
+               "environment) until SIGTERM.", sys.argv[1:])
     app = setup()
     settings, broker = app.settings, app.broker
     queues = pool_queues(DELIVERY, settings.pool)
@@ -30,6 +36,13 @@ def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
+    # Health first (not Ready while the schema is behind), then consume only once it is migrated.
+    rt = app.runtime.get()
+    rt.serve_health()
+    if not wait_for_schema(rt.store, stop):
+        rt.close()
+        log.info("delivery worker stopped before the schema was migrated")
+        return
     broker.emit_after("process_boot")
     worker = dramatiq.Worker(broker, queues=set(queues), worker_threads=settings.threads,
                              worker_timeout=settings.poll_interval_ms)

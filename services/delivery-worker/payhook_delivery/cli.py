@@ -33,6 +33,7 @@ def _filter(merchant, endpoint, category, since, until) -> deadletters.Filter:
 
 
 @click.group()
+@click.version_option(package_name="payhook-delivery-worker", prog_name="payhook-deliveries")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Operate on Payhook's dead letters (uses DATABASE_URL)."""

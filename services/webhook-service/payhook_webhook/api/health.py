@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
+from payhook_shared.store.schema import check_schema
+
 bp = Blueprint("health", __name__)
 
 
@@ -15,13 +17,18 @@ def live():
 
 @bp.get("/health/ready")
 def ready():
-    """The store and Redis both answer; until then, take no traffic."""
+    """The store and Redis both answer and the schema is migrated for this code; until then, take no traffic."""
     checks = {}
     try:
         current_app.extensions["payhook.store"].ping()
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = type(exc).__name__
+    try:
+        check_schema(current_app.extensions["payhook.store"])
+        checks["schema"] = "ok"
+    except Exception as exc:
+        checks["schema"] = type(exc).__name__
     try:
         current_app.extensions["payhook.broker"].client.ping()
         checks["redis"] = "ok"

@@ -396,8 +396,9 @@ def _api_paths() -> dict[str, Any]:
                          **_errors(400, 404, 415, 503)}},
         },
         "/health": {"get": {"summary": "Liveness", "responses": {"200": {"description": "the process answers"}}}},
-        "/health/ready": {"get": {"summary": "Readiness: the store and Redis answer", "responses": {
-            "200": {"description": "ready"}, "503": {"description": "the store or Redis does not answer"}}}},
+        "/health/ready": {"get": {"summary": "Readiness: the store and Redis answer, the schema is migrated",
+                                  "responses": {"200": {"description": "ready"}, "503": {
+                                      "description": "the store or Redis does not answer, or the schema is behind"}}}},
         "/health/queue": {"get": {"summary": "Per queue: waiting, active, delayed, dead and completed jobs",
                                   "responses": {"200": {"description": "the figures (cached a few seconds)"},
                                                 "503": {"description": "the store or Redis does not answer"}}}},
