@@ -10,7 +10,7 @@ from flask import Flask, g, request
 from payhook_shared import logs
 from payhook_shared.store import Store
 
-from . import c2b, cli, console, errors, ingest, merchants, metrics
+from . import c2b, cli, console, errors, ingest, merchants, metrics, params
 from .api import callbacks, deliveries, events, health, inbound, management, openapi, sources, testing
 from .broker import broker_for
 from .settings import Settings
@@ -39,6 +39,9 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     def _correlate() -> None:
         g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
         g.log_token = logs.push(correlation_id=g.request_id)
+
+    # After _correlate, so the refusal carries the request id too.
+    app.before_request(params.refuse_nul)
 
     @app.teardown_request
     def _uncorrelate(_exc: BaseException | None) -> None:

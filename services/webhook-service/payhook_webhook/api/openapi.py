@@ -18,6 +18,7 @@ from marshmallow import Schema, fields, validate
 from payhook_shared import merchant_settings as ms
 from payhook_shared.callbacks.gateways import PROVIDERS
 
+from ..params import TimeField
 from .schemas import (
     MAX_GRACE_SECONDS, DeadLetterFilterSchema, EndpointCreateSchema, EndpointUpdateSchema, EventCreateSchema,
     HmacConfigSchema, MerchantCreateSchema, MerchantUpdateSchema, PriorityField, PriorityTestSchema, PurgeSchema, RecoverSchema, RotateSecretSchema, SourceCreateSchema, SourceRotateSchema,
@@ -58,6 +59,8 @@ def _field_schema(field: fields.Field) -> dict[str, Any]:
     out: dict[str, Any]
     if isinstance(field, (PriorityField, ms.PriorityLabel)):
         out = {"type": "string", "enum": _PRIORITIES}
+    elif isinstance(field, TimeField):
+        out = {"type": "string", "format": "date-time"}
     elif isinstance(field, fields.Email):
         out = {"type": "string", "format": "email"}
     elif isinstance(field, fields.String):

@@ -26,7 +26,7 @@ from payhook_shared.priority import Priority
 from payhook_shared.store import Endpoint, JobState, Merchant
 from payhook_shared.store.models import utcnow
 
-from .. import audit, auth
+from .. import audit, auth, params
 from ..api.management import change_settings, rotate_endpoint_secret
 from ..api.schemas import DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, validate_endpoint_url
 from ..cli import callback_urls
@@ -100,13 +100,7 @@ def _text(source, name: str) -> str:
 def _time(source, name: str) -> dt.datetime | None:
     """A date or date-time field (``2026-11-01`` or ``2026-11-01T08:30``), read as UTC."""
     value = _text(source, name)
-    if not value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidPayload(f"{name}: must be a date such as 2026-11-01 or 2026-11-01T08:30 (UTC)") from None
-    return parsed.replace(tzinfo=dt.timezone.utc) if parsed.tzinfo is None else parsed
+    return params.parse_time(name, value) if value else None
 
 
 def _choice(source, name: str, allowed: tuple[str, ...]) -> str:
