@@ -210,3 +210,33 @@ def test_retry_all_and_purge_with_an_endpoint_filter_go_back_to_the_filtered_lis
     assert "1 dead letter purged." in client.get(response.headers["Location"]).get_data(as_text=True)
     with store.read() as session:
         assert session.scalars(select(Delivery.endpoint_id)).all() == [endpoint.id, endpoint.id]
+
+
+def test_another_merchants_ids_answer_exactly_as_unknown_ids(console_app, receiver):
+    store = console_app.extensions["payhook.store"]
+    mine, _ = merchant_with_endpoints(store, receiver.url)
+    theirs, [endpoint] = merchant_with_endpoints(store, receiver.url)
+    _dead_letters(store, theirs, endpoint, 1)
+    with store.read() as session:
+        delivery = session.scalar(select(Delivery))
+    _, key = create_api_key(store, mine.id, "shop")
+    client = console_app.test_client()
+    csrf = console_sign_in(client, key)
+    unknown = {i: i[:i.index("_") + 1] + "0" * (len(i) - i.index("_") - 1)
+               for i in (theirs.id, endpoint.id, delivery.id, delivery.event_id)}
+
+    def answer(method: str, path: str, form: dict[str, str], ident: str):
+        response = client.open(path.format(ident), method=method,
+                               data={k: v.format(ident) for k, v in {**form, "csrf_token": csrf}.items()})
+        return response.status_code, response.get_data(as_text=True).replace(ident, "<id>")
+
+    for method, path, form, ident in (
+            ("GET", "/console/events/{}", {}, delivery.event_id), ("GET", "/console/deliveries/{}", {}, delivery.id),
+            ("POST", "/console/deliveries/{}/retry", {}, delivery.id),
+            ("POST", "/console/endpoints/{}/disable", {}, endpoint.id),
+            ("POST", "/console/endpoints/{}/rotate", {}, endpoint.id),
+            ("POST", "/console/dead-letters/recover", {"endpoint": "{}", "since": "2026-01-01"}, endpoint.id)):
+        seen = answer(method, path, form, ident)
+        assert seen[0] == 404 and seen == answer(method, path, form, unknown[ident]), (method, path)
+    with store.read() as session:
+        assert session.get(Delivery, delivery.id).state == "dead"
