@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from flask import Flask, g, request
@@ -37,7 +36,7 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
 
     @app.before_request
     def _correlate() -> None:
-        g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        g.request_id = logs.correlation_id(request.headers.get("X-Request-ID"))
         g.log_token = logs.push(correlation_id=g.request_id)
 
     # After _correlate, so the refusal carries the request id too.
