@@ -8,8 +8,9 @@ import re
 import pytest
 from sqlalchemy import select
 
-from factories import api_key, merchant_with_endpoints
-from payhook_shared.store import ApiKey
+from factories import api_key, make_source, merchant_with_endpoints
+from payhook_shared import ids
+from payhook_shared.store import ApiKey, Delivery, Event
 from payhook_shared.store.models import utcnow
 from payhook_webhook import auth
 
@@ -125,10 +126,6 @@ VALID_BODIES = {
 
 
 def _their_rows(store):
-    from factories import make_source
-    from payhook_shared import ids
-    from payhook_shared.store import Delivery, Event
-
     theirs, [endpoint] = merchant_with_endpoints(store, "https://theirs.example/hook")
     source, _ = make_source(store, theirs, "flutterwave", "s" * 32)
     event_id, delivery_id = ids.new_id("evt"), ids.new_id("dlv")
