@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -176,3 +177,12 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10, interval: f
 def environ_database_url() -> str | None:
     """The PostgreSQL server tests may use, if the environment names one."""
     return os.environ.get("TEST_DATABASE_URL") or None
+
+
+def console_sign_in(client, api_key: str) -> str:
+    """Sign ``client`` (a Flask test client) in to the console with ``api_key``; the session's CSRF token."""
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/console/login").get_data(as_text=True))
+    response = client.post("/console/login", data={"api_key": api_key, "csrf_token": token.group(1)})
+    assert response.status_code == 302, response.get_data(as_text=True)[:300]
+    page = client.get("/console/dead-letters").get_data(as_text=True)
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)

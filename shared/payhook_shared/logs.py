@@ -13,6 +13,7 @@ import contextvars
 import logging
 import re
 import sys
+import uuid
 from collections.abc import Iterator
 
 from pythonjsonlogger.json import JsonFormatter
@@ -20,6 +21,9 @@ from pythonjsonlogger.json import JsonFormatter
 CORRELATION_FIELDS = ("correlation_id", "merchant_id", "event_id", "delivery_id", "email_id", "message_id")
 
 _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("payhook_log_context", default={})
+
+# What a caller's correlation id may be: short, and nothing a log line could read as a separator or key=value.
+_CORRELATION_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 # Kenyan MSISDNs in any of their written forms: 254 or +254 or 0, then 7 or 1, then 8 more digits.
 _PHONE = re.compile(r"(?<!\d)(\+?254|0)([17]\d{2})(\d{3})(\d{3})(?!\d)")
@@ -33,6 +37,17 @@ def mask_phone(value: object) -> str:
     """
     text = "" if value is None else str(value)
     return _PHONE.sub(lambda m: f"{m.group(1)}{m.group(2)}***{m.group(4)}", text)
+
+
+def correlation_id(given: str | None) -> str:
+    """``given`` (e.g. a request's ``X-Request-ID``) if it is a short token, else a new random id.
+
+    A token is 1–128 of ``A-Z a-z 0-9 . _ -``: anything else could forge fields in a
+    text log line (spaces, ``=``, newlines) or bloat every line it is bound to.
+    """
+    if given and _CORRELATION_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
 
 
 def push(**ids: object) -> contextvars.Token:

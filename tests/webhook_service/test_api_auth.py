@@ -8,8 +8,9 @@ import re
 import pytest
 from sqlalchemy import select
 
-from factories import api_key, merchant_with_endpoints
-from payhook_shared.store import ApiKey
+from factories import api_key, make_source, merchant_with_endpoints
+from payhook_shared import ids
+from payhook_shared.store import ApiKey, Delivery, Event
 from payhook_shared.store.models import utcnow
 from payhook_webhook import auth
 
@@ -111,3 +112,60 @@ def test_cli_refuses_an_unknown_merchant(webhook_app, store):
     assert "no merchant mch_00" in result.output
     with store.read() as session:
         assert session.execute(select(ApiKey)).first() is None
+
+
+# Bodies that pass validation, so every route reaches its lookup of the id.
+VALID_BODIES = {
+    ("PATCH", "/v1/merchants/<merchant_id>"): {"name": "Renamed"},
+    ("POST", "/v1/merchants/<merchant_id>/endpoints"): {"url": "http://127.0.0.1:9/hook"},
+    ("POST", "/v1/merchants/<merchant_id>/sources"): {"provider": "flutterwave"},
+    ("PATCH", "/v1/endpoints/<endpoint_id>"): {"description": "renamed"},
+    ("POST", "/v1/endpoints/<endpoint_id>/recover"): {"since": "2020-01-01T00:00:00Z"},
+    ("PATCH", "/v1/sources/<source_id>"): {"description": "renamed"},
+}
+
+
+def _their_rows(store):
+    theirs, [endpoint] = merchant_with_endpoints(store, "https://theirs.example/hook")
+    source, _ = make_source(store, theirs, "flutterwave", "s" * 32)
+    event_id, delivery_id = ids.new_id("evt"), ids.new_id("dlv")
+    with store.write() as session:
+        session.add(Event(id=event_id, merchant_id=theirs.id, provider="api", type="order.paid", status="succeeded",
+                          priority=2, dedupe_key="api:theirs", raw_payload="{}"))
+        session.add(Delivery(id=delivery_id, event_id=event_id, endpoint_id=endpoint.id, merchant_id=theirs.id,
+                             priority=2, state="dead", dead_at=utcnow(), last_category="server_error"))
+    api_key(store, theirs.id)
+    with store.read() as session:
+        key_id = session.scalar(select(ApiKey.id).where(ApiKey.merchant_id == theirs.id))
+    return {"merchant_id": theirs.id, "endpoint_id": endpoint.id, "source_id": source.id,
+            "delivery_id": delivery_id, "key_id": key_id, "level": "urgent"}
+
+
+def test_another_merchants_ids_answer_exactly_as_unknown_ids(webhook_app, client, store):
+    mine, _ = merchant_with_endpoints(store, "https://mine.example/hook")
+    headers = api_key(store, mine.id)
+    theirs = _their_rows(store)
+    unknown = {name: value[:value.index("_") + 1] + "0" * (len(value) - value.index("_") - 1) if "_" in value
+               else value for name, value in theirs.items()}
+    checked = 0
+    for rule in webhook_app.url_map.iter_rules():
+        if not rule.rule.startswith(("/v1/", "/test/")) or not rule.arguments:
+            continue
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            answers = []
+            for values in (theirs, unknown):
+                path = rule.rule
+                for name in rule.arguments:
+                    path = path.replace(f"<{name}>", values[name])
+                body = VALID_BODIES.get((method, rule.rule), None if method == "GET" else {})
+                response = client.open(path, method=method, json=body, headers=headers)
+                text = response.get_data(as_text=True)
+                for name in rule.arguments:
+                    text = text.replace(values[name], f"<{name}>")
+                answers.append((response.status_code, text))
+            assert answers[0] == answers[1], (method, rule.rule)
+            # Admin-only routes refuse a merchant key before looking at the id.
+            admin_only = rule.rule.startswith(("/test/", "/v1/api-keys/"))
+            assert answers[0][0] == (403 if admin_only else 404), (method, rule.rule, answers[0])
+            checked += 1
+    assert checked >= 19  # every method of every id-taking route under /v1 and /test

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from flask import Flask, g, request
@@ -10,7 +9,7 @@ from flask import Flask, g, request
 from payhook_shared import logs
 from payhook_shared.store import Store
 
-from . import c2b, cli, console, errors, ingest, merchants, metrics
+from . import c2b, cli, console, errors, ingest, merchants, metrics, params
 from .api import callbacks, deliveries, events, health, inbound, keys, management, openapi, sources, testing
 from .broker import broker_for
 from .settings import Settings
@@ -37,8 +36,11 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
 
     @app.before_request
     def _correlate() -> None:
-        g.request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        g.request_id = logs.correlation_id(request.headers.get("X-Request-ID"))
         g.log_token = logs.push(correlation_id=g.request_id)
+
+    # After _correlate, so the refusal carries the request id too.
+    app.before_request(params.refuse_nul)
 
     @app.teardown_request
     def _uncorrelate(_exc: BaseException | None) -> None:

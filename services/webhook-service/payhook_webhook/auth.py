@@ -175,12 +175,21 @@ def require_admin() -> Principal:
     return principal
 
 
+def may_see(merchant_id: str) -> bool:
+    """Whether the caller may see a row belonging to ``merchant_id``.
+
+    A row it may not see must answer exactly as an unknown id does: the
+    caller's own id in the message, never the owning merchant's.
+    """
+    principal = current_principal()
+    return principal.is_admin or principal.merchant_id == merchant_id
+
+
 def check_merchant_access(merchant_id: str) -> None:
     """Refuse a merchant key access to any merchant but its own.
 
     Raises:
       NotFound: the same answer an unknown merchant gets, so keys cannot probe for ids.
     """
-    principal = current_principal()
-    if not principal.is_admin and principal.merchant_id != merchant_id:
+    if not may_see(merchant_id):
         raise NotFound(f"no merchant {merchant_id}")

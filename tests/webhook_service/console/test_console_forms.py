@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from factories import merchant_with_endpoints, record_payment
+from support import console_sign_in
 from payhook_shared import ids
 from payhook_shared.store import AuditEntry, Delivery, Event
 from payhook_webhook.app import create_app
@@ -175,3 +176,67 @@ def test_a_second_page_keeps_every_filter_even_one_named_endpoint(console_app, r
         following = html.unescape(re.search(r'href="([^"]+)" rel="next"', first.get_data(as_text=True)).group(1))
         assert f"endpoint={endpoint.id}" in following and "after=dlv_" in following
         assert client.get(following).status_code == 200
+
+
+def _dead_letters(store, merchant, endpoint, n: int) -> None:
+    now = dt.datetime.now(dt.timezone.utc)
+    with store.write() as session:
+        for _ in range(n):
+            event_id = ids.new_id("evt")
+            session.add(Event(id=event_id, merchant_id=merchant.id, provider="api", type="order.paid",
+                              status="succeeded", priority=2, dedupe_key=f"api:{ids.new_token()}", raw_payload="{}"))
+            session.add(Delivery(id=ids.new_id("dlv"), event_id=event_id, endpoint_id=endpoint.id,
+                                 merchant_id=merchant.id, priority=2, state="dead", dead_at=now,
+                                 last_category="server_error"))
+
+
+def test_retry_all_and_purge_with_an_endpoint_filter_go_back_to_the_filtered_list(console_app, receiver):
+    store = console_app.extensions["payhook.store"]
+    merchant, [endpoint, other] = merchant_with_endpoints(store, receiver.url, receiver.url + "/other")
+    _dead_letters(store, merchant, endpoint, 2)
+    _, key = create_api_key(store, None, "ops")
+    client = console_app.test_client()
+    csrf = console_sign_in(client, key)
+    filters = {"endpoint": endpoint.id, "category": "server_error"}
+    response = client.post("/console/dead-letters/retry", data={**filters, "which": "matching", "csrf_token": csrf})
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"/console/dead-letters?endpoint={endpoint.id}&category=server_error"
+    with store.read() as session:
+        assert sorted(session.scalars(select(Delivery.state))) == ["pending", "pending"]
+    _dead_letters(store, merchant, other, 1)
+    response = client.post("/console/dead-letters/purge", data={"endpoint": other.id, "confirm": "yes",
+                                                                "csrf_token": csrf})
+    assert response.status_code == 302 and response.headers["Location"] == f"/console/dead-letters?endpoint={other.id}"
+    assert "1 dead letter purged." in client.get(response.headers["Location"]).get_data(as_text=True)
+    with store.read() as session:
+        assert session.scalars(select(Delivery.endpoint_id)).all() == [endpoint.id, endpoint.id]
+
+
+def test_another_merchants_ids_answer_exactly_as_unknown_ids(console_app, receiver):
+    store = console_app.extensions["payhook.store"]
+    mine, _ = merchant_with_endpoints(store, receiver.url)
+    theirs, [endpoint] = merchant_with_endpoints(store, receiver.url)
+    _dead_letters(store, theirs, endpoint, 1)
+    with store.read() as session:
+        delivery = session.scalar(select(Delivery))
+    _, key = create_api_key(store, mine.id, "shop")
+    client = console_app.test_client()
+    csrf = console_sign_in(client, key)
+    unknown = {i: i[:i.index("_") + 1] + "0" * (len(i) - i.index("_") - 1)
+               for i in (theirs.id, endpoint.id, delivery.id, delivery.event_id)}
+
+    def answer(method: str, path: str, form: dict[str, str], ident: str):
+        response = client.open(path.format(ident), method=method,
+                               data={k: v.format(ident) for k, v in {**form, "csrf_token": csrf}.items()})
+        return response.status_code, response.get_data(as_text=True).replace(ident, "<id>")
+
+    for method, path, form, ident in (
+            ("GET", "/console/events/{}", {}, delivery.event_id), ("GET", "/console/deliveries/{}", {}, delivery.id),
+            ("POST", "/console/deliveries/{}/retry", {}, delivery.id),
+            ("POST", "/console/endpoints/{}/disable", {}, endpoint.id),
+            ("POST", "/console/endpoints/{}/rotate", {}, endpoint.id),
+            ("POST", "/console/dead-letters/recover", {"endpoint": "{}", "since": "2026-01-01"}, endpoint.id)):
+        seen = answer(method, path, form, ident)
+        assert seen[0] == 404 and seen == answer(method, path, form, unknown[ident]), (method, path)
+    with store.read() as session:
+        assert session.get(Delivery, delivery.id).state == "dead"

@@ -61,9 +61,8 @@ def _scoped(params: dict[str, Any]) -> deadletters.Filter:
 
 def _own_delivery(session, delivery_id: str) -> Delivery:
     delivery = deadletters.inspect(session, delivery_id)
-    if delivery is None:
+    if delivery is None or not auth.may_see(delivery.merchant_id):
         raise NotFound(f"no delivery {delivery_id}")
-    auth.check_merchant_access(delivery.merchant_id)
     return delivery
 
 
@@ -121,7 +120,6 @@ def recover_endpoint(endpoint_id: str):
     since = load(RecoverSchema(), body)["since"]
     with _store().read() as session:
         endpoint = session.get(Endpoint, endpoint_id)
-        if endpoint is None:
+        if endpoint is None or not auth.may_see(endpoint.merchant_id):
             raise NotFound(f"no endpoint {endpoint_id}")
-        auth.check_merchant_access(endpoint.merchant_id)
     return jsonify(recovered=deadletters.recover(_store(), endpoint_id, since))

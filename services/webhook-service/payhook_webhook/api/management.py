@@ -90,8 +90,7 @@ def _merchant(session: Session, merchant_id: str) -> Merchant:
 
 def _endpoint(session: Session, endpoint_id: str, for_update: bool = False) -> Endpoint:
     endpoint = session.get(Endpoint, endpoint_id, with_for_update=for_update)
-    principal = auth.current_principal()
-    if endpoint is None or not (principal.is_admin or endpoint.merchant_id == principal.merchant_id):
+    if endpoint is None or not auth.may_see(endpoint.merchant_id):
         raise NotFound(f"no endpoint {endpoint_id}")
     return endpoint
 

@@ -18,6 +18,7 @@ from marshmallow import Schema, fields, validate
 from payhook_shared import merchant_settings as ms
 from payhook_shared.callbacks.gateways import PROVIDERS
 
+from ..params import TimeField
 from .schemas import (
     MAX_GRACE_SECONDS, DeadLetterFilterSchema, EndpointCreateSchema, EndpointUpdateSchema, EventCreateSchema,
     HmacConfigSchema, MerchantCreateSchema, MerchantUpdateSchema, PriorityField, PriorityTestSchema, PurgeSchema, RecoverSchema, RotateSecretSchema, SourceCreateSchema, SourceRotateSchema,
@@ -61,6 +62,8 @@ def _field_schema(field: fields.Field) -> dict[str, Any]:
         out = {"type": "string", "enum": _PRIORITIES}
     elif isinstance(field, ms.KesAmount):
         out = {"oneOf": [{"type": "string"}, {"type": "number"}], "description": "an amount in KES"}
+    elif isinstance(field, TimeField):
+        out = {"type": "string", "format": "date-time"}
     elif isinstance(field, fields.Email):
         out = {"type": "string", "format": "email"}
     elif isinstance(field, fields.String):

@@ -6,7 +6,6 @@ Every refusal is a 400 whose message names the offending field, e.g.
 
 from __future__ import annotations
 
-import datetime as dt
 import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +22,7 @@ from payhook_shared.merchant_settings import MAX_PRIORITY_RULES, PriorityRuleSch
 from payhook_shared.priority import Priority
 
 from ..errors import InvalidPayload, UnsupportedMediaType
+from ..params import TimeField
 
 MAX_URL_LENGTH = 2048
 DEFAULT_GRACE_SECONDS = 24 * 3600
@@ -249,8 +249,8 @@ class DeadLetterFilterSchema(Schema):
     merchant_id = fields.String(load_default=None, validate=validate.Length(1, 40))
     endpoint_id = fields.String(load_default=None, validate=validate.Length(1, 40))
     category = fields.String(load_default=None, validate=validate.Length(1, 20))
-    since = fields.AwareDateTime(load_default=None, default_timezone=dt.timezone.utc)
-    until = fields.AwareDateTime(load_default=None, default_timezone=dt.timezone.utc)
+    since = TimeField(load_default=None)
+    until = TimeField(load_default=None)
 
 
 class DeadLetterQuerySchema(DeadLetterFilterSchema):
@@ -264,7 +264,7 @@ class PurgeSchema(DeadLetterFilterSchema):
 
 
 class RecoverSchema(Schema):
-    since = fields.AwareDateTime(required=True, default_timezone=dt.timezone.utc)
+    since = TimeField(required=True)
 
 
 class PriorityTestSchema(Schema):

@@ -96,8 +96,7 @@ def _check_allowlist(source: Source) -> None:
 
 def _source(session: Session, source_id: str, for_update: bool = False) -> Source:
     source = session.get(Source, source_id, with_for_update=for_update)
-    principal = auth.current_principal()
-    if source is None or not (principal.is_admin or source.merchant_id == principal.merchant_id):
+    if source is None or not auth.may_see(source.merchant_id):
         raise NotFound(f"no source {source_id}")
     return source
 

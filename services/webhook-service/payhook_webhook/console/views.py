@@ -13,6 +13,7 @@ import json
 import logging
 import re
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import (
     Blueprint, current_app, flash, g, make_response, redirect, render_template, request, url_for,
@@ -26,7 +27,7 @@ from payhook_shared.priority import Priority
 from payhook_shared.store import Endpoint, JobState, Merchant
 from payhook_shared.store.models import utcnow
 
-from .. import audit, auth
+from .. import audit, auth, params
 from ..api.management import add_endpoint, change_merchant, change_settings, edit_endpoint, rotate_endpoint_secret
 from ..api.schemas import (
     DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, EndpointCreateSchema, EndpointUpdateSchema, MerchantUpdateSchema, load,
@@ -102,13 +103,7 @@ def _text(source, name: str) -> str:
 def _time(source, name: str) -> dt.datetime | None:
     """A date or date-time field (``2026-11-01`` or ``2026-11-01T08:30``), read as UTC."""
     value = _text(source, name)
-    if not value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidPayload(f"{name}: must be a date such as 2026-11-01 or 2026-11-01T08:30 (UTC)") from None
-    return parsed.replace(tzinfo=dt.timezone.utc) if parsed.tzinfo is None else parsed
+    return params.parse_time(name, value) if value else None
 
 
 def _choice(source, name: str, allowed: tuple[str, ...]) -> str:
@@ -137,6 +132,12 @@ def _query_args(filters: dict[str, Any]) -> dict[str, str]:
     """Filters as the query string of a link (times back in the form they were typed)."""
     return {k: (v.strftime("%Y-%m-%dT%H:%M") if isinstance(v, dt.datetime) else v)
             for k, v in filters.items() if v}
+
+
+def _filtered_url(view: str, filters: dict[str, Any]) -> str:
+    """A list page's address with ``filters`` as its query (not through url_for: a filter is named ``endpoint``)."""
+    args = _query_args(filters)
+    return f"{url_for(view)}?{urlencode(args)}" if args else url_for(view)
 
 
 def _audited(action: str, target: str = "", **details: Any) -> None:
@@ -336,7 +337,7 @@ def retry_dead_letters():
             audit.record(session, security.current(), "retry_selected", "dead-letters", count=count,
                          deliveries=chosen)
     flash(f"{count} dead letter{'s' if count != 1 else ''} put back in line for delivery.")
-    return redirect(url_for("console.dead_letters", **_query_args(filters)))
+    return redirect(_filtered_url("console.dead_letters", filters))
 
 
 @bp.post("/dead-letters/purge")
@@ -348,7 +349,7 @@ def purge_dead_letters():
     count = deadletters.purge_matching(_store(), queries.dead_filter(_scope(), filters))
     _audited("purge", "dead-letters", count=count, **_query_args(filters))
     flash(f"{count} dead letter{'s' if count != 1 else ''} purged.")
-    return redirect(url_for("console.dead_letters", **_query_args(filters)))
+    return redirect(_filtered_url("console.dead_letters", filters))
 
 
 @bp.post("/dead-letters/recover")
