@@ -32,7 +32,7 @@ NOTICES = (
 def _whole(value: str) -> int | str:
     """A whole number typed in a field, or the text itself for the schema to refuse."""
     value = value.strip().replace(",", "").replace("_", "")
-    return int(value) if value.isdigit() else value
+    return int(value) if value.isascii() and value.isdigit() else value
 
 
 def _items(value: str) -> list[str]:

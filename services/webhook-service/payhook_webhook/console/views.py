@@ -547,7 +547,7 @@ def revoke_api_key(key_id: str):
 def audit_log():
     """Who did what, newest first."""
     after = request.args.get("after") or None
-    if after is not None and not after.isdigit():
+    if after is not None and not (after.isascii() and after.isdigit() and len(after) <= 18):
         raise InvalidPayload("after: must be an audit entry number")
     with _store().read() as session:
         rows, next_after = queries.audit_log(session, _scope(), after)
