@@ -30,7 +30,7 @@ class Settings:
     health_port: int = 9100
     """Port of this process's ``/health``, ``/health/ready`` and ``/metrics``; ``0`` turns them off."""
     health_host: str = "127.0.0.1"
-    """Address the health server binds: loopback, as in ``make run``; the images set ``0.0.0.0`` for probes."""
+    """Address the health server binds: loopback, as in ``make run``; the images and the Kubernetes config set ``0.0.0.0`` for probes."""
     retry_schedule: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     """Seconds before each retry after the first, immediate attempt (the ``standard`` profile); then the delivery is dead."""
     retry_jitter: float = 0.2
@@ -60,7 +60,7 @@ class Settings:
     disable_after: float = 5 * 24 * 3600.0
     """Seconds of continuous failure after which an endpoint is disabled."""
     endpoint_allowlist: tuple[str, ...] = ()
-    """Non-public CIDRs endpoints may resolve to (e.g. ``127.0.0.0/8`` in development); a bad entry stops the worker at start-up."""
+    """Non-public CIDRs every attempt may connect to, matched against the address connected to (e.g. ``127.0.0.0/8`` in development); a bad entry stops the worker at start-up."""
     limit_retry_delay: float = 0.5
     """Seconds a delivery waits when its endpoint is at ``max_in_flight`` (a rate limit computes its own wait)."""
     retention_interval: float = 3600.0

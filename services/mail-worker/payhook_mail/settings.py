@@ -41,7 +41,7 @@ class Settings:
     health_port: int = 9100
     """Port of ``/health``, ``/health/ready`` and ``/metrics``; with ``PROCESSES`` above 1, consecutive ports; ``0`` turns them off."""
     health_host: str = "127.0.0.1"
-    """Address the health server binds: loopback, as in ``make run``; the images set ``0.0.0.0`` for probes."""
+    """Address the health server binds: loopback, as in ``make run``; the images and the Kubernetes config set ``0.0.0.0`` for probes."""
     retry_schedule: tuple[float, ...] = (10, 60, 300, 1800, 7200)
     """Seconds before each retry of an email after the first attempt; then the email is dead."""
     retry_jitter: float = 0.2

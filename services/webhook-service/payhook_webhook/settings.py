@@ -53,13 +53,13 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     """Peers (CIDRs) whose ``X-Forwarded-For`` is believed, e.g. the load balancer's subnet."""
     endpoint_allowlist: tuple[str, ...] = ()
-    """Non-public CIDRs endpoints may be registered on (e.g. ``127.0.0.0/8`` in development)."""
+    """Non-public CIDRs that endpoints and a C2B ``forward_url`` may lead to (registration and each forward), matched against the address connected to (e.g. ``127.0.0.0/8`` in development)."""
     console_secret_key: str = ""
     """Signs the console's session cookies; empty means a random key per process, so production must set it."""
     console_cookie_secure: bool = True
     """Send the console's cookie over HTTPS only; ``make run`` and the tests turn it off for plain HTTP."""
     console_session_hours: int = 8
-    """Console session lifetime, in hours."""
+    """How long a console session lasts from sign-in, in hours (kept in ``console_sessions``; sign-out or revoking its key ends it sooner)."""
     console_login_attempts: int = 10
     """Console sign-in attempts allowed per client address within ``CONSOLE_LOGIN_WINDOW`` (counted in Redis)."""
     console_login_window: int = 300
