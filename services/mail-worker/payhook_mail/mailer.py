@@ -5,13 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-import re
 import time
 
 import jinja2
 from sqlalchemy import update
 
-from payhook_shared import notices
+from payhook_shared import addresses, notices
 from payhook_shared.jobs import claim
 from payhook_shared.logs import bind
 from payhook_shared.messages import SendEmail
@@ -60,14 +59,10 @@ def send(rt: Runtime, message: SendEmail) -> str:
         return outcome
 
 
-# One @, no spaces or angle brackets, a dot in the domain: enough to refuse what no server would take.
-_ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\".]+")
-
-
 def _check_recipients(recipients: list[str]) -> None:
     if not recipients:
         raise PermanentMailError("no recipients")
-    invalid = [r for r in recipients if not isinstance(r, str) or not _ADDRESS.fullmatch(r)]
+    invalid = [r for r in recipients if not addresses.is_valid(r)]
     if invalid:
         raise PermanentMailError(f"invalid address: {', '.join(map(repr, invalid))}")
 

@@ -16,6 +16,8 @@ from flask import Blueprint, Flask, current_app, jsonify
 from marshmallow import Schema, fields, validate
 
 from payhook_shared import merchant_settings as ms
+from payhook_shared.addresses import MAX_LENGTH as MAX_ADDRESS_LENGTH
+from payhook_shared.addresses import EmailAddress
 from payhook_shared.callbacks.gateways import PROVIDERS
 
 from .schemas import (
@@ -58,8 +60,8 @@ def _field_schema(field: fields.Field) -> dict[str, Any]:
     out: dict[str, Any]
     if isinstance(field, (PriorityField, ms.PriorityLabel)):
         out = {"type": "string", "enum": _PRIORITIES}
-    elif isinstance(field, fields.Email):
-        out = {"type": "string", "format": "email"}
+    elif isinstance(field, EmailAddress):
+        out = {"type": "string", "format": "email", "maxLength": MAX_ADDRESS_LENGTH}
     elif isinstance(field, fields.String):
         out = {"type": "string"}
     elif isinstance(field, fields.Integer):

@@ -20,7 +20,7 @@ from flask import (
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from payhook_shared import deadletters, ids, signing
+from payhook_shared import addresses, deadletters, ids, signing
 from payhook_shared import merchant_settings as ms
 from payhook_shared.priority import Priority
 from payhook_shared.store import Endpoint, JobState, Merchant
@@ -173,7 +173,7 @@ def request_link():
     """Email a sign-in link to an address that may sign in; the answer is the same for any address."""
     security.count_login_attempt()
     email = (request.form.get("email") or "").strip()
-    if not 3 <= len(email) <= links.MAX_EMAIL_LENGTH or "@" not in email:
+    if not addresses.is_valid(email):
         return render_template("console/login.html", link_error="Enter an email address, such as you@shop.example.",
                                email=email[:links.MAX_EMAIL_LENGTH]), 400
     app = current_app._get_current_object()
