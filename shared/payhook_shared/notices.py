@@ -70,6 +70,9 @@ PRIORITIES = {
 
 _INSERT = {"postgresql": pg_insert, "sqlite": sqlite_insert}
 
+#: Emails to addresses a payment names rather than the merchant: capped per merchant by the mail-worker.
+CUSTOMER_TEMPLATES = frozenset({RECEIPT})
+
 #: Context keys that hold secrets, by kind: the mail-worker blanks them once the email is sent or dead.
 SECRET_CONTEXT = {SIGN_IN_LINK: ("links",)}
 

@@ -37,6 +37,9 @@ class Settings:
     alert_emails: tuple[str, ...] = ()
     alert_dead_letter_threshold: int = 10
     alert_interval: float = 60.0
+    # At most this many customer emails (receipts to buyers) per merchant in any hour; past it they are
+    # recorded as "suppressed", not sent. 0 lifts the cap.
+    customer_emails_per_hour: int = 500
     processes: int = 1
     threads: int = 4
 

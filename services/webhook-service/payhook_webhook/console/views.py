@@ -42,7 +42,8 @@ bp.after_request(security.security_headers)
 
 OPEN = {"console.login", "console.request_link", "console.link", "console.use_link", "console.static"}
 STATUSES = ("succeeded", "failed", "unknown")
-STATES = tuple(s.value for s in JobState)
+# A delivery's states: "suppressed" is for emails only.
+STATES = tuple(s.value for s in JobState if s is not JobState.SUPPRESSED)
 GRACE_CHOICES = ((0, "none: retire the old secret now"), (3600, "1 hour"),
                  (DEFAULT_GRACE_SECONDS, "24 hours"), (MAX_GRACE_SECONDS, "7 days"))
 _PHONE_SUFFIX = re.compile(r"^[0-9]{1,15}$")
