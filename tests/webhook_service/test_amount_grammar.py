@@ -187,3 +187,13 @@ def test_no_unicode_string_as_an_amount_answers_5xx(module_poster, route, amount
     if not required:
         assert response.status_code == 200, (route, amount, response.get_data()[:300])
 
+
+
+@pytest.mark.parametrize("number", [b"1e-999999999", b"1e999999"])
+def test_a_json_number_outside_float_range_is_refused_not_read_as_zero(client, store, number):
+    merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/hook")
+    body = json.dumps(_stk("AMOUNT")).encode().replace(b'"AMOUNT"', number)
+    response = client.post(callback_url(merchant, "stk"), data=body, content_type="application/json")
+    assert response.status_code == 400 and "out of range" in response.get_json()["error"]["message"]
+    with store.read() as session:
+        assert list(session.scalars(select(Event))) == []

@@ -184,6 +184,8 @@ def test_oversized_parameters_stay_out_of_columns():
 
 @pytest.mark.parametrize("body, problem", [
     (b'{"a": 1e999}', "out of range"),
+    (b'{"a": 1e-999999999}', "out of range"),
+    (b'{"a": -2.5e-400}', "out of range"),
     (b'{"a": ' + b"9" * 5000 + b"}", "not valid JSON"),
     (b'{"a": "\\u0000"}', "NUL"),
     (b'{"a": "\\ud800"}', "lone surrogate"),
