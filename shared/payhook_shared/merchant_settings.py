@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from . import money, ssrf
+from .addresses import EmailAddress
 from .errors import UnsafeURL
 from .events import STATUSES
 from .priority import Priority
@@ -130,15 +131,14 @@ class NoticeSchema(Schema):
     """Whether a merchant notice is sent, and to whom (default: the merchant's notification email)."""
 
     enabled = StrictBoolean()
-    recipients = fields.List(fields.Email(validate=validate.Length(max=320)),
-                             validate=validate.Length(1, MAX_RECIPIENTS))
+    recipients = fields.List(EmailAddress(), validate=validate.Length(1, MAX_RECIPIENTS))
 
 
 class ReceiptNoticeSchema(Schema):
     """Whether buyers get receipts; ``fallback_email`` (demos) receives those of payments naming no buyer."""
 
     enabled = StrictBoolean()
-    fallback_email = fields.Email(validate=validate.Length(max=320))
+    fallback_email = EmailAddress()
 
 
 class NotificationsSchema(Schema):

@@ -70,6 +70,9 @@ PRIORITIES = {
 
 _INSERT = {"postgresql": pg_insert, "sqlite": sqlite_insert}
 
+#: Emails to addresses a payment names rather than the merchant: capped per merchant by the mail-worker.
+CUSTOMER_TEMPLATES = frozenset({RECEIPT})
+
 #: What ``SendEmail.merchant_id`` (required, and logged) says for emails to Payhook's operators.
 OPERATOR = "operator"
 

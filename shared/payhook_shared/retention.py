@@ -29,7 +29,7 @@ from .store.models import utcnow
 
 log = logging.getLogger(__name__)
 
-FINISHED_EMAIL = (JobState.DONE.value, JobState.DEAD.value)
+FINISHED_EMAIL = (JobState.DONE.value, JobState.DEAD.value, JobState.SUPPRESSED.value)
 # What keeps an event, named rather than "not finished": the state indexes can then find these few rows
 # (ix_deliveries_due, ix_deliveries_dead_id, ix_emails_due) where "state NOT IN" could only be filtered.
 OWED_DELIVERY = (JobState.PENDING.value, JobState.SENDING.value, JobState.DEAD.value)

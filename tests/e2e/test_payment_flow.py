@@ -7,7 +7,7 @@ import json
 from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook
 
-from factories import fixture_bytes, merchant_with_endpoints, stk_url
+from factories import fixture_bytes, fixture_json, merchant_with_endpoints, set_merchant_settings, stk_url
 from payhook_shared.store import Delivery, DeliveryAttempt, Email, Event, JobState
 from support import wait_until
 
@@ -51,3 +51,25 @@ def test_stk_payment_reaches_merchant_signed_and_mailed(client, store, receiver,
     # Exactly one webhook, even after the sweeper has had time to look again.
     wait_until(lambda: len(receiver.received) == 1, timeout=1)
     assert len(receiver.received) == 1
+
+
+def test_crlf_in_a_receipt_number_leaves_each_subject_one_clean_line(client, store, smtp_server, mail_worker):
+    merchant, _ = merchant_with_endpoints(store, "https://shop.example/hook")
+    set_merchant_settings(store, merchant, {"notifications": {"receipt": {"fallback_email": "buyer@shop.test"}}})
+    mail_worker(smtp_url=smtp_server.url)
+    body = fixture_json("mpesa/stk_success.json")
+    body["Body"]["stkCallback"]["CallbackMetadata"]["Item"][1]["Value"] = "NLJ7RT61SV\r\nBcc: thief@evil.test"
+
+    assert client.post(stk_url(merchant), json=body).status_code == 200
+
+    wait_until(lambda: len(smtp_server.messages) == 2, what="the merchant's email and the buyer's receipt")
+    sent = {tuple(recipients): mail for _, recipients, mail in smtp_server.messages}
+    assert set(sent) == {("merchant@example.test",), ("buyer@shop.test",)}
+    assert sent[("merchant@example.test",)]["Subject"] == \
+        "Payment received: KES 1.00 (NLJ7RT61SV Bcc: thief@evil.test)"
+    assert sent[("buyer@shop.test",)]["Subject"] == "Your receipt from Test Shop: KES 1.00"
+    for mail in sent.values():
+        assert "\n" not in mail["Subject"] and "\r" not in mail["Subject"]
+        assert mail["Bcc"] is None
+    with store.read() as session:
+        assert set(session.scalars(select(Email.state))) == {JobState.DONE.value}

@@ -39,6 +39,9 @@ RULES = {"mode": "rules", "min_amount": "10", "max_amount": 150000, "account_pat
     ({"TransAmount": "9.99"}, reject("C2B00013")),
     ({"TransAmount": "150000.01"}, reject("C2B00013")),
     ({"TransAmount": "ten"}, reject("C2B00013")),
+    ({"TransAmount": "1e999999"}, reject("C2B00013")),
+    ({"TransAmount": "1,000"}, reject("C2B00013")),
+    ({"TransAmount": [1]}, reject("C2B00013")),
     ({"BillRefNumber": "invoice0081"}, reject("C2B00012")),
     ({"BillRefNumber": ""}, reject("C2B00012")),
 ])
@@ -118,9 +121,9 @@ def test_forward_to_nobody_applies_the_fallback(client, store):
 
 def test_malformed_validation_request_is_400(client, store):
     merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/a")
-    response = client.post(callback_url(merchant, "c2b-validation"), data=b'{"TransAmount": [1]}',
+    response = client.post(callback_url(merchant, "c2b-validation"), data=b'{"MSISDN": [1]}',
                            content_type="application/json")
-    assert response.status_code == 400 and "TransAmount" in response.get_json()["error"]["message"]
+    assert response.status_code == 400 and "MSISDN" in response.get_json()["error"]["message"]
 
 
 @pytest.fixture

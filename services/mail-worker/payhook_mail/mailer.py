@@ -5,17 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-import re
 import time
 
 import jinja2
-from sqlalchemy import update
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
-from payhook_shared import notices
+from payhook_shared import addresses, notices
 from payhook_shared.jobs import claim
 from payhook_shared.logs import bind
 from payhook_shared.messages import SendEmail
-from payhook_shared.store import Email, JobState
+from payhook_shared.store import Email, JobState, Merchant
 from payhook_shared.store.models import utcnow
 
 from . import metrics, render
@@ -24,14 +24,16 @@ from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-SENT, RETRY, DEAD, SKIPPED = "sent", "retry", "dead", "skipped"
+SENT, RETRY, DEAD, SKIPPED, SUPPRESSED = "sent", "retry", "dead", "skipped", "suppressed"
+CAP_WINDOW = dt.timedelta(hours=1)
 
 
 def send(rt: Runtime, message: SendEmail) -> str:
-    """Send one email at most once; returns ``sent``, ``retry``, ``dead`` or ``skipped``.
+    """Send one email at most once; returns ``sent``, ``retry``, ``dead``, ``skipped`` or ``suppressed``.
 
     The row's state is the sent-log: an email already sent, or claimed by
-    another worker, is skipped.
+    another worker, is skipped. A customer email past its merchant's hourly
+    cap is not sent but recorded as ``suppressed``.
     """
     settings = rt.settings
     with bind(email_id=message.email_id, event_id=message.event_id, merchant_id=message.merchant_id):
@@ -41,8 +43,14 @@ def send(rt: Runtime, message: SendEmail) -> str:
                 metrics.email(metrics.UNKNOWN_TEMPLATE, SKIPPED)
                 return SKIPPED
             email = session.get(Email, message.email_id)
+            capped = _over_cap(session, settings.customer_emails_per_hour, email, now)
             # Committed with the claim, before sending: a sign-in link works once its email arrives.
-            context = notices.sending_context(session, email)
+            context = None if capped else notices.sending_context(session, email)
+        if capped:
+            outcome = _finish(rt, email, SUPPRESSED, f"suppressed: merchant {email.merchant_id} reached its cap of "
+                                                     f"{settings.customer_emails_per_hour} customer emails per hour")
+            metrics.email(email.template, outcome)
+            return outcome
         started = time.monotonic()
         try:
             _check_recipients(email.recipients)
@@ -62,14 +70,28 @@ def send(rt: Runtime, message: SendEmail) -> str:
         return outcome
 
 
-# One @, no spaces or angle brackets, a dot in the domain: enough to refuse what no server would take.
-_ADDRESS = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\".]+")
+def _over_cap(session: Session, cap: int, email: Email, now: dt.datetime) -> bool:
+    """Whether ``email`` (just claimed) is a customer email its merchant has no room left for this hour.
+
+    Counted in the claim's transaction, the merchant's row locked first (PostgreSQL; SQLite writes one at a
+    time anyway), so concurrent workers decide one after another and together never pass the cap.
+    """
+    if not cap or email.template not in notices.CUSTOMER_TEMPLATES or email.merchant_id is None:
+        return False
+    # NO KEY UPDATE: serialises the workers without blocking ingest's inserts that reference the merchant.
+    session.execute(select(Merchant.id).where(Merchant.id == email.merchant_id).with_for_update(key_share=True))
+    mine = (Email.merchant_id == email.merchant_id) & Email.template.in_(notices.CUSTOMER_TEMPLATES)
+    sent = session.scalar(select(func.count()).select_from(Email).where(
+        mine, Email.state == JobState.DONE.value, Email.sent_at >= now - CAP_WINDOW))
+    sending = session.scalar(select(func.count()).select_from(Email).where(
+        mine, Email.state == JobState.SENDING.value, Email.id != email.id))
+    return sent + sending >= cap
 
 
 def _check_recipients(recipients: list[str]) -> None:
     if not recipients:
         raise PermanentMailError("no recipients")
-    invalid = [r for r in recipients if not isinstance(r, str) or not _ADDRESS.fullmatch(r)]
+    invalid = [r for r in recipients if not addresses.is_valid(r)]
     if invalid:
         raise PermanentMailError(f"invalid address: {', '.join(map(repr, invalid))}")
 
@@ -81,6 +103,9 @@ def _finish(rt: Runtime, email: Email, outcome: str, error: str | None) -> str:
     if outcome == SENT:
         values.update(state=JobState.DONE.value, sent_at=now)
         log.info("sent %s to %d recipient(s)", email.template, len(email.recipients))
+    elif outcome == SUPPRESSED:
+        values.update(state=JobState.SUPPRESSED.value)
+        log.warning("email %s suppressed: %s", email.template, error)
     elif outcome == RETRY and email.attempts <= len(settings.retry_schedule):
         delay = settings.retry_schedule[email.attempts - 1] * (1 + random.uniform(-settings.retry_jitter,
                                                                                   settings.retry_jitter))

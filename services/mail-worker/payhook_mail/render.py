@@ -9,6 +9,7 @@ from typing import Any
 
 import jinja2
 
+from payhook_shared.addresses import header_text
 from payhook_shared.logs import mask_phone
 from payhook_shared.money import format_amount
 
@@ -40,8 +41,9 @@ class Rendered:
 
 
 def render(env: jinja2.Environment, template: str, context: dict[str, Any]) -> Rendered:
-    """Render one kind of email."""
-    subject = env.get_template(f"{template}.subject.txt").render(context).strip()
+    """Render one kind of email; the subject on one clean line, whatever the context's values hold."""
+    # Callback fields (a receipt number, a merchant's name) reach the subject: CR/LF there would be a header.
+    subject = header_text(env.get_template(f"{template}.subject.txt").render(context))
     text = env.get_template(f"{template}.txt").render(context)
     html = env.get_template(f"{template}.html").render({**context, "subject": subject})
     return Rendered(subject, text, html)

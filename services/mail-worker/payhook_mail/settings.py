@@ -54,6 +54,8 @@ class Settings:
     """Dead deliveries plus dead emails at which an operator alert is sent (at most one an hour)."""
     alert_interval: float = 60.0
     """Seconds between dead-letter checks."""
+    customer_emails_per_hour: int = 500
+    """Customer emails (buyer receipts) per merchant in any hour; past it they are recorded as ``suppressed``; ``0`` lifts the cap."""
     processes: int = 1
     """Worker processes (Dramatiq's ``--processes``)."""
     threads: int = 4

@@ -117,7 +117,9 @@ def _check_tree(value: Any, limit: int) -> None:
 
 def _finite(text: str) -> float:
     number = float(text)
-    if math.isinf(number):
+    # Too small is refused like too large: 1e-999999999 would otherwise read as exactly 0.
+    underflow = number == 0 and any(c in "123456789" for c in text.lower().partition("e")[0])
+    if math.isinf(number) or underflow:
         raise ValueError(f"number {text[:20]}... is out of range")
     return number
 

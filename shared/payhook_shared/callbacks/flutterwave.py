@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import addresses
 from ..events import FAILED, SUCCEEDED, UNKNOWN, NormalisedEvent
 from .gateways import FLUTTERWAVE, body_digest, currency, event_type, minor_units, obj, text
 
@@ -59,7 +60,7 @@ def normalise(payload: dict[str, Any], raw: bytes) -> NormalisedEvent:
     customer = data.get("customer")
     if isinstance(customer, dict):
         email = customer.get("email")
-        event.customer_email = email if isinstance(email, str) and "@" in email and len(email) <= 320 else None
+        event.customer_email = addresses.valid_or_none(email)
         phone = customer.get("phone_number")
         event.phone = phone[:100] if isinstance(phone, str) and phone else None
     return event

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from .. import money
@@ -74,16 +73,11 @@ def minor_units(amount: Any, code: str, provider_exponent: int, field: str) -> i
     """``amount`` in the provider's unit (10**-``provider_exponent`` of the major unit) as Payhook minor units.
 
     Raises:
-      DecodeError: naming ``field`` for a non-number, a negative or an amount finer than ``code`` allows.
+      DecodeError: naming ``field`` for anything outside ``money``'s grammar, a negative, an amount out of
+        range or one finer than ``code`` allows.
     """
-    if isinstance(amount, bool) or not isinstance(amount, (int, float, str)):
-        raise refuse(field, "must be a number.")
     try:
-        major = Decimal(str(amount).strip()).scaleb(-provider_exponent)
-    except InvalidOperation:
-        raise refuse(field, "must be a number.") from None
-    try:
-        return money.to_minor(major, code)
+        return money.to_minor(amount, code, provider_exponent)
     except money.AmountError as exc:
         raise refuse(field, str(exc)) from None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import addresses
 from ..events import STATUSES, UNKNOWN, NormalisedEvent
 from .gateways import body_digest, currency, event_type, minor_units, obj, text
 
@@ -34,6 +35,5 @@ def normalise(payload: dict[str, Any], raw: bytes, provider: str, message_id: st
         if event.currency is None:
             event.currency = currency(None, "data.currency")
         event.amount_minor = minor_units(data.get("amount"), event.currency, 0, "data.amount")
-    email = payload.get("customer_email")
-    event.customer_email = email if isinstance(email, str) and "@" in email and len(email) <= 320 else None
+    event.customer_email = addresses.valid_or_none(payload.get("customer_email"))
     return event

@@ -77,10 +77,20 @@ def _items(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {item["Name"]: item["Value"] for item in items}
 
 
-def _minor(value: Any) -> int | None:
+def _informational_amount(params: dict[str, Any], field: str | None, details: dict[str, Any],
+                          currency: str = CURRENCY) -> int | None:
+    """``params[field]`` in minor units, where the amount only informs: an unreadable one is noted, not refused.
+
+    Safaricom does not resend a refused result, so the event is kept, its amount absent and the reason in
+    ``details["amount_error"]``; the raw payload keeps the value as sent.
+    """
+    value = params.get(field) if field else None
+    if value is None:
+        return None
     try:
-        return money.to_minor(value, CURRENCY)
-    except money.AmountError:
+        return money.to_minor(value, currency)
+    except money.AmountError as exc:
+        details["amount_error"] = f"{field}: {exc}"
         return None
 
 
@@ -104,12 +114,15 @@ def normalise_stk(payload: dict[str, Any]) -> NormalisedEvent:
     cb = load(_STK_SCHEMA, payload)["Body"]["stkCallback"]
     meta = _items(cb["CallbackMetadata"]["Item"]) if cb["CallbackMetadata"] else {}
     code = cb["ResultCode"]
+    details = {k: v for k, v in meta.items()
+               if k not in {"Amount", "MpesaReceiptNumber", "PhoneNumber", "TransactionDate"}}
+    amount_minor = _informational_amount(meta, "Amount", details)
     return NormalisedEvent(
         provider=PROVIDER,
         type=STK_PUSH,
         status=SUCCEEDED if code == "0" else FAILED,
         dedupe_key=f"stk:{cb['CheckoutRequestID']}",
-        amount_minor=_minor(meta.get("Amount")),
+        amount_minor=amount_minor,
         currency=CURRENCY,
         receipt=_text(meta.get("MpesaReceiptNumber")),
         reference=cb["CheckoutRequestID"],
@@ -118,7 +131,7 @@ def normalise_stk(payload: dict[str, Any]) -> NormalisedEvent:
         result_code=code,
         result_desc=cb["ResultDesc"],
         occurred_at=parse_daraja_time(meta.get("TransactionDate")),
-        details={k: v for k, v in meta.items() if k not in {"Amount", "MpesaReceiptNumber", "PhoneNumber", "TransactionDate"}},
+        details=details,
     )
 
 
@@ -135,7 +148,8 @@ class C2BValidationSchema(_Lenient):
     TransactionType = Text(load_default=None, allow_none=True, allow_empty=True, max_length=100)
     TransID = Text(load_default=None, allow_none=True, allow_empty=True, max_length=100)
     TransTime = fields.Raw(load_default=None, allow_none=True)
-    TransAmount = Text(load_default=None, allow_none=True, allow_empty=True, max_length=40)
+    # Read by the normalisers, with the amount grammar: a validation may carry any value, it only informs.
+    TransAmount = fields.Raw(load_default=None, allow_none=True)
     BusinessShortCode = Text(load_default=None, allow_none=True, allow_empty=True, max_length=40)
     BillRefNumber = Text(load_default=None, allow_none=True, allow_empty=True, max_length=200)
     InvoiceNumber = Text(load_default=None, allow_none=True, allow_empty=True, max_length=200)
@@ -152,7 +166,7 @@ class C2BConfirmationSchema(C2BValidationSchema):
     """A C2B confirmation: the payment happened, so its id and amount are required."""
 
     TransID = Text(required=True, max_length=100)
-    TransAmount = Text(required=True, max_length=40)
+    TransAmount = fields.Raw(required=True)
 
 
 _C2B_VALIDATION_SCHEMA = C2BValidationSchema()
@@ -162,7 +176,7 @@ _C2B_DETAIL_FIELDS = ("TransactionType", "BillRefNumber", "InvoiceNumber", "OrgA
 
 
 def _c2b_event(c2b: dict[str, Any], event_type: str, status: str, dedupe_key: str,
-               amount_minor: int | None) -> NormalisedEvent:
+               amount_minor: int | None, details: dict[str, Any] | None = None) -> NormalisedEvent:
     return NormalisedEvent(
         provider=PROVIDER,
         type=event_type,
@@ -176,7 +190,7 @@ def _c2b_event(c2b: dict[str, Any], event_type: str, status: str, dedupe_key: st
                                "ThirdPartyTransID": c2b["ThirdPartyTransID"]}),
         phone=c2b["MSISDN"] or None,
         occurred_at=parse_daraja_time(c2b["TransTime"]),
-        details=_present({k: c2b[k] for k in _C2B_DETAIL_FIELDS}),
+        details={**_present({k: c2b[k] for k in _C2B_DETAIL_FIELDS}), **(details or {})},
     )
 
 
@@ -204,7 +218,9 @@ def normalise_c2b_validation(payload: dict[str, Any]) -> NormalisedEvent:
     else:
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
         key = f"c2b-validation:sha256:{hashlib.sha256(canonical).hexdigest()}"
-    return _c2b_event(c2b, C2B_VALIDATION, UNKNOWN, key, _minor(c2b["TransAmount"]))
+    details: dict[str, Any] = {}
+    amount = _informational_amount(c2b, "TransAmount", details)
+    return _c2b_event(c2b, C2B_VALIDATION, UNKNOWN, key, amount, details)
 
 
 def normalise_c2b_confirmation(payload: dict[str, Any]) -> NormalisedEvent:
@@ -335,6 +351,7 @@ def _normalise_result(payload: dict[str, Any], kind: str, timeout: bool) -> Norm
         details["ReferenceData"] = refs
     if result["ResultType"] is not None:
         details["ResultType"] = result["ResultType"]
+    amount_minor = _informational_amount(params, spec.amount, details, currency)
     occurred = next((t for t in (parse_daraja_time(params.get(k)) for k in spec.times) if t), None)
     ids = _present({"OriginatorConversationID": result["OriginatorConversationID"],
                     "ConversationID": result["ConversationID"], "TransactionID": result["TransactionID"]})
@@ -344,7 +361,7 @@ def _normalise_result(payload: dict[str, Any], kind: str, timeout: bool) -> Norm
         type=spec.event_type,
         status=status,
         dedupe_key=f"{kind}-{suffix}:{result['ConversationID'] or ''}:{result['OriginatorConversationID']}",
-        amount_minor=_minor(params.get(spec.amount)) if spec.amount else None,
+        amount_minor=amount_minor,
         currency=currency,
         receipt=_text(params.get(spec.receipt)) if spec.receipt else None,
         reference=_text(params.get(spec.reference), 200) if spec.reference else None,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import addresses
 from ..events import FAILED, SUCCEEDED, UNKNOWN, NormalisedEvent
 from .gateways import PAYSTACK, body_digest, currency, event_type, integer_amount, minor_units, obj, text
 
@@ -41,7 +42,7 @@ def to_minor(amount: Any, code: str, field: str = "data.amount") -> int:
 def _email(data: dict[str, Any]) -> str | None:
     customer = data.get("customer")
     email = customer.get("email") if isinstance(customer, dict) else None
-    return email if isinstance(email, str) and "@" in email and len(email) <= 320 else None
+    return addresses.valid_or_none(email)
 
 
 def normalise(payload: dict[str, Any], raw: bytes) -> NormalisedEvent:

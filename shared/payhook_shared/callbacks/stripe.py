@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from .. import addresses
 from ..events import FAILED, SUCCEEDED, UNKNOWN, NormalisedEvent
 from .gateways import STRIPE, currency, event_type, integer_amount, minor_units, obj, refuse, text
 
@@ -64,7 +65,7 @@ def _created(value: Any) -> dt.datetime | None:
 def _email(thing: dict[str, Any]) -> str | None:
     billing = thing.get("billing_details")
     candidates = [thing.get("receipt_email"), billing.get("email") if isinstance(billing, dict) else None]
-    return next((c for c in candidates if isinstance(c, str) and "@" in c and len(c) <= 320), None)
+    return next((c for c in candidates if addresses.is_valid(c)), None)
 
 
 def normalise(payload: dict[str, Any]) -> NormalisedEvent:

@@ -62,6 +62,7 @@ class JobState(str, enum.Enum):
     SENDING = "sending"      # claimed by a worker until lease_until
     DONE = "done"            # delivered / sent
     DEAD = "dead"            # gave up; kept for inspection and retry
+    SUPPRESSED = "suppressed"  # an email not sent: its merchant's cap on customer emails was reached
 
 
 class Merchant(Base):
@@ -287,6 +288,8 @@ class Email(_Job, Base):
     __table_args__ = (
         Index("ix_emails_due", "state", "next_attempt_at"),
         Index("ix_emails_event_id", "event_id"),
+        # The mail-worker counts a merchant's receipts sent in the last hour against its cap.
+        Index("ix_emails_merchant_sent", "merchant_id", "template", "sent_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

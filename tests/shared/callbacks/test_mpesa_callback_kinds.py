@@ -135,7 +135,7 @@ def test_dates_in_every_form(when, expected):
     assert NORMALISERS["b2c-result"](payload).occurred_at == expected
 
 
-@pytest.mark.parametrize("amount, minor", [("5.00", 500), (5, 500), (5.5, 550), ("1,500.00", 150000)])
+@pytest.mark.parametrize("amount, minor", [("5.00", 500), (5, 500), (5.5, 550), ("1500.00", 150000)])
 def test_c2b_amounts_numbers_or_strings(amount, minor):
     payload = fixture_json("mpesa/c2b_confirmation_plain.json") | {"TransAmount": amount}
     assert NORMALISERS["c2b-confirmation"](payload).amount_minor == minor
@@ -152,7 +152,7 @@ def test_msisdn_kept_as_given(msisdn):
     ("c2b-confirmation", {"TransAmount": "5"}, "TransID: Missing data"),
     ("c2b-confirmation", {"TransID": "X1", "TransAmount": "five"}, "TransAmount: not an amount"),
     ("c2b-confirmation", {"TransID": "X1", "TransAmount": "-5"}, "TransAmount"),
-    ("c2b-confirmation", {"TransID": "X1", "TransAmount": {"v": 1}}, "TransAmount: must be a string"),
+    ("c2b-confirmation", {"TransID": "X1", "TransAmount": {"v": 1}}, "TransAmount: not an amount"),
     ("c2b-validation", {"MSISDN": ["2547"]}, "MSISDN: must be a string"),
     ("b2c-result", {"Result": {"ResultCode": 0}}, "Result.OriginatorConversationID: Missing data"),
     ("b2c-result", {"Result": {"ResultCode": True, "OriginatorConversationID": "1"}}, "Result.ResultCode"),
@@ -184,6 +184,8 @@ def test_oversized_parameters_stay_out_of_columns():
 
 @pytest.mark.parametrize("body, problem", [
     (b'{"a": 1e999}', "out of range"),
+    (b'{"a": 1e-999999999}', "out of range"),
+    (b'{"a": -2.5e-400}', "out of range"),
     (b'{"a": ' + b"9" * 5000 + b"}", "not valid JSON"),
     (b'{"a": "\\u0000"}', "NUL"),
     (b'{"a": "\\ud800"}', "lone surrogate"),

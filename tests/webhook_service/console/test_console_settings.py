@@ -8,6 +8,7 @@ the wait before a retry, and what retention purges.
 from __future__ import annotations
 
 import datetime as dt
+import html
 import re
 from html.parser import HTMLParser
 
@@ -161,6 +162,19 @@ def test_refused_values_are_named_and_nothing_is_saved(console_app):
     assert 'value="shop.refund"' in html  # what was typed stays in the form
     assert stored(store, merchant.id) == {}
     assert client.post("/console/settings", data={"merchant": merchant.id}).status_code == 403  # no CSRF token
+
+
+@pytest.mark.parametrize("address", ["owner@localhost", '"owner shop"@shop.test'])
+def test_an_address_the_mail_worker_refuses_is_refused_naming_the_field(console_app, address):
+    store = console_app.extensions["payhook.store"]
+    merchant, _ = merchant_with_endpoints(store, "https://shop.example/a")
+    client = signed_in(console_app, merchant.id)
+    for field, problem in [("notice-receipt-fallback_email", "notifications.receipt.fallback_email: "),
+                           ("notice-payment_received-recipients", "notifications.payment_received.recipients.0: ")]:
+        response = save(client, merchant.id, **{field: address})
+        assert response.status_code == 400
+        assert f"{problem}Not a valid email address." in html.unescape(response.get_data(as_text=True))
+    assert stored(store, merchant.id) == {}
 
 
 def test_scope_an_operator_picks_a_merchant_who_sees_only_its_own(console_app):

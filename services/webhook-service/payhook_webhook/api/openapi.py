@@ -16,6 +16,8 @@ from flask import Blueprint, Flask, current_app, jsonify
 from marshmallow import Schema, fields, validate
 
 from payhook_shared import merchant_settings as ms
+from payhook_shared.addresses import MAX_LENGTH as MAX_ADDRESS_LENGTH
+from payhook_shared.addresses import EmailAddress
 from payhook_shared.callbacks.gateways import PROVIDERS
 
 from ..params import TimeField
@@ -64,8 +66,8 @@ def _field_schema(field: fields.Field) -> dict[str, Any]:
         out = {"oneOf": [{"type": "string"}, {"type": "number"}], "description": "an amount in KES"}
     elif isinstance(field, TimeField):
         out = {"type": "string", "format": "date-time"}
-    elif isinstance(field, fields.Email):
-        out = {"type": "string", "format": "email"}
+    elif isinstance(field, EmailAddress):
+        out = {"type": "string", "format": "email", "maxLength": MAX_ADDRESS_LENGTH}
     elif isinstance(field, fields.String):
         out = {"type": "string"}
     elif isinstance(field, fields.Integer):

@@ -14,6 +14,7 @@ from flask import current_app, request
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from payhook_shared import ssrf
+from payhook_shared.addresses import EmailAddress
 from payhook_shared.callbacks import parse_json
 from payhook_shared.callbacks.base import load as load_schema
 from payhook_shared.callbacks.gateways import HMAC, PROVIDERS
@@ -83,14 +84,14 @@ class PriorityField(fields.Field):
 
 class MerchantCreateSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(1, 200))
-    notification_email = fields.Email(allow_none=True, load_default=None, validate=validate.Length(max=320))
+    notification_email = EmailAddress(allow_none=True, load_default=None)
     priority_rules = fields.List(fields.Nested(PriorityRuleSchema), allow_none=True, load_default=None,
                                  validate=validate.Length(max=MAX_PRIORITY_RULES))
 
 
 class MerchantUpdateSchema(Schema):
     name = fields.String(validate=validate.Length(1, 200))
-    notification_email = fields.Email(allow_none=True, validate=validate.Length(max=320))
+    notification_email = EmailAddress(allow_none=True)
     priority_rules = fields.List(fields.Nested(PriorityRuleSchema), allow_none=True,
                                  validate=validate.Length(max=MAX_PRIORITY_RULES))
     enabled = fields.Boolean()
@@ -144,7 +145,7 @@ class EventCreateSchema(Schema):
     data = fields.Dict(keys=fields.String(), required=True)
     idempotency_key = fields.String(required=True, validate=validate.Length(1, 200))
     priority = PriorityField(load_default=None, allow_none=True)
-    customer_email = fields.Email(load_default=None, allow_none=True, validate=validate.Length(max=320))
+    customer_email = EmailAddress(load_default=None, allow_none=True)
     # Required with an admin key; a merchant key may omit it or must name its own merchant.
     merchant_id = fields.String(load_default=None, validate=validate.Length(1, 40))
 

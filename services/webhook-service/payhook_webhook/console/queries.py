@@ -25,7 +25,7 @@ from ..auth import Principal
 from ..errors import NotFound
 
 PAGE = 50
-PENDING, SENDING, DONE, DEAD = (s.value for s in JobState)
+PENDING, SENDING, DONE, DEAD = JobState.PENDING.value, JobState.SENDING.value, JobState.DONE.value, JobState.DEAD.value
 # An event's id and its received_at are taken together when it is recorded: a received range is also
 # an id range, give or take far less than this.
 ID_TIME_MARGIN = dt.timedelta(minutes=15)

@@ -21,7 +21,7 @@ from flask import (
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from payhook_shared import deadletters
+from payhook_shared import addresses, deadletters, ids, signing
 from payhook_shared import merchant_settings as ms
 from payhook_shared.priority import Priority
 from payhook_shared.store import Endpoint, JobState, Merchant
@@ -45,7 +45,8 @@ bp.after_request(security.security_headers)
 
 OPEN = {"console.login", "console.request_link", "console.link", "console.use_link", "console.static"}
 STATUSES = ("succeeded", "failed", "unknown")
-STATES = tuple(s.value for s in JobState)
+# A delivery's states: "suppressed" is for emails only.
+STATES = tuple(s.value for s in JobState if s is not JobState.SUPPRESSED)
 GRACE_CHOICES = ((0, "none: retire the old secret now"), (3600, "1 hour"),
                  (DEFAULT_GRACE_SECONDS, "24 hours"), (MAX_GRACE_SECONDS, "7 days"))
 _PHONE_SUFFIX = re.compile(r"^[0-9]{1,15}$")
@@ -176,7 +177,7 @@ def request_link():
     """Email a sign-in link to an address that may sign in; the answer is the same for any address."""
     security.count_login_attempt()
     email = (request.form.get("email") or "").strip()
-    if not 3 <= len(email) <= links.MAX_EMAIL_LENGTH or "@" not in email:
+    if not addresses.is_valid(email):
         return render_template("console/login.html", link_error="Enter an email address, such as you@shop.example.",
                                email=email[:links.MAX_EMAIL_LENGTH]), 400
     app = current_app._get_current_object()
