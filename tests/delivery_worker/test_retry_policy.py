@@ -50,6 +50,12 @@ def test_parse_retry_after_seconds_and_http_date():
     assert policy.parse_retry_after(None, NOW) is None
 
 
+def test_parse_retry_after_ignores_non_ascii_digits():
+    # HTTP headers arrive decoded as ISO-8859-1: a byte 0xB2 is "²", which str.isdigit() accepts.
+    assert policy.parse_retry_after("\xb2", NOW) is None
+    assert policy.parse_retry_after("1\x00", NOW) is None
+
+
 def test_merchant_schedule_overrides():
     default = (5, 300)
     assert policy.schedule_for({}, default) == default
