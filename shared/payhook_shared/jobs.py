@@ -234,6 +234,9 @@ class Sweeper:
             if since[key] <= now - self.fetched_grace:
                 stranded.append(job)
         self._fetched_since = since
+        if stranded:
+            log.warning("%d %s message(s) fetched but never claimed (a fetch whose answer was lost); enqueuing "
+                        "their jobs again", len(stranded), self.family)
         return stranded
 
     def _enqueue(self, jobs: list[Any]) -> int:
