@@ -213,7 +213,7 @@ def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merch
                "error": storable(result.error), "response_snippet": storable(result.snippet)}
     try:
         messages = _write(rt, delivery, endpoint, merchant, result, values, attempt, now)
-    except SQLAlchemyError:
+    except Exception:  # the database's refusal, or a value its driver cannot even encode
         # The POST happened: a row left "sending" would be claimed and POSTed again, so keep the outcome.
         log.exception("could not record attempt %d in full; recording its outcome without details", attempt_no)
         messages = _write_outcome_only(rt, delivery, endpoint, merchant, result, values, attempt, now)
