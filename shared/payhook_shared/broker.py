@@ -69,6 +69,24 @@ class RedisBroker(_DramatiqRedisBroker):
             pipe.hexists(f"{self.namespace}:{queue}.msgs", redis_id)
         return [bool(x) for x in pipe.execute()]
 
+    def fetched(self, jobs: Sequence[tuple[str, str]]) -> list[bool]:
+        """For each ``(queue_name, redis_id)``, whether a worker has fetched that message and not acknowledged it.
+
+        Dramatiq keeps a fetched message in its hash and notes its id in the
+        fetching worker's ack set until the worker acknowledges it.
+        """
+        if not jobs:
+            return []
+        workers = [w.decode() for w in self.client.zrange(f"{self.namespace}:__heartbeats__", 0, -1)]
+        if not workers:
+            return [False] * len(jobs)
+        pipe = self.client.pipeline(transaction=False)
+        for queue, redis_id in jobs:
+            for worker in workers:
+                pipe.sismember(f"{self.namespace}:__acks__.{worker}.{queue}", redis_id)
+        found = pipe.execute()
+        return [any(found[i * len(workers):(i + 1) * len(workers)]) for i in range(len(jobs))]
+
     def queue_sizes(self, queues: Iterable[str]) -> dict[str, int]:
         """Messages waiting (not yet fetched) in each queue."""
         names = list(queues)

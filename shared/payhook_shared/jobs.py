@@ -7,6 +7,14 @@ nothing to do. The *sweeper* makes the row, not Redis, the record: every tick
 it enqueues jobs that are due but whose message Redis no longer holds (lost in
 a flush or restart, never sent because Redis was down, or a retry whose time
 has come), and frees jobs whose worker died mid-attempt.
+
+A message Redis still holds may be lost all the same: Dramatiq's fetch moves
+ids into the fetching worker's ack set in one script, and if the reply never
+reaches the worker (Redis shut down between running the script and sending
+its answer, which the append-only file keeps) those ids stay in the set of a
+worker that is alive, so Dramatiq never hands them out again. The sweeper
+treats a message fetched and left unclaimed for longer than a claim's lease
+as lost.
 """
 
 from __future__ import annotations
@@ -153,12 +161,13 @@ class Sweeper:
 
     ``build`` turns a job row (id, event_id, merchant_id, priority) into its protocol message. One sweeper per job
     family does the work at a time (see ``Periodic``), so any number of worker
-    processes may run one.
+    processes may run one. ``fetched_grace`` is how long a fetched message may
+    wait in a worker before its claim; pass the job's lease.
     """
 
     def __init__(self, store: Store, broker: RedisBroker, model: type, family: str,
                  build: Callable[[Any], _Message], *, interval: float = 1.0, grace: float = 5.0,
-                 batch: int = 500):
+                 fetched_grace: float = 60.0, batch: int = 500):
         self.store = store
         self.broker = broker
         self.model = model
@@ -166,7 +175,10 @@ class Sweeper:
         self.build = build
         self.interval = interval
         self.grace = dt.timedelta(seconds=grace)
+        self.fetched_grace = dt.timedelta(seconds=fetched_grace)
         self.batch = batch
+        # (job id, message id) -> when this sweeper first saw the message fetched with its job unclaimed.
+        self._fetched_since: dict[tuple[Any, str], dt.datetime] = {}
         self._periodic = Periodic(broker.client, f"sweeper-{family}", interval, self._tick)
         # Dramatiq returns a dead worker's unacked messages during "maintenance",
         # which it runs on a random 0.1 % of commands; this twin runs it on every one.
@@ -201,8 +213,31 @@ class Sweeper:
         with_message = [r for r in settled if r.message_id]
         alive = self.broker.existing([(r.queue_name, r.message_id) for r in with_message])
         lost = [r for r, ok in zip(with_message, alive) if not ok]
-        orphans = [r for r in settled if r.message_id is None] + lost
+        stranded = self._stranded([r for r, ok in zip(with_message, alive) if ok], now)
+        orphans = [r for r in settled if r.message_id is None] + lost + stranded
         return self._enqueue(orphans)
+
+    def _stranded(self, held: list[Any], now: dt.datetime) -> list[Any]:
+        """The jobs of ``held`` whose message was fetched and still unclaimed ``fetched_grace`` after this saw it.
+
+        Redis does not say when a message was fetched, so the clock starts
+        when a sweep first finds it fetched; a new leader starts afresh.
+        """
+        fetched = self.broker.fetched([(r.queue_name, r.message_id) for r in held])
+        since = {}
+        stranded = []
+        for job, was_fetched in zip(held, fetched):
+            if not was_fetched:
+                continue
+            key = (job.id, job.message_id)
+            since[key] = self._fetched_since.get(key, now)
+            if since[key] <= now - self.fetched_grace:
+                stranded.append(job)
+        self._fetched_since = since
+        if stranded:
+            log.warning("%d %s message(s) fetched but never claimed (a fetch whose answer was lost); enqueuing "
+                        "their jobs again", len(stranded), self.family)
+        return stranded
 
     def _enqueue(self, jobs: list[Any]) -> int:
         sent = 0

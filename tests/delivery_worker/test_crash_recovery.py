@@ -81,3 +81,20 @@ def test_worker_killed_mid_run_loses_nothing(client, store, receiver, database_u
     # A resend can only follow a kill between the receiver's 2xx and the commit: at most one per thread.
     resent = sum(n - 1 for n in ids.values())
     assert resent <= 4, f"{resent} webhook-ids resent after the kill at {killed_at}"
+
+
+def test_message_fetched_with_its_reply_lost_is_delivered(client, store, receiver, delivery_worker):
+    merchant, _ = merchant_with_endpoints(store, receiver.url)
+    assert client.post(stk_url(merchant), data=fixture_bytes("mpesa/stk_success.json"),
+                       content_type="application/json").status_code == 200
+    with store.read() as session:
+        queue = session.scalars(select(Delivery.queue_name)).one()
+    assert queue == "delivery.normal"
+    # An urgent pool stays alive and heartbeating on its broker, and never consumes this queue.
+    alive = delivery_worker(pools=("urgent",), total_timeout=1.0, lease_margin=1.0)
+    # A fetch that Redis ran (the id moved into that worker's ack set) but whose answer a Redis shutdown
+    # lost: the worker never hears of the message, and Dramatiq never hands it out again.
+    assert len(alive.broker.do_fetch(queue, 10)) == 1
+    delivery_worker(pools=("standard",), total_timeout=1.0, lease_margin=1.0)
+    wait_until(lambda: done_count(store) == 1, timeout=25, what="the fetched-and-lost delivery delivered")
+    assert len(receiver.received) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from factories import fixture_bytes, merchant_with_endpoints, stk_url
 from payhook_shared import signing
@@ -130,3 +130,64 @@ def test_payload_over_the_cap_is_dead_without_an_attempt(client, store, receiver
     wait_until(lambda: delivery(store).state == JobState.DEAD.value, what="dead delivery")
     assert delivery(store).last_category == "too_large" and "exceeds 200" in delivery(store).last_error
     assert receiver.received == [] and attempts(store) == []
+
+
+# A short lease: if an answered delivery were left "sending", the sweeper would free it and it would go out again.
+SHORT_LEASE = {"total_timeout": 1.0, "lease_margin": 0.5}
+
+
+def delivered_once(store, receiver) -> DeliveryAttempt:
+    wait_until(lambda: delivery(store).state == JobState.DONE.value, what="delivery done")
+    [attempt] = attempts(store)
+    assert len(receiver.received) == 1
+    return attempt
+
+
+def test_answer_with_nul_byte_is_recorded_and_sent_once(client, store, receiver, delivery_worker):
+    receiver.respond = lambda req: (200, {}, b'{"ok":true}\x00tail')
+    merchant, _ = merchant_with_endpoints(store, receiver.url)
+    delivery_worker(**SHORT_LEASE)
+    post_payment(client, merchant)
+    attempt = delivered_once(store, receiver)
+    assert attempt.category == "success" and attempt.response_snippet == '{"ok":true}\ufffdtail'
+
+
+def test_answer_with_invalid_utf8_is_recorded_and_sent_once(client, store, receiver, delivery_worker):
+    receiver.respond = lambda req: (200, {}, b"ok \xff\xfe\xc3(")
+    merchant, _ = merchant_with_endpoints(store, receiver.url)
+    delivery_worker(**SHORT_LEASE)
+    post_payment(client, merchant)
+    assert delivered_once(store, receiver).response_snippet == "ok \ufffd\ufffd\ufffd("
+
+
+def test_failure_answer_with_nul_byte_is_retried_on_schedule_then_dead(client, store, receiver, delivery_worker):
+    receiver.respond = lambda req: (503, {"retry-after": "\xb2"}, b"busy\x00")
+    merchant, _ = merchant_with_endpoints(store, receiver.url)
+    delivery_worker(retry_schedule=(0.2,), retry_jitter=0.0, **SHORT_LEASE)
+    post_payment(client, merchant)
+    wait_until(lambda: delivery(store).state == JobState.DEAD.value, what="dead delivery")
+    assert [(a.status_code, a.response_snippet) for a in attempts(store)] == [(503, "busy\ufffd")] * 2
+    assert len(receiver.received) == 2
+
+
+def refuse_response_snippets(store) -> None:
+    """Make the database refuse any attempt row that carries a response snippet, as it might refuse text."""
+    with store.write() as session:
+        if store.dialect == "postgresql":
+            session.execute(text("CREATE FUNCTION refuse_snippet() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                                 "BEGIN RAISE EXCEPTION 'snippet refused'; END $$"))
+            session.execute(text("CREATE TRIGGER refuse_snippet BEFORE INSERT ON delivery_attempts FOR EACH ROW "
+                                 "WHEN (NEW.response_snippet IS NOT NULL) EXECUTE FUNCTION refuse_snippet()"))
+        else:
+            session.execute(text("CREATE TRIGGER refuse_snippet BEFORE INSERT ON delivery_attempts "
+                                 "WHEN NEW.response_snippet IS NOT NULL BEGIN SELECT RAISE(ABORT, 'snippet refused');"
+                                 " END"))
+
+
+def test_success_is_recorded_when_the_database_refuses_the_details(client, store, receiver, delivery_worker):
+    merchant, _ = merchant_with_endpoints(store, receiver.url)
+    refuse_response_snippets(store)
+    delivery_worker(**SHORT_LEASE)
+    post_payment(client, merchant)
+    attempt = delivered_once(store, receiver)
+    assert (attempt.status_code, attempt.category, attempt.response_snippet) == (200, "success", None)

@@ -10,6 +10,9 @@ import threading
 import time
 
 import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import select, update
 
 from factories import fixture_bytes, merchant_with_endpoints, stk_url
@@ -17,7 +20,7 @@ from payhook_delivery.limits import Limiter
 from payhook_shared.jobs import claim, release
 from payhook_shared.store import Delivery, DeliveryAttempt, Endpoint, JobState
 from payhook_shared.store.models import utcnow
-from support import wait_until
+from support import RedisServer, free_port, wait_until
 
 
 def limited(store, endpoint, **limits) -> None:
@@ -84,6 +87,21 @@ class TestLimiter:
                 assert grant.granted
                 raise RuntimeError("attempt crashed")
         assert limiter.acquire("ep_s", None, 1).granted
+
+    def test_a_slot_redis_cannot_take_back_does_not_fail_the_attempt(self, tmp_path):
+        # A Redis of its own, stopped while the attempt is under way (the session's serves other tests).
+        server = RedisServer(free_port(), tmp_path / "redis")
+        server.start()
+        client = redis.Redis.from_url(server.url, retry=Retry(NoBackoff(), 0))
+        limiter = Limiter(client, lease=5, busy_delay=0.1)
+        try:
+            # Leaving the block must not raise: deliver() records the attempt's outcome after it.
+            with limiter.slot("ep_gone", None, 1) as grant:
+                assert grant.granted
+                server.stop()
+        finally:
+            server.stop()
+            client.close()
 
 
 def test_release_hands_a_claim_back_without_spending_an_attempt(client, store):

@@ -47,8 +47,13 @@ def test_parse_retry_after_seconds_and_http_date():
     assert policy.parse_retry_after("120", NOW) == 120
     assert policy.parse_retry_after("Thu, 01 Jan 2026 00:01:00 GMT", NOW) == 60
     assert policy.parse_retry_after("soon", NOW) is None
-    assert policy.parse_retry_after("²", NOW) is None  # a digit to str.isdigit, not to float()
     assert policy.parse_retry_after(None, NOW) is None
+
+
+def test_parse_retry_after_ignores_non_ascii_digits():
+    # HTTP headers arrive decoded as ISO-8859-1: a byte 0xB2 is "²", which str.isdigit() accepts.
+    assert policy.parse_retry_after("\xb2", NOW) is None
+    assert policy.parse_retry_after("1\x00", NOW) is None
 
 
 def test_merchant_schedule_overrides():

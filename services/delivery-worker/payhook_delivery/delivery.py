@@ -18,6 +18,7 @@ from typing import Any
 
 import dramatiq
 from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from payhook_shared import jobs, notices, signing
 from payhook_shared.events import webhook_body
@@ -26,6 +27,7 @@ from payhook_shared.messages import DeliverWebhook
 from payhook_shared.store import Delivery, DeliveryAttempt, Email, Endpoint, Event, JobState, Merchant, Store
 from payhook_shared.store.compiled import Compiled
 from payhook_shared.store.models import utcnow
+from payhook_shared.store.text import storable
 
 from . import http, limits, metrics, policy
 from .errors import Category
@@ -179,6 +181,7 @@ def _circuit_wait(store: Store, endpoint: Endpoint, now: dt.datetime, cooldown: 
 def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merchant, attempt_no: int,
             in_round: int, schedule: tuple[float, ...], started: dt.datetime, result: http.AttemptResult,
             received_at: dt.datetime) -> None:
+    """Record one attempt's outcome; once a POST has been made, only the outcome itself must reach the store."""
     settings = rt.settings
     now = utcnow()
     outcome = metrics.DELIVERED
@@ -189,7 +192,7 @@ def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merch
         values.update(state=JobState.DONE.value, delivered_at=now, last_error=None)
         log.info("delivered on attempt %d (%s, %d ms)", attempt_no, result.status, result.duration_ms)
     else:
-        error = result.error or f"HTTP {result.status}"
+        error = storable(result.error) or f"HTTP {result.status}"
         delay = policy.next_delay(
             in_round, result.category, schedule, settings.retry_jitter,
             retry_after=policy.parse_retry_after(result.retry_after, now),
@@ -207,22 +210,13 @@ def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merch
             log.info("attempt %d failed (%s); retry in %.1f s", attempt_no, result.category.value, delay)
     attempt = {"delivery_id": delivery.id, "number": attempt_no, "started_at": started,
                "duration_ms": result.duration_ms, "status_code": result.status, "category": result.category.value,
-               "error": result.error, "response_snippet": result.snippet}
-    messages: list[dramatiq.Message] = []
-    if rt.store.dialect == "postgresql":
-        # The attempt and the delivery's new state in one statement: one round trip, no transaction.
-        statement = _recording(tuple(values), rt.store.engine.dialect)
-        with rt.store.driver() as conn:
-            conn.execute(statement.sql, statement.params({
-                **{f"attempt_{k}": v for k, v in attempt.items()}, **values, "delivery_id": delivery.id}))
-        if _health_changes(endpoint, result):
-            with rt.store.write() as session:
-                messages = _update_health(session, settings, endpoint, merchant, result, now)
-    else:
-        with rt.store.write() as session:
-            session.execute(insert(DeliveryAttempt).values(**attempt))
-            _set(session, delivery.id, **values)
-            messages = _update_health(session, settings, endpoint, merchant, result, now)
+               "error": storable(result.error), "response_snippet": storable(result.snippet)}
+    try:
+        messages = _write(rt, delivery, endpoint, merchant, result, values, attempt, now)
+    except Exception:  # the database's refusal, or a value its driver cannot even encode
+        # The POST happened: a row left "sending" would be claimed and POSTed again, so keep the outcome.
+        log.exception("could not record attempt %d in full; recording its outcome without details", attempt_no)
+        messages = _write_outcome_only(rt, delivery, endpoint, merchant, result, values, attempt, now)
     metrics.attempt(result.category.value, delivery.priority, result.duration_ms / 1000)
     metrics.outcome(outcome, delivery.priority)
     if outcome == metrics.DELIVERED:
@@ -232,6 +226,56 @@ def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merch
             rt.broker.enqueue(message)
         except Exception:
             log.warning("could not enqueue %s; the sweeper will", message.queue_name, exc_info=True)
+
+
+def _write(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merchant, result: http.AttemptResult,
+           values: dict, attempt: dict, now: dt.datetime) -> list[dramatiq.Message]:
+    """Record the attempt, the delivery's new state and the endpoint's health; returns the emails to send."""
+    if rt.store.dialect == "postgresql":
+        # The attempt and the delivery's new state in one statement: one round trip, no transaction.
+        statement = _recording(tuple(values), rt.store.engine.dialect)
+        with rt.store.driver() as conn:
+            conn.execute(statement.sql, statement.params({
+                **{f"attempt_{k}": v for k, v in attempt.items()}, **values, "delivery_id": delivery.id}))
+        return _update_health_apart(rt, endpoint, merchant, result, now)
+    with rt.store.write() as session:
+        session.execute(insert(DeliveryAttempt).values(**attempt))
+        _set(session, delivery.id, **values)
+        return _update_health(session, rt.settings, endpoint, merchant, result, now)
+
+
+def _write_outcome_only(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merchant,
+                        result: http.AttemptResult, values: dict, attempt: dict,
+                        now: dt.datetime) -> list[dramatiq.Message]:
+    """After ``_write`` failed: the delivery's new state first, on its own, then what else still records.
+
+    Only a failure of the state itself propagates (the lease then frees the
+    row); the attempt is logged without its error and response snippet.
+    """
+    bare = dict(values)
+    if bare.get("last_error") is not None:  # the error's text may be what the database refused
+        bare["last_error"] = f"HTTP {result.status}" if result.status is not None else result.category.value
+    with rt.store.write() as session:
+        _set(session, delivery.id, **bare)
+    try:
+        with rt.store.write() as session:
+            session.execute(insert(DeliveryAttempt).values(**{**attempt, "error": None, "response_snippet": None}))
+    except SQLAlchemyError:
+        log.exception("could not log attempt %d of delivery %s", attempt["number"], delivery.id)
+    return _update_health_apart(rt, endpoint, merchant, result, now)
+
+
+def _update_health_apart(rt: Runtime, endpoint: Endpoint, merchant: Merchant, result: http.AttemptResult,
+                         now: dt.datetime) -> list[dramatiq.Message]:
+    """``_update_health`` in its own transaction, after the outcome is recorded; a failure is logged, not raised."""
+    if not _health_changes(endpoint, result):
+        return []
+    try:
+        with rt.store.write() as session:
+            return _update_health(session, rt.settings, endpoint, merchant, result, now)
+    except SQLAlchemyError:
+        log.exception("could not update the health of endpoint %s", endpoint.id)
+        return []
 
 
 @functools.cache

@@ -115,13 +115,22 @@ class Limiter:
     @contextlib.contextmanager
     def slot(self, endpoint_id: str, rate_limit_per_second: int | None,
              max_in_flight: int | None) -> Iterator[Grant]:
-        """``acquire`` for the block's duration; the slot is returned however the block ends."""
+        """``acquire`` for the block's duration; the slot is returned however the block ends.
+
+        Returning it never raises: by then the attempt has been made, and a
+        failure here would leave its outcome unrecorded and the delivery to be
+        sent again. A slot Redis could not take back frees itself at the lease's end.
+        """
         grant = self.acquire(endpoint_id, rate_limit_per_second, max_in_flight)
         try:
             yield grant
         finally:
             if grant.granted:
-                self.release(endpoint_id, grant)
+                try:
+                    self.release(endpoint_id, grant)
+                except redis.RedisError:
+                    log.warning("could not return endpoint %s's slot; it frees itself at the lease's end",
+                                endpoint_id, exc_info=True)
 
 
 def defer(store: Store, delivery_id: str, wait: float) -> None:

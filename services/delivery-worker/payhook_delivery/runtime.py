@@ -55,7 +55,8 @@ class Runtime(WorkerRuntime):
         """Resources for ``settings``, enqueuing on ``broker``."""
         store = Store(settings.database_url, pool_size=settings.db_pool_size,
                       prepared=settings.db_prepared_statements)
-        sweeper = Sweeper(store, broker, Delivery, DELIVERY, _message_for, interval=settings.sweep_interval)
+        sweeper = Sweeper(store, broker, Delivery, DELIVERY, _message_for, interval=settings.sweep_interval,
+                          fetched_grace=settings.lease_seconds)
         limiter = Limiter(broker.client, lease=settings.lease_seconds, busy_delay=settings.limit_retry_delay)
         rt = cls(settings, store, broker, http.pool(settings.threads), sweeper, limiter, None)
         if settings.retention_interval > 0:
