@@ -19,8 +19,8 @@ from typing import Any
 import dramatiq
 from sqlalchemy import bindparam, func, insert, select, update
 
-from payhook_shared import jobs, notices, signing
-from payhook_shared.events import webhook_body
+from payhook_shared import jobs, notices, operational, signing
+from payhook_shared.events import is_test, webhook_body
 from payhook_shared.logs import bind
 from payhook_shared.messages import DeliverWebhook
 from payhook_shared.store import Delivery, DeliveryAttempt, Email, Endpoint, Event, JobState, Merchant, Store
@@ -61,10 +61,16 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
                 _set(session, delivery.id, state=JobState.DEAD.value, lease_until=None, dead_at=started,
                      last_category=Category.DISABLED.value, last_error="endpoint disabled",
                      attempts=delivery.attempts - 1)
+                messages = _dead_event(session, delivery, endpoint, event, attempts=delivery.attempts - 1,
+                                       category=Category.DISABLED.value, status=None, error="endpoint disabled",
+                                       now=started)
+            _enqueue(rt, messages)
             log.info("endpoint disabled; delivery kept as a dead letter for recovery")
             metrics.outcome(metrics.DEAD, message.priority)
             return Category.DISABLED.value
-        wait_until = _circuit_wait(rt.store, endpoint, started, settings.circuit_cooldown)
+        # A test is the merchant asking whether the endpoint works now: it does not wait for the circuit.
+        wait_until = (None if is_test(event.dedupe_key)
+                      else _circuit_wait(rt.store, endpoint, started, settings.circuit_cooldown))
         if wait_until is not None:
             with rt.store.write() as session:
                 jobs.release(session, Delivery, delivery.id, wait_until)
@@ -80,6 +86,10 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
                 _set(session, delivery.id, state=JobState.DEAD.value, lease_until=None, dead_at=started,
                      last_category=Category.TOO_LARGE.value, attempts=delivery.attempts - 1,
                      last_error=f"payload of {len(body)} bytes exceeds {settings.max_payload_bytes}")
+                messages = _dead_event(session, delivery, endpoint, event, attempts=delivery.attempts - 1,
+                                       category=Category.TOO_LARGE.value, status=None,
+                                       error=f"payload of {len(body)} bytes", now=started)
+            _enqueue(rt, messages)
             log.warning("payload too large (%d bytes); delivery dead", len(body))
             metrics.outcome(metrics.DEAD, message.priority)
             return Category.TOO_LARGE.value
@@ -95,7 +105,7 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
                 total_timeout=settings.total_timeout, snippet_bytes=settings.response_snippet_bytes,
                 allow=settings.endpoint_allowlist,
             )
-        _record(rt, delivery, endpoint, merchant, attempt_no, in_round, schedule, started, result, event.received_at)
+        _record(rt, delivery, endpoint, merchant, event, attempt_no, in_round, schedule, started, result)
         return result.category.value
 
 
@@ -176,11 +186,13 @@ def _circuit_wait(store: Store, endpoint: Endpoint, now: dt.datetime, cooldown: 
     return None if won else next_probe
 
 
-def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merchant, attempt_no: int,
-            in_round: int, schedule: tuple[float, ...], started: dt.datetime, result: http.AttemptResult,
-            received_at: dt.datetime) -> None:
+def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merchant, event: Event,
+            attempt_no: int, in_round: int, schedule: tuple[float, ...], started: dt.datetime,
+            result: http.AttemptResult) -> None:
     settings = rt.settings
     now = utcnow()
+    # A test event gets one attempt and leaves the endpoint's health alone: it asks, it does not count.
+    test = is_test(event.dedupe_key)
     outcome = metrics.DELIVERED
     # updated_at too: the one-statement record on PostgreSQL is built once and takes every value as a parameter.
     values: dict = {"lease_until": None, "last_status": result.status, "last_category": result.category.value,
@@ -190,7 +202,7 @@ def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merch
         log.info("delivered on attempt %d (%s, %d ms)", attempt_no, result.status, result.duration_ms)
     else:
         error = result.error or f"HTTP {result.status}"
-        delay = policy.next_delay(
+        delay = None if test else policy.next_delay(
             in_round, result.category, schedule, settings.retry_jitter,
             retry_after=policy.parse_retry_after(result.retry_after, now),
             retry_after_bounds=(settings.retry_after_min, settings.retry_after_max),
@@ -209,29 +221,49 @@ def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merch
                "duration_ms": result.duration_ms, "status_code": result.status, "category": result.category.value,
                "error": result.error, "response_snippet": result.snippet}
     messages: list[dramatiq.Message] = []
-    if rt.store.dialect == "postgresql":
+    health = not test and _health_changes(endpoint, result)
+    if rt.store.dialect == "postgresql" and not health and outcome != metrics.DEAD:
         # The attempt and the delivery's new state in one statement: one round trip, no transaction.
         statement = _recording(tuple(values), rt.store.engine.dialect)
         with rt.store.driver() as conn:
             conn.execute(statement.sql, statement.params({
                 **{f"attempt_{k}": v for k, v in attempt.items()}, **values, "delivery_id": delivery.id}))
-        if _health_changes(endpoint, result):
-            with rt.store.write() as session:
-                messages = _update_health(session, settings, endpoint, merchant, result, now)
     else:
+        # A health change or a dead letter: recorded in one transaction with the operational events it raises.
         with rt.store.write() as session:
             session.execute(insert(DeliveryAttempt).values(**attempt))
             _set(session, delivery.id, **values)
-            messages = _update_health(session, settings, endpoint, merchant, result, now)
+            if health:
+                messages = _update_health(session, settings, endpoint, merchant, result, now)
+            if outcome == metrics.DEAD:
+                messages += _dead_event(session, delivery, endpoint, event, attempts=attempt_no,
+                                        category=result.category.value, status=result.status,
+                                        error=values["last_error"], now=now)
     metrics.attempt(result.category.value, delivery.priority, result.duration_ms / 1000)
     metrics.outcome(outcome, delivery.priority)
     if outcome == metrics.DELIVERED:
-        metrics.delivered(delivery.priority, received_at, now)
+        metrics.delivered(delivery.priority, event.received_at, now)
+    _enqueue(rt, messages)
+
+
+def _enqueue(rt: Runtime, messages: list[dramatiq.Message]) -> None:
+    """Send the messages of a committed transaction; a lost one is the sweeper's to send."""
     for message in messages:
         try:
             rt.broker.enqueue(message)
         except Exception:
             log.warning("could not enqueue %s; the sweeper will", message.queue_name, exc_info=True)
+
+
+def _dead_event(session, delivery: Delivery, endpoint: Endpoint, event: Event, *, attempts: int, category: str,
+                status: int | None, error: str | None, now: dt.datetime) -> list[dramatiq.Message]:
+    """Stage ``payhook.delivery.dead`` for a delivery that just died, unless its event is ours or a test."""
+    if not operational.raises_events(event.type, event.dedupe_key):
+        return []
+    dead = operational.delivery_dead(endpoint, delivery_id=delivery.id, event_id=event.id, event_type=event.type,
+                                     attempts=attempts, category=category, last_status=status, last_error=error,
+                                     dead_at=now)
+    return operational.stage(session, delivery.merchant_id, dead, about_endpoint_id=endpoint.id, now=now)
 
 
 @functools.cache
@@ -255,13 +287,18 @@ def _health_changes(endpoint: Endpoint, result: http.AttemptResult) -> bool:
 
 def _update_health(session, settings, endpoint: Endpoint, merchant: Merchant, result: http.AttemptResult,
                    now: dt.datetime) -> list[dramatiq.Message]:
-    """Fold one attempt into the endpoint's health; returns the emails to send after commit."""
+    """Fold one attempt into the endpoint's health; returns the emails and operational webhooks to send after commit."""
     if result.category is Category.SUCCESS:
         if endpoint.consecutive_failures or endpoint.circuit_open_until or endpoint.failing_since:
             session.execute(update(Endpoint).where(Endpoint.id == endpoint.id).values(
                 consecutive_failures=0, failing_since=None, circuit_open_until=None,
             ).execution_options(synchronize_session=False))
             log.info("endpoint %s healthy again; circuit closed", endpoint.id)
+            if endpoint.circuit_open_until is not None:
+                # Recovered from an incident that was announced (the circuit had opened).
+                return operational.stage(session, merchant.id, operational.endpoint_recovered(
+                    endpoint, failing_since=endpoint.failing_since, recovered_at=now,
+                    failures=endpoint.consecutive_failures), about_endpoint_id=endpoint.id, now=now)
         return []
     if result.category is Category.BLOCKED:
         return []
@@ -275,6 +312,7 @@ def _update_health(session, settings, endpoint: Endpoint, merchant: Merchant, re
     if not enabled:
         return []
     messages: list[Email | None] = []
+    webhooks: list[dramatiq.Message] = []
     if result.category is Category.GONE or failing_since <= now - dt.timedelta(seconds=settings.disable_after):
         reason = "the endpoint answered 410 Gone" if result.category is Category.GONE else (
             f"failing continuously since {failing_since:%Y-%m-%d %H:%M} UTC")
@@ -283,6 +321,8 @@ def _update_health(session, settings, endpoint: Endpoint, merchant: Merchant, re
         ).execution_options(synchronize_session=False))
         log.warning("endpoint %s disabled: %s", endpoint.id, reason)
         messages.append(notices.endpoint_disabled(merchant, endpoint, disabled_at=now, reason=reason))
+        webhooks = operational.stage(session, merchant.id, operational.endpoint_disabled(
+            endpoint, disabled_at=now, reason=reason), about_endpoint_id=endpoint.id, now=now)
     elif failures >= settings.circuit_threshold and circuit_open_until is None:
         session.execute(update(Endpoint).where(Endpoint.id == endpoint.id).values(
             circuit_open_until=now + dt.timedelta(seconds=settings.circuit_cooldown),
@@ -291,5 +331,9 @@ def _update_health(session, settings, endpoint: Endpoint, merchant: Merchant, re
         messages.append(notices.endpoint_failing(merchant, endpoint, incident_started_at=failing_since,
                                                  failures=failures,
                                                  last_error=result.error or f"HTTP {result.status}"))
+        # One per incident, as the email: the event's dedupe key is the incident's start.
+        webhooks = operational.stage(session, merchant.id, operational.endpoint_failing(
+            endpoint, incident_started_at=failing_since, failures=failures,
+            last_error=result.error or f"HTTP {result.status}"), about_endpoint_id=endpoint.id, now=now)
     # One email per incident: stage() skips an email whose incident was already announced.
-    return [m for m in (notices.stage(session, e) for e in messages if e is not None) if m is not None]
+    return [m for m in (notices.stage(session, e) for e in messages if e is not None) if m is not None] + webhooks

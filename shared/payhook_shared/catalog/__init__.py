@@ -306,7 +306,8 @@ def raw_payload(entry: EntryType) -> bytes:
 
 def example_body(entry: EntryType) -> dict[str, Any]:
     """The webhook body a merchant would receive for the entry's example."""
-    row = {**dataclasses.asdict(example_event(entry)), "id": "evt_0123456789abcdef", "merchant_id": "mch_0123456789abcdef",
+    row = {**dataclasses.asdict(example_event(entry)), "id": "evt_0123456789abcdef",
+           "merchant_id": "mch_0123456789abcdef",
            "received_at": _EXAMPLE_TIME, "raw_payload": raw_payload(entry).decode()}
     return json.loads(webhook_body(types.SimpleNamespace(**row)))
 
