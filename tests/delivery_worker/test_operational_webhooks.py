@@ -1,4 +1,4 @@
-"""Operational webhooks: payhook.endpoint.* and payhook.delivery.dead reach subscribed endpoints, never the one concerned."""
+"""Operational webhooks: payhook.endpoint.* and payhook.delivery.dead reach subscribers, never the endpoint concerned."""
 
 from __future__ import annotations
 

@@ -78,7 +78,8 @@ def test_every_type_sent_validates_against_the_catalog(client, store, receiver, 
     try:
         merchant, [main] = merchant_with_endpoints(store, receiver.url)
         # A watcher on the same receiver takes the opt-in types; two more endpoints trip the operational events.
-        add_endpoint(store, merchant.id, receiver.url + "/opt-in", [e.example_type for e in catalog.ENTRIES if e.opt_in])
+        opt_in = [e.example_type for e in catalog.ENTRIES if e.opt_in]
+        add_endpoint(store, merchant.id, receiver.url + "/opt-in", opt_in)
         add_endpoint(store, merchant.id, gone.url, [mpesa.STK_PUSH])
         add_endpoint(store, merchant.id, flaky.url, [mpesa.B2B])
         delivery_worker(retry_schedule=(0.2,) * 50, retry_jitter=0.0, circuit_threshold=1, circuit_cooldown=0.3)

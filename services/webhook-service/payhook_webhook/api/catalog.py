@@ -50,6 +50,11 @@ def event_types():
     return jsonify(data=[entry.as_json() for entry in catalog.ENTRIES])
 
 
+def test_types() -> list[str]:
+    """The types an endpoint can be sent a test of: each catalog entry's example type."""
+    return [entry.example_type for entry in catalog.ENTRIES]
+
+
 def _api_event(payload: dict):
     return normalise_api_event(load(EventCreateSchema(), payload))
 
@@ -58,29 +63,43 @@ def _api_event(payload: dict):
 def test_endpoint(endpoint_id: str):
     """Send one example event of ``type``, marked test, to this endpoint; answer with the attempt's outcome."""
     _, payload = json_body()
-    body = load(EndpointTestSchema(), payload)
-    store, broker = current_app.extensions["payhook.store"], current_app.extensions["payhook.broker"]
-    now = utcnow()
-    with store.write() as session:
+    event_type = load(EndpointTestSchema(), payload)["type"]
+    store = current_app.extensions["payhook.store"]
+    with store.read() as session:
         endpoint = session.get(Endpoint, endpoint_id)
         principal = auth.current_principal()
         if endpoint is None or not (principal.is_admin or endpoint.merchant_id == principal.merchant_id):
             raise NotFound(f"no endpoint {endpoint_id}")
-        try:
-            entry = catalog.by_example_type(body["type"])
-        except catalog.UnknownType as exc:
-            raise InvalidPayload(f"type: {exc}", {"type": [str(exc)]}) from None
-        event = catalog.example_event(entry, api_normaliser=_api_event)
-        event.dedupe_key = catalog.new_test_key()
-        event_id, delivery_id = ids.new_id("evt"), ids.new_id("dlv")
-        session.add(Event(id=event_id, merchant_id=endpoint.merchant_id, priority=int(PRIORITY), received_at=now,
-                          raw_payload=catalog.raw_payload(entry).decode(),
-                          **vars(event)))
+    answer = send_test(endpoint.id, endpoint.merchant_id, event_type)
+    return jsonify(answer), 200 if answer["delivered"] is not None else 202
+
+
+def send_test(endpoint_id: str, merchant_id: str, event_type: str) -> dict:
+    """Record a test event of ``event_type`` for one endpoint, have it delivered, and return the outcome.
+
+    The API and the console both test endpoints through here; the caller has
+    checked that the endpoint is the principal's to test.
+
+    Raises:
+      InvalidPayload: naming ``type`` when the catalog has no example of it.
+    """
+    store, broker = current_app.extensions["payhook.store"], current_app.extensions["payhook.broker"]
+    try:
+        entry = catalog.by_example_type(event_type)
+    except catalog.UnknownType as exc:
+        raise InvalidPayload(f"type: {exc}", {"type": [str(exc)]}) from None
+    event = catalog.example_event(entry, api_normaliser=_api_event)
+    event.dedupe_key = catalog.new_test_key()
+    now = utcnow()
+    event_id, delivery_id = ids.new_id("evt"), ids.new_id("dlv")
+    message = jobs.plan(DeliverWebhook(delivery_id=delivery_id, event_id=event_id, merchant_id=merchant_id,
+                                       priority=PRIORITY))
+    with store.write() as session:
+        session.add(Event(id=event_id, merchant_id=merchant_id, priority=int(PRIORITY), received_at=now,
+                          raw_payload=catalog.raw_payload(entry).decode(), **vars(event)))
         session.flush()
-        message = jobs.plan(DeliverWebhook(delivery_id=delivery_id, event_id=event_id,
-                                           merchant_id=endpoint.merchant_id, priority=PRIORITY))
         session.add(Delivery(**jobs.new_row(message, now, id=delivery_id, event_id=event_id,
-                                            endpoint_id=endpoint.id, merchant_id=endpoint.merchant_id,
+                                            endpoint_id=endpoint_id, merchant_id=merchant_id,
                                             priority=int(PRIORITY), round_start=0)))
     try:
         broker.enqueue(message)
@@ -88,7 +107,7 @@ def test_endpoint(endpoint_id: str):
         current_app.logger.warning("could not enqueue the test delivery %s; the sweeper will", delivery_id)
     answer = _outcome(store, delivery_id, current_app.extensions["payhook.settings"].endpoint_test_wait)
     answer.update(event_id=event_id, delivery_id=delivery_id, type=event.type, endpoint_id=endpoint_id)
-    return jsonify(answer), 200 if answer["delivered"] is not None else 202
+    return answer
 
 
 def _outcome(store, delivery_id: str, wait: float) -> dict:

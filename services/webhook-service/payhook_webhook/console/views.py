@@ -27,6 +27,8 @@ from payhook_shared.store import Endpoint, JobState, Merchant
 from payhook_shared.store.models import utcnow
 
 from .. import audit, auth
+from ..api import catalog
+from ..api.catalog import send_test
 from ..api.management import change_settings, rotate_endpoint_secret
 from ..api.schemas import DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, validate_endpoint_url
 from ..cli import callback_urls
@@ -371,7 +373,7 @@ def endpoints():
     with _store().read() as session:
         return render_template("console/endpoints.html", rows=queries.endpoints(session, scope),
                                merchants=queries.merchants(session, scope), now=utcnow(),
-                               grace_choices=GRACE_CHOICES)
+                               grace_choices=GRACE_CHOICES, test_types=catalog.test_types())
 
 
 def _secret_page(endpoint: Endpoint, secret: str, created: bool):
@@ -398,6 +400,25 @@ def create_endpoint():
         session.add(endpoint)
         audit.record(session, security.current(), "create_endpoint", endpoint.id, url=url)
     return _secret_page(endpoint, endpoint.secret, created=True)
+
+
+@bp.post("/endpoints/<endpoint_id>/test")
+def test_endpoint(endpoint_id: str):
+    """Send one example event, marked test, to an endpoint, and say how the attempt went."""
+    event_type = _text(request.form, "type") or ""
+    with _store().read() as session:
+        endpoint = queries.endpoint(session, _scope(), endpoint_id)
+    outcome = send_test(endpoint.id, endpoint.merchant_id, event_type)
+    _audited("test_endpoint", endpoint_id, type=event_type, delivery_id=outcome["delivery_id"])
+    if outcome["delivered"]:
+        flash(f"Test {event_type} delivered to {endpoint_id}: HTTP {outcome['status']} in {outcome['duration_ms']} ms.")
+    elif outcome["delivered"] is None:
+        flash(f"Test {event_type} to {endpoint_id} is still waiting for the delivery-worker "
+              f"(delivery {outcome['delivery_id']}).")
+    else:
+        status = f"HTTP {outcome['status']}" if outcome["status"] is not None else outcome["error"]
+        flash(f"Test {event_type} to {endpoint_id} failed: {outcome['category']} ({status}).")
+    return redirect(url_for("console.endpoints"))
 
 
 @bp.post("/endpoints/<endpoint_id>/<action>")
