@@ -1,4 +1,4 @@
-"""Operational webhooks: payhook.endpoint.* and payhook.delivery.dead reach subscribers, never the endpoint concerned."""
+"""Operational webhooks: payhook.endpoint.* and payhook.delivery.dead reach subscribers, not the endpoint concerned."""
 
 from __future__ import annotations
 

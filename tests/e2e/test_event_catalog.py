@@ -63,7 +63,7 @@ def add_endpoint(store, merchant_id: str, url: str, event_types: list[str]) -> N
                              secret=signing.generate_secret()))
 
 
-def validate(body: dict) -> catalog.EntryType:
+def validate(body: dict) -> catalog.EventType:
     """Validate one received webhook body against its catalog entry; the entry."""
     entry = catalog.entry_for(body["type"], body["data"]["provider"])
     jsonschema.Draft202012Validator(entry.body_schema(), format_checker=jsonschema.FormatChecker()).validate(body)

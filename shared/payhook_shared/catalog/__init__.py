@@ -38,7 +38,7 @@ class UnknownType(PayhookError):
 
 
 @dataclasses.dataclass(frozen=True)
-class EntryType:
+class EventType:
     """One type (or family of types) of webhook."""
 
     type: str
@@ -94,11 +94,11 @@ class EntryType:
             },
         }
 
-    def as_json(self) -> dict[str, Any]:
-        """The entry as ``GET /v1/event-types`` lists it, with its example body."""
+    def as_json(self, api_normaliser: Any = None) -> dict[str, Any]:
+        """The entry as ``GET /v1/event-types`` lists it, with its example body (see ``example_event``)."""
         return {"type": self.type, "provider": self.provider, "description": self.description,
                 "opt_in": self.opt_in, "schema": self.data_schema(),
-                "example": example_body(self)}
+                "example": example_body(self, api_normaliser)}
 
 
 def _pattern(family: str) -> str:
@@ -212,24 +212,24 @@ _OPERATIONAL_DESCRIPTIONS = {
                                "(opt-in).",
 }
 
-ENTRIES: tuple[EntryType, ...] = (
-    *(EntryType(t, MPESA, d, kind, example, opt_in=opt_in) for t, kind, example, d, opt_in in _MPESA),
-    *(EntryType(t, provider, d, provider, example) for t, provider, example, d in _GATEWAYS),
-    EntryType("*", STANDARD_WEBHOOKS, "Your own signed sender (Standard Webhooks source): the type it gave.",
+ENTRIES: tuple[EventType, ...] = (
+    *(EventType(t, MPESA, d, kind, example, opt_in=opt_in) for t, kind, example, d, opt_in in _MPESA),
+    *(EventType(t, provider, d, provider, example) for t, provider, example, d in _GATEWAYS),
+    EventType("*", STANDARD_WEBHOOKS, "Your own signed sender (Standard Webhooks source): the type it gave.",
               STANDARD_WEBHOOKS, _GENERIC_EXAMPLE % "invoice.paid"),
-    EntryType("*", HMAC, "Your own signed sender (HMAC source): the type it gave.", HMAC,
+    EventType("*", HMAC, "Your own signed sender (HMAC source): the type it gave.", HMAC,
               _GENERIC_EXAMPLE % "subscription.renewed"),
-    EntryType("*", API, "An event recorded with POST /v1/events: the type the caller gave.", API,
+    EventType("*", API, "An event recorded with POST /v1/events: the type the caller gave.", API,
               '{"type": "order.paid", "idempotency_key": "order-1042", "data": {"status": "succeeded", '
               '"amount": "2500.00", "currency": "KES"}, "customer_email": "buyer@example.com"}'),
-    EntryType(TEST_TYPE, "payhook", "A synthetic event an operator records to check a running stack.", None,
+    EventType(TEST_TYPE, "payhook", "A synthetic event an operator records to check a running stack.", None,
               details_schema={"type": "object"}),
-    *(EntryType(t, operational.PROVIDER, _OPERATIONAL_DESCRIPTIONS[t], None,
+    *(EventType(t, operational.PROVIDER, _OPERATIONAL_DESCRIPTIONS[t], None,
                 details_schema=_details(_OPERATIONAL_DETAILS[t]), opt_in=True) for t in operational.TYPES),
 )
 
 
-def entry_for(event_type: str, provider: str) -> EntryType:
+def entry_for(event_type: str, provider: str) -> EventType:
     """The entry describing a body of ``event_type`` from ``provider``: the exact type, else its family.
 
     Raises:
@@ -244,7 +244,7 @@ def entry_for(event_type: str, provider: str) -> EntryType:
     raise UnknownType(f"no event type {event_type!r} from {provider!r} in the catalog")
 
 
-def by_example_type(event_type: str) -> EntryType:
+def by_example_type(event_type: str) -> EventType:
     """The entry whose example carries ``event_type`` (what ``POST /v1/endpoints/<id>/test`` sends).
 
     Raises:
@@ -256,12 +256,12 @@ def by_example_type(event_type: str) -> EntryType:
     raise UnknownType(f"no example of event type {event_type!r}; GET /v1/event-types lists them")
 
 
-_EXAMPLE_ENDPOINT = dataclasses.make_dataclass("ExampleEndpoint", ["id", "url", "description"])(
-    "ep_0123456789abcdef", "https://shop.example.com/hooks/payhook", "orders")
+_EXAMPLE_ENDPOINT = types.SimpleNamespace(id="ep_0123456789abcdef", url="https://shop.example.com/hooks/payhook",
+                                          description="orders")
 _EXAMPLE_TIME = dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.timezone.utc)
 
 
-def example_event(entry: EntryType, api_normaliser: Any = None) -> NormalisedEvent:
+def example_event(entry: EventType, api_normaliser: Any = None) -> NormalisedEvent:
     """The entry's example as a ``NormalisedEvent``, built by the code that builds real ones.
 
     M-Pesa and gateway payloads go through their normalisers; ``payhook.*``
@@ -299,14 +299,14 @@ def _operational_example(event_type: str) -> NormalisedEvent:
                                      last_status=500, last_error="HTTP 500", dead_at=at)
 
 
-def raw_payload(entry: EntryType) -> bytes:
+def raw_payload(entry: EventType) -> bytes:
     """The bytes a stored example keeps as its raw payload."""
     return json.dumps(entry.payload()).encode() if entry.source is not None else b"{}"
 
 
-def example_body(entry: EntryType) -> dict[str, Any]:
-    """The webhook body a merchant would receive for the entry's example."""
-    row = {**dataclasses.asdict(example_event(entry)), "id": "evt_0123456789abcdef",
+def example_body(entry: EventType, api_normaliser: Any = None) -> dict[str, Any]:
+    """The webhook body a merchant would receive for the entry's example (``api_normaliser``: see ``example_event``)."""
+    row = {**dataclasses.asdict(example_event(entry, api_normaliser)), "id": "evt_0123456789abcdef",
            "merchant_id": "mch_0123456789abcdef",
            "received_at": _EXAMPLE_TIME, "raw_payload": raw_payload(entry).decode()}
     return json.loads(webhook_body(types.SimpleNamespace(**row)))

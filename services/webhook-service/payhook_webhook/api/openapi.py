@@ -24,6 +24,7 @@ from payhook_shared import catalog
 from payhook_shared import merchant_settings as ms
 from payhook_shared.callbacks.gateways import PROVIDERS
 
+from .event_types import api_event
 from .schemas import (
     MAX_GRACE_SECONDS, DeadLetterFilterSchema, EndpointCreateSchema, EndpointTestSchema, EndpointUpdateSchema,
     EventCreateSchema, HmacConfigSchema, MerchantCreateSchema, MerchantUpdateSchema, PriorityField,
@@ -461,7 +462,7 @@ def _webhooks() -> dict[str, Any]:
                            + "Any 2xx answer counts as delivered; anything else is retried.",
             "parameters": _SIGNATURE_HEADERS,
             "requestBody": {"required": True, "content": {"application/json": {
-                "schema": entry.body_schema(), "example": catalog.example_body(entry)}}},
+                "schema": entry.body_schema(), "example": catalog.example_body(entry, api_event)}}},
             "responses": {"2XX": {"description": "received"}},
         }}
     return out

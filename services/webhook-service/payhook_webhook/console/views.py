@@ -27,8 +27,7 @@ from payhook_shared.store import Endpoint, JobState, Merchant
 from payhook_shared.store.models import utcnow
 
 from .. import audit, auth
-from ..api import catalog
-from ..api.catalog import send_test
+from ..api.event_types import send_test, test_types
 from ..api.management import change_settings, rotate_endpoint_secret
 from ..api.schemas import DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, validate_endpoint_url
 from ..cli import callback_urls
@@ -373,7 +372,7 @@ def endpoints():
     with _store().read() as session:
         return render_template("console/endpoints.html", rows=queries.endpoints(session, scope),
                                merchants=queries.merchants(session, scope), now=utcnow(),
-                               grace_choices=GRACE_CHOICES, test_types=catalog.test_types())
+                               grace_choices=GRACE_CHOICES, test_types=test_types())
 
 
 def _secret_page(endpoint: Endpoint, secret: str, created: bool):

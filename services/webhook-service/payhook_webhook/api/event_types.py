@@ -36,7 +36,7 @@ from ..errors import InvalidPayload, NotFound
 from .events import normalise_api_event
 from .schemas import EndpointTestSchema, EventCreateSchema, json_body, load
 
-bp = Blueprint("catalog", __name__, url_prefix="/v1")
+bp = Blueprint("event_types", __name__, url_prefix="/v1")
 bp.before_request(auth.require_api_key)
 
 # Tests go ahead of the merchant's traffic: someone is waiting for the answer.
@@ -45,9 +45,9 @@ _POLL_SECONDS = 0.05
 
 
 @bp.get("/event-types")
-def event_types():
+def list_event_types():
     """Every type of webhook Payhook sends: description, JSON Schema of ``data`` and an example body."""
-    return jsonify(data=[entry.as_json() for entry in catalog.ENTRIES])
+    return jsonify(data=[entry.as_json(api_event) for entry in catalog.ENTRIES])
 
 
 def test_types() -> list[str]:
@@ -55,7 +55,8 @@ def test_types() -> list[str]:
     return [entry.example_type for entry in catalog.ENTRIES]
 
 
-def _api_event(payload: dict):
+def api_event(payload: dict):
+    """An ``api`` example through the real ``POST /v1/events`` validation and normaliser."""
     return normalise_api_event(load(EventCreateSchema(), payload))
 
 
@@ -88,7 +89,7 @@ def send_test(endpoint_id: str, merchant_id: str, event_type: str) -> dict:
         entry = catalog.by_example_type(event_type)
     except catalog.UnknownType as exc:
         raise InvalidPayload(f"type: {exc}", {"type": [str(exc)]}) from None
-    event = catalog.example_event(entry, api_normaliser=_api_event)
+    event = catalog.example_event(entry, api_normaliser=api_event)
     event.dedupe_key = catalog.new_test_key()
     now = utcnow()
     event_id, delivery_id = ids.new_id("evt"), ids.new_id("dlv")
