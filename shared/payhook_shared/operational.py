@@ -79,7 +79,8 @@ def endpoint_recovered(endpoint: Any, *, failing_since: dt.datetime | None, reco
     """The endpoint answered again after its circuit had opened."""
     return NormalisedEvent(
         provider=PROVIDER, type=ENDPOINT_RECOVERED, status=SUCCEEDED, occurred_at=recovered_at,
-        dedupe_key=f"{ENDPOINT_RECOVERED}:{endpoint.id}:{_iso(recovered_at)}",
+        # One per incident: keyed by when the endpoint started failing.
+        dedupe_key=f"{ENDPOINT_RECOVERED}:{endpoint.id}:{_iso(failing_since or recovered_at)}",
         details={**_endpoint(endpoint), "failing_since": _iso(failing_since), "recovered_at": _iso(recovered_at),
                  "failures": failures})
 

@@ -287,15 +287,20 @@ def _health_changes(endpoint: Endpoint, result: http.AttemptResult) -> bool:
 
 def _update_health(session, settings, endpoint: Endpoint, merchant: Merchant, result: http.AttemptResult,
                    now: dt.datetime) -> list[dramatiq.Message]:
-    """Fold one attempt into the endpoint's health; returns the emails and operational webhooks to send after commit."""
+    """Fold one attempt into the endpoint's health; the emails and operational webhooks to send after commit."""
     if result.category is Category.SUCCESS:
         if endpoint.consecutive_failures or endpoint.circuit_open_until or endpoint.failing_since:
-            session.execute(update(Endpoint).where(Endpoint.id == endpoint.id).values(
-                consecutive_failures=0, failing_since=None, circuit_open_until=None,
-            ).execution_options(synchronize_session=False))
+            healthy = {"consecutive_failures": 0, "failing_since": None, "circuit_open_until": None}
+            # Closing an open circuit is the recovery from an announced incident; of concurrent successes
+            # only the one whose UPDATE still finds the circuit open reports it.
+            recovered = session.execute(update(Endpoint).where(
+                Endpoint.id == endpoint.id, Endpoint.circuit_open_until.is_not(None)).values(**healthy)
+                .execution_options(synchronize_session=False)).rowcount == 1
+            if not recovered:
+                session.execute(update(Endpoint).where(Endpoint.id == endpoint.id).values(**healthy)
+                                .execution_options(synchronize_session=False))
             log.info("endpoint %s healthy again; circuit closed", endpoint.id)
-            if endpoint.circuit_open_until is not None:
-                # Recovered from an incident that was announced (the circuit had opened).
+            if recovered:
                 return operational.stage(session, merchant.id, operational.endpoint_recovered(
                     endpoint, failing_since=endpoint.failing_since, recovered_at=now,
                     failures=endpoint.consecutive_failures), about_endpoint_id=endpoint.id, now=now)
