@@ -149,8 +149,16 @@ class Receiver:
         return self
 
     def stop(self) -> None:
+        """Stop serving, then check every webhook received against the event catalog.
+
+        Every test's receiver is checked, so a body Payhook sends that its catalog
+        does not describe fails the test that made it send it.
+        """
         self.server.shutdown()
         self.server.server_close()
+        with self._lock:
+            received = list(self.received)
+        check_webhooks(received)
 
     def wait_for(self, count: int, timeout: float = 10) -> list[Received]:
         """Block until ``count`` requests arrived; fail the test otherwise."""
@@ -161,6 +169,27 @@ class Receiver:
                     return list(self.received)
             time.sleep(0.02)
         raise AssertionError(f"receiver got {len(self.received)} request(s), expected {count}")
+
+
+def check_webhooks(received: list[Received]) -> None:
+    """Validate each Payhook webhook (a request with ``webhook-id``) against its type's catalog schema.
+
+    Raises:
+      AssertionError: naming the first body that does not match, and why.
+    """
+    import jsonschema
+
+    from payhook_shared import catalog
+
+    for request in received:
+        if "webhook-id" not in request.headers:
+            continue
+        body = request.json()
+        entry = catalog.entry_for(body["type"], body["data"]["provider"])
+        error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(
+            entry.body_schema(), format_checker=jsonschema.FormatChecker()).iter_errors(body))
+        assert error is None, (f"{body['type']} body does not match the event catalog: "
+                               f"{error.message} at {list(error.absolute_path)}")
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10, interval: float = 0.05, what: str = "condition"):

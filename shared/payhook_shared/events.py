@@ -17,6 +17,13 @@ STATUSES = (SUCCEEDED, FAILED, UNKNOWN)
 
 #: Synthetic events operators record to test a running stack; delivered, never mailed.
 TEST_TYPE = "payhook.test"
+#: Dedupe keys of test events (operators' ``payhook.test`` and endpoint tests) start so; the body says ``"test": true``.
+TEST_PREFIX = "test:"
+
+
+def is_test(dedupe_key: str) -> bool:
+    """Whether an event with this dedupe key is a test event rather than a real payment or notice."""
+    return dedupe_key.startswith(TEST_PREFIX)
 
 
 @dataclasses.dataclass
@@ -60,6 +67,7 @@ def webhook_body(event: Any) -> bytes:
         "id": event.id,
         "type": event.type,
         "created_at": _iso(event.received_at),
+        "test": is_test(event.dedupe_key),
         "data": {
             "merchant_id": event.merchant_id,
             "provider": event.provider,

@@ -15,7 +15,7 @@ from support import wait_until
 
 
 def record(store, broker, merchant, priority: Priority, key: str) -> str:
-    event = NormalisedEvent(provider="test", type="payhook.test", status=SUCCEEDED, dedupe_key=key,
+    event = NormalisedEvent(provider="payhook", type="payhook.test", status=SUCCEEDED, dedupe_key=key,
                             amount_minor=100, currency="KES")
     return ingest.record(store, broker, merchant, event, b"{}", priority).event_id
 

@@ -1,7 +1,10 @@
-"""GET /openapi.json describes every route of the app."""
+"""GET /openapi.json (OpenAPI 3.1) describes every route of the app and every webhook Payhook sends."""
 
 from __future__ import annotations
 
+from openapi_spec_validator import validate
+
+from payhook_shared import catalog
 from payhook_webhook.api.openapi import openapi_path
 
 
@@ -9,7 +12,7 @@ def test_every_route_is_documented(webhook_app, client):
     response = client.get("/openapi.json")
     assert response.status_code == 200
     document = response.get_json()
-    assert document["openapi"].startswith("3.")
+    assert document["openapi"] == "3.1.0"
     missing = []
     for rule in webhook_app.url_map.iter_rules():
         # The console (/console) is HTML pages for people, not part of the JSON API.
@@ -26,10 +29,10 @@ def test_request_schemas_come_from_the_marshmallow_schemas(client):
     schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
     event = schemas["EventCreate"]
     assert set(event["required"]) == {"type", "data", "idempotency_key"}
-    assert event["properties"]["priority"]["enum"] == ["urgent", "high", "normal", "low"]
+    assert event["properties"]["priority"]["enum"] == ["urgent", "high", "normal", "low", None]
     assert event["additionalProperties"] is False
     endpoint = schemas["EndpointCreate"]["properties"]
-    assert endpoint["url"]["format"] == "uri" and endpoint["event_types"]["nullable"] is True
+    assert endpoint["url"]["format"] == "uri" and endpoint["event_types"]["type"] == ["array", "null"]
     assert schemas["MerchantCreate"]["properties"]["priority_rules"]["items"] == {
         "$ref": "#/components/schemas/PriorityRule"}
 
@@ -54,3 +57,17 @@ def test_every_reference_resolves(client):
 def test_rule_conversion():
     assert openapi_path("/cb/<merchant_id>/<token>/stk") == "/cb/{merchant_id}/{token}/stk"
     assert openapi_path("/files/<path:name>") == "/files/{name}"
+
+
+def test_the_document_is_valid_openapi_3_1(client):
+    validate(client.get("/openapi.json").get_json())
+
+
+def test_webhooks_are_the_event_catalog(client):
+    webhooks = client.get("/openapi.json").get_json()["webhooks"]
+    assert len(webhooks) == len(catalog.ENTRIES)
+    for entry in catalog.ENTRIES:
+        name = entry.type if entry.type != "*" else f"* ({entry.provider})"
+        content = webhooks[name]["post"]["requestBody"]["content"]["application/json"]
+        assert content["schema"] == entry.body_schema()
+        assert content["example"]["type"] == entry.example_type

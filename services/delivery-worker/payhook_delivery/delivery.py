@@ -20,8 +20,8 @@ import dramatiq
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from payhook_shared import jobs, notices, signing
-from payhook_shared.events import webhook_body
+from payhook_shared import jobs, notices, operational, signing
+from payhook_shared.events import is_test, webhook_body
 from payhook_shared.logs import bind
 from payhook_shared.messages import DeliverWebhook
 from payhook_shared.store import Delivery, DeliveryAttempt, Email, Endpoint, Event, JobState, Merchant, Store
@@ -63,10 +63,16 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
                 _set(session, delivery.id, state=JobState.DEAD.value, lease_until=None, dead_at=started,
                      last_category=Category.DISABLED.value, last_error="endpoint disabled",
                      attempts=delivery.attempts - 1)
+                messages = _dead_event(session, delivery, endpoint, event, attempts=delivery.attempts - 1,
+                                       category=Category.DISABLED.value, status=None, error="endpoint disabled",
+                                       now=started)
+            _enqueue(rt, messages)
             log.info("endpoint disabled; delivery kept as a dead letter for recovery")
             metrics.outcome(metrics.DEAD, message.priority)
             return Category.DISABLED.value
-        wait_until = _circuit_wait(rt.store, endpoint, started, settings.circuit_cooldown)
+        # A test is the merchant asking whether the endpoint works now: it does not wait for the circuit.
+        wait_until = (None if is_test(event.dedupe_key)
+                      else _circuit_wait(rt.store, endpoint, started, settings.circuit_cooldown))
         if wait_until is not None:
             with rt.store.write() as session:
                 jobs.release(session, Delivery, delivery.id, wait_until)
@@ -82,6 +88,10 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
                 _set(session, delivery.id, state=JobState.DEAD.value, lease_until=None, dead_at=started,
                      last_category=Category.TOO_LARGE.value, attempts=delivery.attempts - 1,
                      last_error=f"payload of {len(body)} bytes exceeds {settings.max_payload_bytes}")
+                messages = _dead_event(session, delivery, endpoint, event, attempts=delivery.attempts - 1,
+                                       category=Category.TOO_LARGE.value, status=None,
+                                       error=f"payload of {len(body)} bytes", now=started)
+            _enqueue(rt, messages)
             log.warning("payload too large (%d bytes); delivery dead", len(body))
             metrics.outcome(metrics.DEAD, message.priority)
             return Category.TOO_LARGE.value
@@ -97,7 +107,7 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
                 total_timeout=settings.total_timeout, snippet_bytes=settings.response_snippet_bytes,
                 allow=settings.endpoint_allowlist,
             )
-        _record(rt, delivery, endpoint, merchant, attempt_no, in_round, schedule, started, result, event.received_at)
+        _record(rt, delivery, endpoint, merchant, event, attempt_no, in_round, schedule, started, result)
         return result.category.value
 
 
@@ -178,12 +188,14 @@ def _circuit_wait(store: Store, endpoint: Endpoint, now: dt.datetime, cooldown: 
     return None if won else next_probe
 
 
-def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merchant, attempt_no: int,
-            in_round: int, schedule: tuple[float, ...], started: dt.datetime, result: http.AttemptResult,
-            received_at: dt.datetime) -> None:
+def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merchant, event: Event,
+            attempt_no: int, in_round: int, schedule: tuple[float, ...], started: dt.datetime,
+            result: http.AttemptResult) -> None:
     """Record one attempt's outcome; once a POST has been made, only the outcome itself must reach the store."""
     settings = rt.settings
     now = utcnow()
+    # A test event gets one attempt and leaves the endpoint's health alone: it asks, it does not count.
+    test = is_test(event.dedupe_key)
     outcome = metrics.DELIVERED
     # updated_at too: the one-statement record on PostgreSQL is built once and takes every value as a parameter.
     values: dict = {"lease_until": None, "last_status": result.status, "last_category": result.category.value,
@@ -193,7 +205,7 @@ def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merch
         log.info("delivered on attempt %d (%s, %d ms)", attempt_no, result.status, result.duration_ms)
     else:
         error = storable(result.error) or f"HTTP {result.status}"
-        delay = policy.next_delay(
+        delay = None if test else policy.next_delay(
             in_round, result.category, schedule, settings.retry_jitter,
             retry_after=policy.parse_retry_after(result.retry_after, now),
             retry_after_bounds=(settings.retry_after_min, settings.retry_after_max),
@@ -211,16 +223,23 @@ def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merch
     attempt = {"delivery_id": delivery.id, "number": attempt_no, "started_at": started,
                "duration_ms": result.duration_ms, "status_code": result.status, "category": result.category.value,
                "error": storable(result.error), "response_snippet": storable(result.snippet)}
+    health = not test and _health_changes(endpoint, result)
     try:
-        messages = _write(rt, delivery, endpoint, merchant, result, values, attempt, now)
+        messages = _write(rt, delivery, endpoint, merchant, event, result, values, attempt, now, health)
     except Exception:  # the database's refusal, or a value its driver cannot even encode
         # The POST happened: a row left "sending" would be claimed and POSTed again, so keep the outcome.
         log.exception("could not record attempt %d in full; recording its outcome without details", attempt_no)
-        messages = _write_outcome_only(rt, delivery, endpoint, merchant, result, values, attempt, now)
+        messages = _write_outcome_only(rt, delivery, endpoint, merchant, event, result, values, attempt, now,
+                                       health)
     metrics.attempt(result.category.value, delivery.priority, result.duration_ms / 1000)
     metrics.outcome(outcome, delivery.priority)
     if outcome == metrics.DELIVERED:
-        metrics.delivered(delivery.priority, received_at, now)
+        metrics.delivered(delivery.priority, event.received_at, now)
+    _enqueue(rt, messages)
+
+
+def _enqueue(rt: Runtime, messages: list[dramatiq.Message]) -> None:
+    """Send the messages of a committed transaction; a lost one is the sweeper's to send."""
     for message in messages:
         try:
             rt.broker.enqueue(message)
@@ -228,25 +247,36 @@ def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merch
             log.warning("could not enqueue %s; the sweeper will", message.queue_name, exc_info=True)
 
 
-def _write(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merchant, result: http.AttemptResult,
-           values: dict, attempt: dict, now: dt.datetime) -> list[dramatiq.Message]:
-    """Record the attempt, the delivery's new state and the endpoint's health; returns the emails to send."""
-    if rt.store.dialect == "postgresql":
+def _write(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merchant, event: Event,
+           result: http.AttemptResult, values: dict, attempt: dict, now: dt.datetime,
+           health: bool) -> list[dramatiq.Message]:
+    """Record the attempt and the delivery's new state, with the health change and operational events they raise.
+
+    Returns the messages (emails, operational webhooks) to send once committed.
+    """
+    dead = values["state"] == JobState.DEAD.value
+    if rt.store.dialect == "postgresql" and not health and not dead:
         # The attempt and the delivery's new state in one statement: one round trip, no transaction.
         statement = _recording(tuple(values), rt.store.engine.dialect)
         with rt.store.driver() as conn:
             conn.execute(statement.sql, statement.params({
                 **{f"attempt_{k}": v for k, v in attempt.items()}, **values, "delivery_id": delivery.id}))
-        return _update_health_apart(rt, endpoint, merchant, result, now)
+        return []
+    # A health change or a dead letter: recorded in one transaction with the operational events it raises.
     with rt.store.write() as session:
         session.execute(insert(DeliveryAttempt).values(**attempt))
         _set(session, delivery.id, **values)
-        return _update_health(session, rt.settings, endpoint, merchant, result, now)
+        messages = _update_health(session, rt.settings, endpoint, merchant, result, now) if health else []
+        if dead:
+            messages += _dead_event(session, delivery, endpoint, event, attempts=attempt["number"],
+                                    category=result.category.value, status=result.status,
+                                    error=values["last_error"], now=now)
+        return messages
 
 
-def _write_outcome_only(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merchant,
-                        result: http.AttemptResult, values: dict, attempt: dict,
-                        now: dt.datetime) -> list[dramatiq.Message]:
+def _write_outcome_only(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merchant, event: Event,
+                        result: http.AttemptResult, values: dict, attempt: dict, now: dt.datetime,
+                        health: bool) -> list[dramatiq.Message]:
     """After ``_write`` failed: the delivery's new state first, on its own, then what else still records.
 
     Only a failure of the state itself propagates (the lease then frees the
@@ -257,25 +287,38 @@ def _write_outcome_only(rt: Runtime, delivery: Delivery, endpoint: Endpoint, mer
         bare["last_error"] = f"HTTP {result.status}" if result.status is not None else result.category.value
     with rt.store.write() as session:
         _set(session, delivery.id, **bare)
+        messages = (_dead_event(session, delivery, endpoint, event, attempts=attempt["number"],
+                                category=result.category.value, status=result.status,
+                                error=bare["last_error"], now=now)
+                    if bare["state"] == JobState.DEAD.value else [])
     try:
         with rt.store.write() as session:
             session.execute(insert(DeliveryAttempt).values(**{**attempt, "error": None, "response_snippet": None}))
     except SQLAlchemyError:
         log.exception("could not log attempt %d of delivery %s", attempt["number"], delivery.id)
-    return _update_health_apart(rt, endpoint, merchant, result, now)
+    return messages + (_update_health_apart(rt, endpoint, merchant, result, now) if health else [])
 
 
 def _update_health_apart(rt: Runtime, endpoint: Endpoint, merchant: Merchant, result: http.AttemptResult,
                          now: dt.datetime) -> list[dramatiq.Message]:
     """``_update_health`` in its own transaction, after the outcome is recorded; a failure is logged, not raised."""
-    if not _health_changes(endpoint, result):
-        return []
     try:
         with rt.store.write() as session:
             return _update_health(session, rt.settings, endpoint, merchant, result, now)
     except SQLAlchemyError:
         log.exception("could not update the health of endpoint %s", endpoint.id)
         return []
+
+
+def _dead_event(session, delivery: Delivery, endpoint: Endpoint, event: Event, *, attempts: int, category: str,
+                status: int | None, error: str | None, now: dt.datetime) -> list[dramatiq.Message]:
+    """Stage ``payhook.delivery.dead`` for a delivery that just died, unless its event is ours or a test."""
+    if not operational.raises_events(event.type, event.dedupe_key):
+        return []
+    dead = operational.delivery_dead(endpoint, delivery_id=delivery.id, event_id=event.id, event_type=event.type,
+                                     attempts=attempts, category=category, last_status=status, last_error=error,
+                                     dead_at=now)
+    return operational.stage(session, delivery.merchant_id, dead, about_endpoint_id=endpoint.id, now=now)
 
 
 @functools.cache
@@ -299,13 +342,23 @@ def _health_changes(endpoint: Endpoint, result: http.AttemptResult) -> bool:
 
 def _update_health(session, settings, endpoint: Endpoint, merchant: Merchant, result: http.AttemptResult,
                    now: dt.datetime) -> list[dramatiq.Message]:
-    """Fold one attempt into the endpoint's health; returns the emails to send after commit."""
+    """Fold one attempt into the endpoint's health; the emails and operational webhooks to send after commit."""
     if result.category is Category.SUCCESS:
         if endpoint.consecutive_failures or endpoint.circuit_open_until or endpoint.failing_since:
-            session.execute(update(Endpoint).where(Endpoint.id == endpoint.id).values(
-                consecutive_failures=0, failing_since=None, circuit_open_until=None,
-            ).execution_options(synchronize_session=False))
+            healthy = {"consecutive_failures": 0, "failing_since": None, "circuit_open_until": None}
+            # Closing an open circuit is the recovery from an announced incident; of concurrent successes
+            # only the one whose UPDATE still finds the circuit open reports it.
+            recovered = session.execute(update(Endpoint).where(
+                Endpoint.id == endpoint.id, Endpoint.circuit_open_until.is_not(None)).values(**healthy)
+                .execution_options(synchronize_session=False)).rowcount == 1
+            if not recovered:
+                session.execute(update(Endpoint).where(Endpoint.id == endpoint.id).values(**healthy)
+                                .execution_options(synchronize_session=False))
             log.info("endpoint %s healthy again; circuit closed", endpoint.id)
+            if recovered:
+                return operational.stage(session, merchant.id, operational.endpoint_recovered(
+                    endpoint, failing_since=endpoint.failing_since, recovered_at=now,
+                    failures=endpoint.consecutive_failures), about_endpoint_id=endpoint.id, now=now)
         return []
     if result.category is Category.BLOCKED:
         return []
@@ -319,6 +372,7 @@ def _update_health(session, settings, endpoint: Endpoint, merchant: Merchant, re
     if not enabled:
         return []
     messages: list[Email | None] = []
+    webhooks: list[dramatiq.Message] = []
     if result.category is Category.GONE or failing_since <= now - dt.timedelta(seconds=settings.disable_after):
         reason = "the endpoint answered 410 Gone" if result.category is Category.GONE else (
             f"failing continuously since {failing_since:%Y-%m-%d %H:%M} UTC")
@@ -327,6 +381,8 @@ def _update_health(session, settings, endpoint: Endpoint, merchant: Merchant, re
         ).execution_options(synchronize_session=False))
         log.warning("endpoint %s disabled: %s", endpoint.id, reason)
         messages.append(notices.endpoint_disabled(merchant, endpoint, disabled_at=now, reason=reason))
+        webhooks = operational.stage(session, merchant.id, operational.endpoint_disabled(
+            endpoint, disabled_at=now, reason=reason), about_endpoint_id=endpoint.id, now=now)
     elif failures >= settings.circuit_threshold and circuit_open_until is None:
         session.execute(update(Endpoint).where(Endpoint.id == endpoint.id).values(
             circuit_open_until=now + dt.timedelta(seconds=settings.circuit_cooldown),
@@ -335,5 +391,9 @@ def _update_health(session, settings, endpoint: Endpoint, merchant: Merchant, re
         messages.append(notices.endpoint_failing(merchant, endpoint, incident_started_at=failing_since,
                                                  failures=failures,
                                                  last_error=result.error or f"HTTP {result.status}"))
+        # One per incident, as the email: the event's dedupe key is the incident's start.
+        webhooks = operational.stage(session, merchant.id, operational.endpoint_failing(
+            endpoint, incident_started_at=failing_since, failures=failures,
+            last_error=result.error or f"HTTP {result.status}"), about_endpoint_id=endpoint.id, now=now)
     # One email per incident: stage() skips an email whose incident was already announced.
-    return [m for m in (notices.stage(session, e) for e in messages if e is not None) if m is not None]
+    return [m for m in (notices.stage(session, e) for e in messages if e is not None) if m is not None] + webhooks

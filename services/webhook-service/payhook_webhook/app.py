@@ -10,7 +10,9 @@ from payhook_shared import logs
 from payhook_shared.store import Store
 
 from . import c2b, cli, console, errors, ingest, merchants, metrics, params
-from .api import callbacks, deliveries, events, health, inbound, keys, management, openapi, sources, testing
+from .api import (
+    callbacks, deliveries, event_types, events, health, inbound, keys, management, openapi, sources, testing,
+)
 from .broker import broker_for
 from .settings import Settings
 from .source_ip import SourcePolicy
@@ -58,6 +60,7 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(management.bp)
+    app.register_blueprint(event_types.bp)
     app.register_blueprint(keys.bp)
     app.register_blueprint(events.bp)
     app.register_blueprint(deliveries.bp)

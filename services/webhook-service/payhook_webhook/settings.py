@@ -74,6 +74,8 @@ class Settings:
     """Sign-in emails one address may be sent per ``CONSOLE_LOGIN_WINDOW``."""
     queue_stats_ttl: float = 5.0
     """Seconds the queue and store figures (``/metrics`` gauges, ``/health/queue``) are reused before recomputing."""
+    endpoint_test_wait: float = 20.0
+    """Seconds ``POST /v1/endpoints/<id>/test`` waits for the delivery-worker's attempt before answering ``202``."""
     stripe_webhook_ips: tuple[str, ...] = STRIPE_WEBHOOK_IPS
     """Stripe's webhook addresses, for sources whose IP allowlist is on."""
     paystack_webhook_ips: tuple[str, ...] = PAYSTACK_WEBHOOK_IPS

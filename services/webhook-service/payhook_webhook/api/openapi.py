@@ -1,10 +1,13 @@
-"""``GET /openapi.json``: the OpenAPI 3.0 description of every route.
+"""``GET /openapi.json``: the OpenAPI 3.1 description of every route and of every webhook sent.
 
-Request bodies are generated from the marshmallow schemas that validate them,
-so the document cannot drift from what the API accepts. The paths and answers
-of the JSON API are maintained here; the provider callback routes all share
-one contract, so each callback rule in the app is described from that
-contract and its view's docstring.
+Assembled by apispec: request bodies are converted from the marshmallow
+schemas that validate them (apispec's marshmallow plugin, taught Payhook's own
+fields), so the document cannot drift from what the API accepts. The paths and
+answers of the JSON API are maintained here; the provider callback routes all
+share one contract, so each callback rule in the app is described from that
+contract and its view's docstring. The ``webhooks`` section is the event
+catalog (``payhook_shared.catalog``): one entry per type, with the JSON Schema
+its body is validated against in the tests.
 """
 
 from __future__ import annotations
@@ -12,18 +15,23 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, Flask, current_app, jsonify
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, fields
 
+from payhook_shared import catalog
 from payhook_shared import merchant_settings as ms
 from payhook_shared.addresses import MAX_LENGTH as MAX_ADDRESS_LENGTH
 from payhook_shared.addresses import EmailAddress
 from payhook_shared.callbacks.gateways import PROVIDERS
 
 from ..params import TimeField
+from .event_types import api_event
 from .schemas import (
-    MAX_GRACE_SECONDS, DeadLetterFilterSchema, EndpointCreateSchema, EndpointUpdateSchema, EventCreateSchema,
-    HmacConfigSchema, MerchantCreateSchema, MerchantUpdateSchema, PriorityField, PriorityTestSchema, PurgeSchema, RecoverSchema, RotateSecretSchema, SourceCreateSchema, SourceRotateSchema,
+    MAX_GRACE_SECONDS, DeadLetterFilterSchema, EndpointCreateSchema, EndpointTestSchema, EndpointUpdateSchema,
+    EventCreateSchema, HmacConfigSchema, MerchantCreateSchema, MerchantUpdateSchema, PriorityField,
+    PriorityTestSchema, PurgeSchema, RecoverSchema, RotateSecretSchema, SourceCreateSchema, SourceRotateSchema,
     SourceUpdateSchema, validate_endpoint_url,
 )
 
@@ -43,6 +51,7 @@ REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "EndpointCreate": EndpointCreateSchema,
     "EndpointUpdate": EndpointUpdateSchema,
     "RotateSecret": RotateSecretSchema,
+    "EndpointTest": EndpointTestSchema,
     "EventCreate": EventCreateSchema,
     "DeadLetterFilter": DeadLetterFilterSchema,
     "Purge": PurgeSchema,
@@ -53,69 +62,33 @@ REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "SourceUpdate": SourceUpdateSchema,
     "SourceRotate": SourceRotateSchema,
 }
-_NAMES = {schema: name for name, schema in REQUEST_SCHEMAS.items()}
 _PRIORITIES = ["urgent", "high", "normal", "low"]
 
 
-def _field_schema(field: fields.Field) -> dict[str, Any]:
-    """JSON Schema of one marshmallow field, with its validators as constraints."""
-    out: dict[str, Any]
+def _payhook_fields(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, Any]:
+    """apispec attribute function: what the plugin cannot see in Payhook's own fields and validators."""
     if isinstance(field, (PriorityField, ms.PriorityLabel)):
-        out = {"type": "string", "enum": _PRIORITIES}
-    elif isinstance(field, ms.KesAmount):
-        out = {"oneOf": [{"type": "string"}, {"type": "number"}], "description": "an amount in KES"}
-    elif isinstance(field, TimeField):
-        out = {"type": "string", "format": "date-time"}
-    elif isinstance(field, EmailAddress):
-        out = {"type": "string", "format": "email", "maxLength": MAX_ADDRESS_LENGTH}
-    elif isinstance(field, fields.String):
-        out = {"type": "string"}
-    elif isinstance(field, fields.Integer):
-        out = {"type": "integer"}
-    elif isinstance(field, fields.Float):
-        out = {"type": "number"}
-    elif isinstance(field, fields.Boolean):
-        out = {"type": "boolean"}
-    elif isinstance(field, fields.Dict):
-        out = {"type": "object"}
-    elif isinstance(field, fields.List):
-        out = {"type": "array", "items": _field_schema(field.inner)}
-    elif isinstance(field, fields.Nested):
-        out = {"$ref": f"#/components/schemas/{_NAMES[type(field.schema)]}"}
-    else:
-        out = {}
-    array = out.get("type") == "array"
-    for validator in field.validators:
-        if isinstance(validator, validate.Length):
-            if validator.min is not None:
-                out["minItems" if array else "minLength"] = validator.min
-            if validator.max is not None:
-                out["maxItems" if array else "maxLength"] = validator.max
-        elif isinstance(validator, validate.Range):
-            if validator.min is not None:
-                out["minimum"] = validator.min
-            if validator.max is not None:
-                out["maximum"] = validator.max
-        elif isinstance(validator, validate.OneOf):
-            out["enum"] = list(validator.choices)
-        elif isinstance(validator, validate.Regexp):
-            out["pattern"] = validator.regex.pattern
-        elif validator is validate_endpoint_url:
-            out.update(format="uri", description="absolute http(s) URL without credentials")
-    if field.allow_none and "$ref" not in out:
-        out["nullable"] = True
-    return out
+        if field.allow_none:
+            return {"type": ["string", "null"], "enum": [*_PRIORITIES, None]}
+        return {"type": "string", "enum": _PRIORITIES}
+    if isinstance(field, ms.KesAmount):
+        kinds = ["string", "number", "null"] if field.allow_none else ["string", "number"]
+        return {"type": kinds, "description": "an amount in KES"}
+    if isinstance(field, TimeField):
+        return {"type": ["string", "null"] if field.allow_none else "string", "format": "date-time"}
+    if isinstance(field, EmailAddress):
+        return {"format": "email", "maxLength": MAX_ADDRESS_LENGTH}
+    if validate_endpoint_url in field.validators:
+        return {"format": "uri", "description": "absolute http(s) URL without credentials"}
+    return {}
 
 
-def schema_of(schema: type[Schema]) -> dict[str, Any]:
-    """JSON Schema of a marshmallow request schema (unknown fields are refused)."""
-    instance = schema()
-    properties = {name: _field_schema(field) for name, field in instance.fields.items()}
-    required = [name for name, field in instance.fields.items() if field.required]
-    out: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
-    if required:
-        out["required"] = required
-    return out
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` or null, as OpenAPI 3.1 (JSON Schema 2020-12) says it."""
+    if "type" in schema:
+        kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        return {**schema, "type": [*kinds, "null"]}
+    return {"anyOf": [schema, {"type": "null"}]}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -159,19 +132,20 @@ def _page(item: str) -> dict[str, Any]:
     return {"type": "object", "required": ["data", "has_more", "next_after"], "properties": {
         "data": {"type": "array", "items": _ref(item)},
         "has_more": {"type": "boolean"},
-        "next_after": {"type": "string", "nullable": True, "description": "pass as `after` for the next page"},
+        "next_after": {"type": ["string", "null"], "description": "pass as `after` for the next page"},
     }}
 
 
-def _components() -> dict[str, Any]:
-    schemas = {name: schema_of(schema) for name, schema in REQUEST_SCHEMAS.items()}
+def _answer_schemas() -> dict[str, Any]:
+    """JSON Schemas of what the API answers (the request schemas come from marshmallow)."""
+    schemas: dict[str, Any] = {}
     schemas["Error"] = {"type": "object", "required": ["error"], "properties": {"error": {
         "type": "object", "required": ["code", "message"], "properties": {
             "code": {"type": "string"}, "message": {"type": "string"},
             "fields": {"type": "object", "description": "marshmallow's messages by field"},
         }}}}
     schemas["Merchant"] = {"type": "object", "properties": {
-        "id": _ID, "name": {"type": "string"}, "notification_email": {"type": "string", "nullable": True},
+        "id": _ID, "name": {"type": "string"}, "notification_email": {"type": ["string", "null"]},
         "enabled": {"type": "boolean"}, "priority_rules": {"type": "array", "items": _ref("PriorityRule")},
         "created_at": _TIME,
     }}
@@ -188,11 +162,11 @@ def _components() -> dict[str, Any]:
     schemas["Endpoint"] = {"type": "object", "properties": {
         "id": _ID, "merchant_id": _ID, "url": {"type": "string", "format": "uri"},
         "description": {"type": "string"},
-        "event_types": {"type": "array", "items": {"type": "string"}, "nullable": True},
+        "event_types": {"type": ["array", "null"], "items": {"type": "string"}},
         "enabled": {"type": "boolean"},
-        "rate_limit_per_second": {"type": "integer", "nullable": True},
-        "max_in_flight": {"type": "integer", "nullable": True},
-        "previous_secret_expires_at": {**_TIME, "nullable": True},
+        "rate_limit_per_second": {"type": ["integer", "null"]},
+        "max_in_flight": {"type": ["integer", "null"]},
+        "previous_secret_expires_at": _nullable(_TIME),
         "created_at": _TIME, "updated_at": _TIME,
     }}
     schemas["EndpointWithSecret"] = {"allOf": [_ref("Endpoint"), {"type": "object", "properties": {
@@ -202,35 +176,47 @@ def _components() -> dict[str, Any]:
         "id": _ID, "event_id": _ID, "endpoint_id": _ID, "merchant_id": _ID,
         "state": {"type": "string", "enum": ["pending", "sending", "done", "dead"]},
         "attempts": {"type": "integer"}, "priority": {"type": "integer", "minimum": 0, "maximum": 3},
-        "last_status": {"type": "integer", "nullable": True},
-        "last_category": {"type": "string", "nullable": True}, "last_error": {"type": "string", "nullable": True},
-        "next_attempt_at": _TIME, "dead_at": {**_TIME, "nullable": True},
-        "delivered_at": {**_TIME, "nullable": True}, "created_at": _TIME,
+        "last_status": {"type": ["integer", "null"]},
+        "last_category": {"type": ["string", "null"]}, "last_error": {"type": ["string", "null"]},
+        "next_attempt_at": _TIME, "dead_at": _nullable(_TIME),
+        "delivered_at": _nullable(_TIME), "created_at": _TIME,
     }}
     schemas["Count"] = {"type": "object", "additionalProperties": {"type": "integer"},
                         "description": "how many rows the operation changed, e.g. {\"retried\": 3}"}
     schemas["Source"] = {"type": "object", "properties": {
         "id": _ID, "merchant_id": _ID, "provider": {"type": "string", "enum": list(PROVIDERS)},
         "description": {"type": "string"}, "callback_url": {"type": "string", "format": "uri"},
-        "hmac": {**_ref("HmacConfig"), "nullable": True}, "ip_allowlist_enabled": {"type": "boolean"},
-        "allowed_ips": {"type": "array", "items": {"type": "string"}, "nullable": True},
-        "enabled": {"type": "boolean"}, "previous_secret_expires_at": {**_TIME, "nullable": True},
+        "hmac": _nullable(_ref("HmacConfig")), "ip_allowlist_enabled": {"type": "boolean"},
+        "allowed_ips": {"type": ["array", "null"], "items": {"type": "string"}},
+        "enabled": {"type": "boolean"}, "previous_secret_expires_at": _nullable(_TIME),
         "created_at": _TIME, "updated_at": _TIME,
     }}
     schemas["ApiKey"] = {"type": "object", "properties": {
-        "id": _ID, "merchant_id": {**_ID, "nullable": True, "description": "null for an admin key"},
+        "id": _ID, "merchant_id": {**_nullable(_ID), "description": "null for an admin key"},
         "label": {"type": "string"},
-        "last4": {"type": "string", "nullable": True, "description": "the key's last four characters"},
-        "created_at": _TIME, "last_used_at": {**_TIME, "nullable": True, "description": "to the minute"},
-        "revoked_at": {**_TIME, "nullable": True},
+        "last4": {"type": ["string", "null"], "description": "the key's last four characters"},
+        "created_at": _TIME, "last_used_at": {**_nullable(_TIME), "description": "to the minute"},
+        "revoked_at": _nullable(_TIME),
     }, "description": "an API key as listed: never the key itself"}
     schemas["SourceWithSecret"] = {"allOf": [_ref("Source"), {"type": "object", "properties": {
         "secret": {"type": "string", "description": "a generated secret; shown only in this answer"}}}]}
-    return {
-        "schemas": schemas,
-        "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
-                                       "description": "`phk_…` admin or merchant API key"}},
-    }
+    schemas["EventType"] = {"type": "object", "required": ["type", "provider", "description", "opt_in", "schema",
+                                                           "example"], "properties": {
+        "type": {"type": "string", "description": "the type, or a pattern (`stripe.*`, `*`) for a family"},
+        "provider": {"type": "string"}, "description": {"type": "string"},
+        "opt_in": {"type": "boolean", "description": "sent only to endpoints that list the type"},
+        "schema": {"type": "object", "description": "JSON Schema (2020-12) of the body's `data`"},
+        "example": {"type": "object", "description": "an example webhook body"},
+    }}
+    schemas["EndpointTestResult"] = {"type": "object", "properties": {
+        "delivered": {"type": ["boolean", "null"], "description": "null: no outcome yet (answer 202)"},
+        "status": {"type": ["integer", "null"], "description": "the endpoint's HTTP status"},
+        "category": {"type": ["string", "null"], "description": "success, server_error, network, …"},
+        "duration_ms": {"type": ["integer", "null"]}, "error": {"type": ["string", "null"]},
+        "response": {"type": ["string", "null"], "description": "the start of the endpoint's answer"},
+        "event_id": _ID, "delivery_id": _ID, "endpoint_id": _ID, "type": {"type": "string"},
+    }}
+    return schemas
 
 
 def _api_paths() -> dict[str, Any]:
@@ -298,6 +284,22 @@ def _api_paths() -> dict[str, Any]:
                      "requestBody": _body("RotateSecret", required=False),
                      "responses": {"200": _json(_ref("EndpointWithSecret"), "rotated"),
                                    **_errors(400, 401, 403, 404, 415, 503)}},
+        },
+        "/v1/endpoints/{endpoint_id}/test": {
+            "parameters": endpoint,
+            "post": {**secured, "summary": "Send one example event of `type`, marked test, to this endpoint only; "
+                                           "answers with the attempt's outcome",
+                     "requestBody": _body("EndpointTest"),
+                     "responses": {"200": _json(_ref("EndpointTestResult"), "the attempt's outcome"),
+                                   "202": _json(_ref("EndpointTestResult"),
+                                                "no outcome within ENDPOINT_TEST_WAIT; look up delivery_id"),
+                                   **_errors(400, 401, 404, 415, 503)}},
+        },
+        "/v1/event-types": {
+            "get": {**secured, "summary": "Every type of webhook Payhook sends, with its schema and an example",
+                    "responses": {"200": _json({"type": "object", "properties": {
+                        "data": {"type": "array", "items": _ref("EventType")}}}, "the catalog"),
+                        **_errors(401)}},
         },
         "/v1/api-keys": {
             "get": {**secured, "summary": "List every API key, revoked ones included (admin key)",
@@ -411,7 +413,7 @@ def _api_paths() -> dict[str, Any]:
                              "responses": {"200": {"description": "Prometheus text format",
                                                    "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": {"summary": "This document",
-                                  "responses": {"200": {"description": "OpenAPI 3.0 document"}}}},
+                                  "responses": {"200": {"description": "OpenAPI 3.1 document"}}}},
     }
 
 
@@ -448,15 +450,58 @@ def _callback_paths(app: Flask) -> dict[str, Any]:
     return paths
 
 
+_SIGNATURE_HEADERS = [
+    {"name": "webhook-id", "in": "header", "required": True, "schema": {"type": "string"},
+     "description": "the event's id, the same on every attempt: deduplicate on it"},
+    {"name": "webhook-timestamp", "in": "header", "required": True, "schema": {"type": "string"},
+     "description": "Unix seconds when this attempt was signed"},
+    {"name": "webhook-signature", "in": "header", "required": True, "schema": {"type": "string"},
+     "description": "`v1,<base64 HMAC-SHA256>` (Standard Webhooks), one per active secret"},
+]
+
+
+def _schema_name(schema: Any) -> str:
+    """The component name of a marshmallow schema class or instance (its ``REQUEST_SCHEMAS`` name)."""
+    cls = schema if isinstance(schema, type) else type(schema)
+    return next(name for name, known in REQUEST_SCHEMAS.items() if known is cls)
+
+
+def _webhooks() -> dict[str, Any]:
+    """The ``webhooks`` section: every catalog entry, keyed by its type (and provider, for the ``*`` families)."""
+    out: dict[str, Any] = {}
+    for entry in catalog.ENTRIES:
+        name = entry.type if entry.type != "*" else f"* ({entry.provider})"
+        out[name] = {"post": {
+            "summary": entry.description,
+            "description": ("Sent only to endpoints whose `event_types` list it. " if entry.opt_in else "")
+                           + "Any 2xx answer counts as delivered; anything else is retried.",
+            "parameters": _SIGNATURE_HEADERS,
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": entry.body_schema(), "example": catalog.example_body(entry, api_event)}}},
+            "responses": {"2XX": {"description": "received"}},
+        }}
+    return out
+
+
 def document(app: Flask) -> dict[str, Any]:
-    """The OpenAPI document of ``app``."""
-    return {
-        "openapi": "3.0.3",
-        "info": {"title": "Payhook webhook-service", "version": "1",
-                 "description": "Provider callbacks in; merchant, endpoint and event management API."},
-        "paths": {**_api_paths(), **_callback_paths(app)},
-        "components": _components(),
-    }
+    """The OpenAPI 3.1 document of ``app``."""
+    plugin = MarshmallowPlugin(schema_name_resolver=_schema_name)
+    spec = APISpec(title="Payhook webhook-service", version="1", openapi_version="3.1.0", plugins=[plugin],
+                   info={"description": "Provider callbacks in; merchant, endpoint and event management API; "
+                                        "the webhooks Payhook sends."},
+                   webhooks=_webhooks())
+    plugin.converter.add_attribute_function(_payhook_fields)
+    for name, schema in REQUEST_SCHEMAS.items():
+        if name not in spec.components.schemas:  # a nested schema registers itself with its parent
+            spec.components.schema(name, schema=schema)
+    for name, schema in _answer_schemas().items():
+        spec.components.schema(name, schema)
+    spec.components.security_scheme("apiKey", {"type": "http", "scheme": "bearer",
+                                               "description": "`phk_…` admin or merchant API key"})
+    for path, item in {**_api_paths(), **_callback_paths(app)}.items():
+        operations = {method: op for method, op in item.items() if method != "parameters"}
+        spec.path(path=path, operations=operations, parameters=item.get("parameters"))
+    return spec.to_dict()
 
 
 @bp.get("/openapi.json")

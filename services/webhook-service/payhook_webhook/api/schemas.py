@@ -132,6 +132,10 @@ class RotateSecretSchema(Schema):
                                           validate=validate.Range(0, MAX_GRACE_SECONDS))
 
 
+class EndpointTestSchema(Schema):
+    type = fields.String(required=True, validate=validate.Length(1, 100))
+
+
 class PageQuerySchema(Schema):
     limit = fields.Integer(load_default=DEFAULT_PAGE, validate=validate.Range(1, MAX_PAGE))
     after = fields.String(load_default=None, validate=validate.Length(1, 40))

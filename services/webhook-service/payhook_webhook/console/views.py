@@ -28,6 +28,7 @@ from payhook_shared.store import Endpoint, JobState, Merchant
 from payhook_shared.store.models import utcnow
 
 from .. import audit, auth, params
+from ..api.event_types import send_test, test_types
 from ..api.management import add_endpoint, change_merchant, change_settings, edit_endpoint, rotate_endpoint_secret
 from ..api.schemas import (
     DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, EndpointCreateSchema, EndpointUpdateSchema, MerchantUpdateSchema, load,
@@ -375,7 +376,7 @@ def endpoints():
     with _store().read() as session:
         return render_template("console/endpoints.html", rows=queries.endpoints(session, scope),
                                merchants=queries.merchants(session, scope), now=utcnow(),
-                               grace_choices=GRACE_CHOICES)
+                               grace_choices=GRACE_CHOICES, test_types=test_types())
 
 
 def _secret_page(endpoint: Endpoint, secret: str, created: bool):
@@ -394,6 +395,25 @@ def create_endpoint():
         merchant = queries.merchant(session, scope, scope.merchant_filter(_text(request.form, "merchant")) or "")
         endpoint = add_endpoint(session, security.current(), merchant, body)
     return _secret_page(endpoint, endpoint.secret, created=True)
+
+
+@bp.post("/endpoints/<endpoint_id>/test")
+def test_endpoint(endpoint_id: str):
+    """Send one example event, marked test, to an endpoint, and say how the attempt went."""
+    event_type = _text(request.form, "type") or ""
+    with _store().read() as session:
+        endpoint = queries.endpoint(session, _scope(), endpoint_id)
+    outcome = send_test(endpoint.id, endpoint.merchant_id, event_type)
+    _audited("test_endpoint", endpoint_id, type=event_type, delivery_id=outcome["delivery_id"])
+    if outcome["delivered"]:
+        flash(f"Test {event_type} delivered to {endpoint_id}: HTTP {outcome['status']} in {outcome['duration_ms']} ms.")
+    elif outcome["delivered"] is None:
+        flash(f"Test {event_type} to {endpoint_id} is still waiting for the delivery-worker "
+              f"(delivery {outcome['delivery_id']}).")
+    else:
+        status = f"HTTP {outcome['status']}" if outcome["status"] is not None else outcome["error"]
+        flash(f"Test {event_type} to {endpoint_id} failed: {outcome['category']} ({status}).")
+    return redirect(url_for("console.endpoints"))
 
 
 @bp.post("/endpoints/<endpoint_id>/<action>")

@@ -1,0 +1,317 @@
+"""The event catalog: every type of webhook Payhook sends, with a JSON Schema of its body and an example.
+
+One entry per type Payhook can emit. Gateways pass through the provider's own
+type (``stripe.<type>``), and ``api``, ``standard-webhooks`` and ``hmac``
+events keep the type their sender gave, so those families are entries whose
+``type`` is a pattern (``stripe.*``, ``*``); ``entry_for`` finds the entry
+of a delivered body, exact types first.
+
+Each example is a provider payload (``examples/``) run through the real
+normaliser, so an example is what that provider's callback really becomes;
+``payhook.*`` examples come from the same builders the delivery-worker uses.
+The schemas are JSON Schema 2020-12, the dialect of OpenAPI 3.1; a test
+validates every body the test suite's receivers get against them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import fnmatch
+import json
+import types
+from importlib import resources
+from typing import Any
+
+from .. import ids, operational
+from ..callbacks import inbound, mpesa
+from ..callbacks.gateways import FLUTTERWAVE, HMAC, PAYSTACK, STANDARD_WEBHOOKS, STRIPE
+from ..errors import PayhookError
+from ..events import STATUSES, SUCCEEDED, TEST_PREFIX, TEST_TYPE, NormalisedEvent, webhook_body
+
+API = "api"
+MPESA = mpesa.PROVIDER
+
+
+class UnknownType(PayhookError):
+    """No catalog entry describes this event type."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EventType:
+    """One type (or family of types) of webhook."""
+
+    type: str
+    provider: str
+    description: str
+    #: The M-Pesa callback kind, or the gateway, whose normaliser builds the example; ``None`` for ``payhook.*``.
+    source: str | None
+    #: The example's provider payload (a file in ``examples/``), or the builder's arguments for ``payhook.*``.
+    example_payload: str | None = None
+    #: JSON Schema of ``data.details`` when the type fixes it.
+    details_schema: dict[str, Any] | None = None
+    #: Only to endpoints that list the type in ``event_types``.
+    opt_in: bool = False
+
+    @property
+    def is_family(self) -> bool:
+        """Whether ``type`` is a pattern rather than one type."""
+        return "*" in self.type
+
+    def payload(self) -> dict[str, Any]:
+        """The example's provider payload."""
+        if self.example_payload is None:
+            return {}
+        if self.example_payload.endswith(".json"):
+            return json.loads(resources.files(__package__).joinpath("examples", self.example_payload).read_text())
+        return json.loads(self.example_payload)
+
+    @property
+    def example_type(self) -> str:
+        """The type the example carries: the entry's own, or for a family the example's."""
+        return example_event(self).type if self.is_family else self.type
+
+    def data_schema(self) -> dict[str, Any]:
+        """JSON Schema of the webhook body's ``data`` for this type."""
+        return _data_schema(self.provider, self.details_schema)
+
+    def body_schema(self) -> dict[str, Any]:
+        """JSON Schema of the whole webhook body for this type."""
+        kind = ({"type": "string", "pattern": _pattern(self.type)} if self.is_family
+                else {"type": "string", "const": self.type})
+        return {
+            "type": "object",
+            "required": ["id", "type", "created_at", "test", "data"],
+            "additionalProperties": False,
+            "properties": {
+                "id": {"type": "string", "pattern": "^evt_[0-9a-f]+$", "description": "the event's id; "
+                       "also the `webhook-id` header, the same on every attempt"},
+                "type": kind,
+                "created_at": {"type": "string", "format": "date-time",
+                               "description": "when Payhook received or raised the event"},
+                "test": {"type": "boolean", "description": "true for a test event, never a real payment"},
+                "data": self.data_schema(),
+            },
+        }
+
+    def as_json(self, api_normaliser: Any = None) -> dict[str, Any]:
+        """The entry as ``GET /v1/event-types`` lists it, with its example body (see ``example_event``)."""
+        return {"type": self.type, "provider": self.provider, "description": self.description,
+                "opt_in": self.opt_in, "schema": self.data_schema(),
+                "example": example_body(self, api_normaliser)}
+
+
+def _pattern(family: str) -> str:
+    return "^" + fnmatch.translate(family).removeprefix("(?s:").removesuffix(")\\Z") + "$"
+
+
+_TEXT = {"type": ["string", "null"]}
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+
+def _data_schema(provider: str, details: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["merchant_id", "provider", "status", "amount", "amount_minor", "currency", "receipt",
+                     "reference", "provider_ids", "phone", "result_code", "result_desc", "occurred_at",
+                     "customer_email", "details", "raw"],
+        "properties": {
+            "merchant_id": {"type": "string"},
+            "provider": {"type": "string", "const": provider},
+            "status": {"type": "string", "enum": list(STATUSES)},
+            "amount": {"type": ["string", "null"], "pattern": r"^-?[0-9]+(\.[0-9]+)?$",
+                       "description": "major units as an exact decimal string, e.g. \"10.50\""},
+            "amount_minor": {"type": ["integer", "null"], "description": "the amount in the currency's minor units"},
+            "currency": {"type": ["string", "null"], "pattern": "^[A-Z]{3}$"},
+            "receipt": _TEXT,
+            "reference": _TEXT,
+            "provider_ids": {"type": "object", "description": "the provider's own ids for the payment"},
+            "phone": {**_TEXT, "description": "masked unless the merchant's settings keep it"},
+            "result_code": _TEXT,
+            "result_desc": _TEXT,
+            "occurred_at": _TIME,
+            "customer_email": _TEXT,
+            "details": details or {"type": "object", "description": "provider fields without a column of their own"},
+            "raw": {"description": "the provider's payload verbatim (JSON), or its text"},
+        },
+    }
+
+
+def _details(required: dict[str, Any]) -> dict[str, Any]:
+    endpoint = {"endpoint_id": {"type": "string"}, "endpoint_url": {"type": "string",
+                "description": "without credentials, query or fragment"}, "endpoint_description": {"type": "string"}}
+    properties = {**endpoint, **required}
+    return {"type": "object", "required": list(properties), "properties": properties, "additionalProperties": False}
+
+
+_MPESA = [
+    (mpesa.STK_PUSH, "stk", "mpesa_stk_success.json",
+     "Lipa na M-Pesa Online (STK push) result: the customer paid, cancelled or timed out.", False),
+    (mpesa.C2B_VALIDATION, "c2b-validation", "mpesa_c2b_validation.json",
+     "C2B validation request and Payhook's decision; not a payment (opt-in).", True),
+    (mpesa.C2B_CONFIRMATION, "c2b-confirmation", "mpesa_c2b_confirmation_plain.json",
+     "C2B confirmation: money paid to the merchant's paybill or till.", False),
+    (mpesa.B2C, "b2c-result", "mpesa_b2c_result_success.json",
+     "B2C payment result or queue timeout (timeouts have status unknown).", False),
+    (mpesa.B2B, "b2b-result", "mpesa_b2b_result_success.json",
+     "B2B payment result or queue timeout (timeouts have status unknown).", False),
+    (mpesa.REVERSAL, "reversal-result", "mpesa_reversal_result_success.json",
+     "Transaction reversal result or queue timeout.", False),
+    (mpesa.TRANSACTION_STATUS, "status-result", "mpesa_transaction_status_result.json",
+     "Transaction status query result or queue timeout.", False),
+    (mpesa.ACCOUNT_BALANCE, "balance-result", "mpesa_account_balance_result.json",
+     "Account balance query result (details.accounts) or queue timeout.", False),
+]
+
+_GATEWAYS = [
+    ("stripe.payment_intent.succeeded", STRIPE, "stripe_payment_intent_succeeded.json",
+     "Stripe: a payment intent succeeded."),
+    ("stripe.payment_intent.payment_failed", STRIPE, "stripe_payment_intent_payment_failed.json",
+     "Stripe: a payment attempt failed."),
+    ("stripe.charge.refunded", STRIPE, "stripe_charge_refunded.json", "Stripe: a charge was refunded."),
+    ("stripe.charge.dispute.created", STRIPE, "stripe_charge_dispute_created.json",
+     "Stripe: the customer disputed a charge."),
+    ("stripe.*", STRIPE, "stripe_customer_created.json",
+     "Stripe: any other Stripe event, passed through with Stripe's type."),
+    ("paystack.charge.success", PAYSTACK, "paystack_charge_success.json", "Paystack: a charge succeeded."),
+    ("paystack.transfer.success", PAYSTACK, "paystack_transfer_success.json", "Paystack: a transfer went through."),
+    ("paystack.transfer.failed", PAYSTACK, "paystack_transfer_failed.json", "Paystack: a transfer failed."),
+    ("paystack.refund.processed", PAYSTACK, "paystack_refund_processed.json", "Paystack: a refund was processed."),
+    ("paystack.*", PAYSTACK, '{"event": "subscription.create", "data": {"id": 1234, "status": "active"}}',
+     "Paystack: any other Paystack event, passed through with Paystack's type."),
+    ("flutterwave.charge.completed", FLUTTERWAVE, "flutterwave_charge_completed.json",
+     "Flutterwave: a charge completed (status says whether it succeeded)."),
+    ("flutterwave.*", FLUTTERWAVE, '{"event": "transfer.completed", "data": {"id": 2345, "status": "SUCCESSFUL"}}',
+     "Flutterwave: any other Flutterwave event, passed through with Flutterwave's type."),
+]
+
+_GENERIC_EXAMPLE = ('{"type": "%s", "id": "msg_2Kx9", "data": {"status": "succeeded", "amount": "1500.00", '
+                    '"currency": "KES"}, "customer_email": "buyer@example.com"}')
+
+_OPERATIONAL_DETAILS = {
+    operational.ENDPOINT_FAILING: {"failures": {"type": "integer"}, "failing_since": {"type": "string",
+                                   "format": "date-time"}, "last_error": _TEXT},
+    operational.ENDPOINT_DISABLED: {"disabled_at": {"type": "string", "format": "date-time"},
+                                    "reason": {"type": "string"}},
+    operational.ENDPOINT_RECOVERED: {"failing_since": _TIME, "recovered_at": {"type": "string",
+                                     "format": "date-time"}, "failures": {"type": "integer"}},
+    operational.DELIVERY_DEAD: {"delivery_id": {"type": "string"}, "event_id": {"type": "string"},
+                                "event_type": {"type": "string"}, "attempts": {"type": "integer"},
+                                "category": {"type": "string"}, "last_status": {"type": ["integer", "null"]},
+                                "last_error": _TEXT, "dead_at": {"type": "string", "format": "date-time"}},
+}
+_OPERATIONAL_DESCRIPTIONS = {
+    operational.ENDPOINT_FAILING: "Another endpoint of yours failed repeatedly and Payhook paused deliveries "
+                                  "to it (circuit open); one per incident (opt-in).",
+    operational.ENDPOINT_DISABLED: "Payhook disabled another endpoint of yours (410 Gone, or failing "
+                                   "continuously); webhooks to it have stopped (opt-in).",
+    operational.ENDPOINT_RECOVERED: "Another endpoint of yours answered again after failing; deliveries "
+                                    "resumed (opt-in).",
+    operational.DELIVERY_DEAD: "A delivery to another endpoint of yours gave up and is kept as a dead letter "
+                               "(opt-in).",
+}
+
+ENTRIES: tuple[EventType, ...] = (
+    *(EventType(t, MPESA, d, kind, example, opt_in=opt_in) for t, kind, example, d, opt_in in _MPESA),
+    *(EventType(t, provider, d, provider, example) for t, provider, example, d in _GATEWAYS),
+    EventType("*", STANDARD_WEBHOOKS, "Your own signed sender (Standard Webhooks source): the type it gave.",
+              STANDARD_WEBHOOKS, _GENERIC_EXAMPLE % "invoice.paid"),
+    EventType("*", HMAC, "Your own signed sender (HMAC source): the type it gave.", HMAC,
+              _GENERIC_EXAMPLE % "subscription.renewed"),
+    EventType("*", API, "An event recorded with POST /v1/events: the type the caller gave.", API,
+              '{"type": "order.paid", "idempotency_key": "order-1042", "data": {"status": "succeeded", '
+              '"amount": "2500.00", "currency": "KES"}, "customer_email": "buyer@example.com"}'),
+    EventType(TEST_TYPE, "payhook", "A synthetic event an operator records to check a running stack.", None,
+              details_schema={"type": "object"}),
+    *(EventType(t, operational.PROVIDER, _OPERATIONAL_DESCRIPTIONS[t], None,
+                details_schema=_details(_OPERATIONAL_DETAILS[t]), opt_in=True) for t in operational.TYPES),
+)
+
+
+def entry_for(event_type: str, provider: str) -> EventType:
+    """The entry describing a body of ``event_type`` from ``provider``: the exact type, else its family.
+
+    Raises:
+      UnknownType: when no entry describes it.
+    """
+    for entry in ENTRIES:
+        if entry.type == event_type and entry.provider == provider:
+            return entry
+    for entry in ENTRIES:
+        if entry.is_family and entry.provider == provider and fnmatch.fnmatchcase(event_type, entry.type):
+            return entry
+    raise UnknownType(f"no event type {event_type!r} from {provider!r} in the catalog")
+
+
+def by_example_type(event_type: str) -> EventType:
+    """The entry whose example carries ``event_type`` (what ``POST /v1/endpoints/<id>/test`` sends).
+
+    Raises:
+      UnknownType: when no example has that type.
+    """
+    for entry in ENTRIES:
+        if entry.example_type == event_type:
+            return entry
+    raise UnknownType(f"no example of event type {event_type!r}; GET /v1/event-types lists them")
+
+
+_EXAMPLE_ENDPOINT = types.SimpleNamespace(id="ep_0123456789abcdef", url="https://shop.example.com/hooks/payhook",
+                                          description="orders")
+_EXAMPLE_TIME = dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.timezone.utc)
+
+
+def example_event(entry: EventType, api_normaliser: Any = None) -> NormalisedEvent:
+    """The entry's example as a ``NormalisedEvent``, built by the code that builds real ones.
+
+    M-Pesa and gateway payloads go through their normalisers; ``payhook.*``
+    events through ``operational``'s builders. ``api`` examples need the
+    webhook-service's ``POST /v1/events`` normaliser, passed as ``api_normaliser``;
+    without it they go through the generic one, which follows the same convention.
+    """
+    payload = entry.payload()
+    raw = json.dumps(payload).encode()
+    if entry.provider == MPESA:
+        return mpesa.NORMALISERS[entry.source](payload)
+    if entry.provider == API:
+        if api_normaliser is not None:
+            return api_normaliser(payload)
+        return inbound.normalise(API, payload, raw)
+    if entry.source is not None:
+        return inbound.normalise(entry.source, payload, raw)
+    if entry.type == TEST_TYPE:
+        return NormalisedEvent(provider="payhook", type=TEST_TYPE, status=SUCCEEDED,
+                               dedupe_key=f"{TEST_PREFIX}example", details={"priority": "normal"})
+    return _operational_example(entry.type)
+
+
+def _operational_example(event_type: str) -> NormalisedEvent:
+    ep, at = _EXAMPLE_ENDPOINT, _EXAMPLE_TIME
+    if event_type == operational.ENDPOINT_FAILING:
+        return operational.endpoint_failing(ep, incident_started_at=at, failures=5, last_error="HTTP 503")
+    if event_type == operational.ENDPOINT_DISABLED:
+        return operational.endpoint_disabled(ep, disabled_at=at, reason="the endpoint answered 410 Gone")
+    if event_type == operational.ENDPOINT_RECOVERED:
+        return operational.endpoint_recovered(ep, failing_since=at - dt.timedelta(minutes=20), recovered_at=at,
+                                              failures=7)
+    return operational.delivery_dead(ep, delivery_id="dlv_0123456789abcdef", event_id="evt_0123456789abcdef",
+                                     event_type=mpesa.STK_PUSH, attempts=8, category="server_error",
+                                     last_status=500, last_error="HTTP 500", dead_at=at)
+
+
+def raw_payload(entry: EventType) -> bytes:
+    """The bytes a stored example keeps as its raw payload."""
+    return json.dumps(entry.payload()).encode() if entry.source is not None else b"{}"
+
+
+def example_body(entry: EventType, api_normaliser: Any = None) -> dict[str, Any]:
+    """The webhook body a merchant would receive for the entry's example (``api_normaliser``: see ``example_event``)."""
+    row = {**dataclasses.asdict(example_event(entry, api_normaliser)), "id": "evt_0123456789abcdef",
+           "merchant_id": "mch_0123456789abcdef",
+           "received_at": _EXAMPLE_TIME, "raw_payload": raw_payload(entry).decode()}
+    return json.loads(webhook_body(types.SimpleNamespace(**row)))
+
+
+def new_test_key() -> str:
+    """A fresh dedupe key marking an event as a test."""
+    return f"{TEST_PREFIX}{ids.new_token()}"
