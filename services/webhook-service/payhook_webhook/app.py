@@ -11,7 +11,9 @@ from payhook_shared import logs
 from payhook_shared.store import Store
 
 from . import c2b, cli, console, errors, ingest, merchants, metrics
-from .api import callbacks, deliveries, events, health, inbound, keys, management, openapi, sources, testing
+from .api import (
+    callbacks, deliveries, events, events_read, health, inbound, keys, management, openapi, replays, sources, testing,
+)
 from .broker import broker_for
 from .settings import Settings
 from .source_ip import SourcePolicy
@@ -58,6 +60,8 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     app.register_blueprint(management.bp)
     app.register_blueprint(keys.bp)
     app.register_blueprint(events.bp)
+    app.register_blueprint(events_read.bp)
+    app.register_blueprint(replays.bp)
     app.register_blueprint(deliveries.bp)
     app.register_blueprint(testing.bp)
     app.register_blueprint(sources.bp)
