@@ -70,8 +70,9 @@ def _new_deliveries(session: Session, rows: list[dict[str, Any]]) -> int:
     if not rows:
         return 0
     stmt = (_insert(session.get_bind().dialect.name)(Delivery).values(rows)
-            .on_conflict_do_nothing(index_elements=["event_id", "endpoint_id"]))
-    return session.execute(stmt).rowcount
+            .on_conflict_do_nothing(index_elements=["event_id", "endpoint_id"]).returning(Delivery.id))
+    # Counted from RETURNING: a multi-row insert's rowcount is not reliable across drivers.
+    return len(session.execute(stmt).all())
 
 
 def _delivery_row(event_id: str, endpoint_id: str, merchant_id: str, priority: int, now: dt.datetime) -> dict:
