@@ -270,11 +270,17 @@ class Delivery(_Job, Base):
     attempt_log: Mapped[list[DeliveryAttempt]] = relationship(order_by="DeliveryAttempt.id")
 
 
+_FAILED_ONLY = text("category <> 'success'")
+
+
 class DeliveryAttempt(Base):
     __tablename__ = "delivery_attempts"
     __table_args__ = (
         # An endpoint's recent attempts (newest first, keyset by time then id) and its stats over a window.
         Index("ix_delivery_attempts_endpoint_started", "endpoint_id", "started_at", "id"),
+        # Its failed attempts, a few percent of them: partial, so "recent failures" never reads the successes.
+        Index("ix_delivery_attempts_endpoint_failed", "endpoint_id", "started_at", "id",
+              postgresql_where=_FAILED_ONLY, sqlite_where=_FAILED_ONLY),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)

@@ -275,9 +275,8 @@ def list_delivery_attempts(delivery_id: str):
 def _outcome(outcome: str) -> Any:
     if outcome == SUCCESS:
         return DeliveryAttempt.category == SUCCESS
-    if outcome == "failure":
-        return DeliveryAttempt.category != SUCCESS
-    return DeliveryAttempt.category == outcome
+    failed = DeliveryAttempt.category != SUCCESS  # the predicate of ix_delivery_attempts_endpoint_failed
+    return failed if outcome == "failure" else and_(failed, DeliveryAttempt.category == outcome)
 
 
 def endpoint_attempts_statement(endpoint_id: str, outcome: str | None, after: tuple[dt.datetime, int] | None,

@@ -5,7 +5,8 @@
 ``payhook_shared.provider_keys``), indexed so ``GET /v1/events?reference=``
 finds it at any size. ``delivery_attempts.endpoint_id`` copies the delivery's
 endpoint, indexed with the attempt's time, so an endpoint's recent attempts and
-its stats over an hour or a day read only that endpoint's rows. Both are filled
+its stats over an hour or a day read only that endpoint's rows (its failures, from a
+partial index of their own). Both are filled
 in for the rows already there. ``replays`` holds replay jobs and their progress.
 
 Revision ID: 0012r
@@ -48,6 +49,9 @@ def upgrade() -> None:
                "(SELECT deliveries.endpoint_id FROM deliveries WHERE deliveries.id = delivery_attempts.delivery_id)")
     op.create_index("ix_delivery_attempts_endpoint_started", "delivery_attempts",
                     ["endpoint_id", "started_at", "id"])
+    failed = sa.text("category <> 'success'")
+    op.create_index("ix_delivery_attempts_endpoint_failed", "delivery_attempts", ["endpoint_id", "started_at", "id"],
+                    postgresql_where=failed, sqlite_where=failed)
 
     op.create_table(
         "replays",
@@ -85,6 +89,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_replays_endpoint_id_id", table_name="replays")
     op.drop_table("replays")
+    op.drop_index("ix_delivery_attempts_endpoint_failed", table_name="delivery_attempts")
     op.drop_index("ix_delivery_attempts_endpoint_started", table_name="delivery_attempts")
     with op.batch_alter_table("delivery_attempts") as batch:
         batch.drop_column("endpoint_id")
