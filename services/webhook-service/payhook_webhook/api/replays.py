@@ -140,6 +140,14 @@ def send(message) -> None:
         log.warning("could not enqueue a replay; the sweeper will", exc_info=True)
 
 
+def recent_replays(session, endpoint_id: str, limit: int = DEFAULT_PAGE, after: str | None = None) -> list[Replay]:
+    """An endpoint's replays, newest first (the caller has checked the endpoint is in scope)."""
+    stmt = select(Replay).where(Replay.endpoint_id == endpoint_id)
+    if after:
+        stmt = stmt.where(Replay.id < after)
+    return list(session.scalars(stmt.order_by(Replay.id.desc()).limit(limit)))
+
+
 @bp.post("/events/<event_id>/resend")
 def resend(event_id: str):
     """Deliver an event again to one endpoint (``endpoint_id``) or all that take it, delivered before or not."""
@@ -178,10 +186,7 @@ def list_replays(endpoint_id: str):
     params = query(ReplayListSchema())
     with _store().read() as session:
         endpoint = endpoint_in_scope(session, _scope(), endpoint_id)
-        stmt = select(Replay).where(Replay.endpoint_id == endpoint.id)
-        if params["after"]:
-            stmt = stmt.where(Replay.id < params["after"])
-        rows = list(session.scalars(stmt.order_by(Replay.id.desc()).limit(params["limit"] + 1)))
+        rows = recent_replays(session, endpoint.id, params["limit"] + 1, params["after"])
         more = len(rows) > params["limit"]
         rows = rows[:params["limit"]]
         return jsonify(data=[replay_json(r) for r in rows], has_more=more,
