@@ -25,8 +25,8 @@ from payhook_shared.store import Delivery, DeliveryAttempt, Endpoint, Event, Job
 from payhook_shared.store.models import utcnow
 
 from .. import auth
-from ..console.queries import ID_TIME_MARGIN, RARE_SUFFIX_DIGITS, Scope
 from ..errors import NotFound
+from ..reads import ID_TIME_MARGIN, RARE_SUFFIX_DIGITS, Scope, phone_suffix
 from .deliveries import delivery_json
 from .schemas import DEFAULT_PAGE, MAX_PAGE, query
 
@@ -86,13 +86,6 @@ class AttemptQuerySchema(Schema):
 
 # -- the statements -----------------------------------------------------------------------------
 
-def _phone_suffix(dialect: str, digits: str) -> Any:
-    if dialect == "postgresql":
-        # A suffix is a prefix of the reversed number: ix_events_phone_reversed answers it.
-        return func.reverse(Event.phone).like(f"{digits[::-1]}%")
-    return Event.phone.like(f"%{digits}")
-
-
 def _with_deliveries(scope: Scope, merchant: str | None, *conditions: Any) -> Any:
     """Events that have a delivery matching ``conditions``, found from the deliveries' indexes."""
     stmt = scope.only(select(Delivery.event_id), Delivery.merchant_id).where(*conditions)
@@ -137,7 +130,7 @@ def events_statement(scope: Scope, filters: dict[str, Any], dialect: str = "post
         # A C2B payment keeps the account number the customer typed as its reference.
         stmt = stmt.where(Event.reference == filters["bill_ref"], Event.type.in_(_C2B_TYPES))
     if filters.get("phone_suffix"):
-        stmt = stmt.where(_phone_suffix(dialect, filters["phone_suffix"]))
+        stmt = stmt.where(phone_suffix(dialect, filters["phone_suffix"]))
     if filters.get("since"):
         stmt = stmt.where(Event.received_at >= filters["since"],
                           Event.id >= ids.earliest("evt", filters["since"] - ID_TIME_MARGIN))

@@ -18,6 +18,7 @@ from marshmallow import Schema, fields, validate
 from payhook_shared import merchant_settings as ms
 from payhook_shared.callbacks.gateways import PROVIDERS
 
+from . import openapi_events
 from .schemas import (
     MAX_GRACE_SECONDS, DeadLetterFilterSchema, EndpointCreateSchema, EndpointUpdateSchema, EventCreateSchema,
     HmacConfigSchema, MerchantCreateSchema, MerchantUpdateSchema, PriorityField, PriorityTestSchema, PurgeSchema, RecoverSchema, RotateSecretSchema, SourceCreateSchema, SourceRotateSchema,
@@ -48,6 +49,7 @@ REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "SourceCreate": SourceCreateSchema,
     "SourceUpdate": SourceUpdateSchema,
     "SourceRotate": SourceRotateSchema,
+    **openapi_events.REQUEST_SCHEMAS,
 }
 _NAMES = {schema: name for name, schema in REQUEST_SCHEMAS.items()}
 _PRIORITIES = ["urgent", "high", "normal", "low"]
@@ -216,6 +218,7 @@ def _components() -> dict[str, Any]:
     }, "description": "an API key as listed: never the key itself"}
     schemas["SourceWithSecret"] = {"allOf": [_ref("Source"), {"type": "object", "properties": {
         "secret": {"type": "string", "description": "a generated secret; shown only in this answer"}}}]}
+    schemas.update(openapi_events.components())
     return {
         "schemas": schemas,
         "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer",
@@ -436,13 +439,22 @@ def _callback_paths(app: Flask) -> dict[str, Any]:
     return paths
 
 
+def _merged(*groups: dict[str, Any]) -> dict[str, Any]:
+    """Paths from several groups; a path two groups describe (``/v1/events``) gets the methods of both."""
+    paths: dict[str, Any] = {}
+    for group in groups:
+        for path, item in group.items():
+            paths.setdefault(path, {}).update(item)
+    return paths
+
+
 def document(app: Flask) -> dict[str, Any]:
     """The OpenAPI document of ``app``."""
     return {
         "openapi": "3.0.3",
         "info": {"title": "Payhook webhook-service", "version": "1",
                  "description": "Provider callbacks in; merchant, endpoint and event management API."},
-        "paths": {**_api_paths(), **_callback_paths(app)},
+        "paths": _merged(_api_paths(), openapi_events.paths(), _callback_paths(app)),
         "components": _components(),
     }
 

@@ -21,8 +21,8 @@ from payhook_shared import replays
 from payhook_shared.store import Endpoint, Event, Replay
 
 from .. import audit, auth
-from ..console.queries import Scope
 from ..errors import InvalidPayload, NotFound
+from ..reads import Scope
 from .events_read import endpoint_in_scope
 from .schemas import DEFAULT_PAGE, MAX_PAGE, json_body, load, query
 
