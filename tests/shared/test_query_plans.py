@@ -242,11 +242,11 @@ def pages():
                  "/console/deliveries?state=pending", "/console/deliveries?endpoint=ep_4",
                  "/console/deliveries?event={event}", "/console/deliveries/{delivery}", "/console/deliveries/{dead}",
                  "/console/dead-letters", "/console/dead-letters?merchant=mch_3&category=server_error&since=2026-03-01",
-                 "/console/endpoints", "/console/callback-urls", "/console/audit"):
+                 "/console/endpoints", "/console/endpoints/ep_3", "/console/callback-urls", "/console/audit"):
         yield "console", path
     for path in ("/console/", "/console/events", "/console/events?phone=4321", "/console/events?q={receipt}",
                  "/console/events?since=2026-03-01&until=2026-03-02", "/console/dead-letters",
-                 "/console/deliveries"):
+                 "/console/deliveries", "/console/endpoints/ep_3", "/console/events/{event}"):
         yield "merchant console", path
 
 
