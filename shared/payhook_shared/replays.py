@@ -128,10 +128,14 @@ def resend(session: Session, event: Event, endpoints: Iterable[Endpoint], now: d
 def start(session: Session, endpoint: Endpoint, since: dt.datetime, until: dt.datetime | None,
           types: Sequence[str] | None, only_failed: bool, requested_by: str,
           now: dt.datetime | None = None) -> tuple[Replay, dramatiq.Message]:
-    """Record a replay job for ``endpoint`` in ``session``; send the returned message once it commits."""
+    """Record a replay job for ``endpoint`` in ``session``; send the returned message once it commits.
+
+    Without ``until`` the range ends now: events arriving later are delivered by ingest, and a replay of a
+    busy merchant never chases them.
+    """
     now = now or utcnow()
     replay = Replay(id=ids.new_id("rpl"), merchant_id=endpoint.merchant_id, endpoint_id=endpoint.id, since=since,
-                    until=until, types=list(types) if types else None, only_failed=only_failed,
+                    until=until or now, types=list(types) if types else None, only_failed=only_failed,
                     requested_by=requested_by, state=PENDING, priority=int(PRIORITY), attempts=0,
                     next_attempt_at=now, scanned=0, created=0, revived=0, skipped=0, created_at=now, updated_at=now)
     message = jobs.plan(message_for(replay))
