@@ -108,7 +108,8 @@ def resend_event(session, scope: Scope, principal: auth.Principal, event_id: str
                                               .order_by(Endpoint.id))
                    if e.enabled and replays.wants(e, event.type)]
         if not targets:
-            raise InvalidPayload("no enabled endpoint takes this event")
+            raise InvalidPayload("endpoint_id: no enabled endpoint takes this event; name one to send it to",
+                                 {"endpoint_id": ["no enabled endpoint takes this event"]})
     resent = replays.resend(session, event, targets)
     audit.record(session, principal, "resend_event", event.id, endpoints=resent.endpoints)
     return resent
