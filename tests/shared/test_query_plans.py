@@ -300,3 +300,12 @@ def test_an_endpoints_recent_failures_come_from_the_failed_attempts_index(site, 
     [attempts] = [plan for statement, plan in plans(site, who, "/v1/endpoints/ep_3/attempts?outcome=failure")
                   if "FROM delivery_attempts" in statement]
     assert "ix_delivery_attempts_endpoint_failed" in _indexes(attempts)
+
+
+@pytest.mark.parametrize("who", ["api", "merchant api"])
+def test_events_with_a_dead_delivery_are_read_a_page_at_a_time(site, who):
+    # Newest first from the dead deliveries' event_id index, stopping when the page is full.
+    [ids] = [plan for statement, plan in plans(site, who, "/v1/events?delivery=dead")
+             if "FROM deliveries" in statement]
+    assert _indexes(ids) & {"ix_deliveries_dead_event_id", "ix_deliveries_dead_merchant_id_event_id"}
+    assert ids["Node Type"] == "Limit"

@@ -252,6 +252,10 @@ class Delivery(_Job, Base):
         Index("ix_deliveries_dead_id", "id", postgresql_where=_DEAD_ONLY, sqlite_where=_DEAD_ONLY),
         Index("ix_deliveries_dead_merchant_id_id", "merchant_id", "id", postgresql_where=_DEAD_ONLY,
               sqlite_where=_DEAD_ONLY),
+        # Events with a dead delivery, newest first (GET /v1/events?delivery=dead), for everyone and per merchant.
+        Index("ix_deliveries_dead_event_id", "event_id", postgresql_where=_DEAD_ONLY, sqlite_where=_DEAD_ONLY),
+        Index("ix_deliveries_dead_merchant_id_event_id", "merchant_id", "event_id", postgresql_where=_DEAD_ONLY,
+              sqlite_where=_DEAD_ONLY),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

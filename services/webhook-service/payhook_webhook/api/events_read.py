@@ -142,6 +142,23 @@ def events_statement(scope: Scope, filters: dict[str, Any], dialect: str = "post
     return stmt
 
 
+#: Filters that narrow the events themselves; without any, ``delivery=dead`` is read from the dead deliveries.
+NARROWING = ("type", "status", "provider", "receipt", "reference", "bill_ref", "phone_suffix", "since", "until")
+
+
+def dead_event_ids_statement(scope: Scope, merchant: str | None, after: str | None, limit: int) -> Select:
+    """The newest ids of events with a dead delivery, from the dead deliveries' ``event_id`` indexes.
+
+    Bounded by the page, not by how many dead letters there are: the walk stops once the page is full.
+    """
+    stmt = scope.only(select(Delivery.event_id).distinct(), Delivery.merchant_id).where(Delivery.state == DEAD)
+    if merchant:
+        stmt = stmt.where(Delivery.merchant_id == merchant)
+    if after:
+        stmt = stmt.where(Delivery.event_id < after)
+    return stmt.order_by(Delivery.event_id.desc()).limit(limit)
+
+
 #: What a list shows of an event: the raw payload and the JSON columns stay in the database.
 LIST_COLUMNS = (Event.id, Event.merchant_id, Event.provider, Event.type, Event.status, Event.amount_minor,
                 Event.currency, Event.receipt, Event.reference, Event.provider_key, Event.phone, Event.received_at)
@@ -219,6 +236,12 @@ def list_events():
     with _store().read() as session:
         dialect = session.get_bind().dialect.name
         stmt = events_statement(scope, params, dialect).options(load_only(*LIST_COLUMNS))
+        if params["delivery"] == "dead" and not any(params[name] for name in NARROWING):
+            # The page's ids first, walking the dead deliveries newest first; a semi-join would read them all.
+            page_ids = list(session.scalars(dead_event_ids_statement(
+                scope, scope.merchant_filter(params["merchant_id"]), params["after"], params["limit"] + 1)))
+            stmt = scope.only(select(Event), Event.merchant_id).options(load_only(*LIST_COLUMNS)).where(
+                Event.id.in_(page_ids))
         if params["after"]:
             stmt = stmt.where(Event.id < params["after"])
         sort_key = Event.id

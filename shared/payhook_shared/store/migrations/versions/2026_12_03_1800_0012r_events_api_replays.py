@@ -53,6 +53,12 @@ def upgrade() -> None:
     op.create_index("ix_delivery_attempts_endpoint_failed", "delivery_attempts", ["endpoint_id", "started_at", "id"],
                     postgresql_where=failed, sqlite_where=failed)
 
+    dead = sa.text("state = 'dead'")
+    op.create_index("ix_deliveries_dead_event_id", "deliveries", ["event_id"], postgresql_where=dead,
+                    sqlite_where=dead)
+    op.create_index("ix_deliveries_dead_merchant_id_event_id", "deliveries", ["merchant_id", "event_id"],
+                    postgresql_where=dead, sqlite_where=dead)
+
     op.create_table(
         "replays",
         sa.Column("id", sa.String(length=40), nullable=False),
@@ -89,6 +95,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_replays_endpoint_id_id", table_name="replays")
     op.drop_table("replays")
+    op.drop_index("ix_deliveries_dead_merchant_id_event_id", table_name="deliveries")
+    op.drop_index("ix_deliveries_dead_event_id", table_name="deliveries")
     op.drop_index("ix_delivery_attempts_endpoint_failed", table_name="delivery_attempts")
     op.drop_index("ix_delivery_attempts_endpoint_started", table_name="delivery_attempts")
     with op.batch_alter_table("delivery_attempts") as batch:
