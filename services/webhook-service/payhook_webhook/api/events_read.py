@@ -235,13 +235,14 @@ def list_events():
         raise NotFound(f"no merchant {params['merchant_id']}")
     with _store().read() as session:
         dialect = session.get_bind().dialect.name
-        stmt = events_statement(scope, params, dialect).options(load_only(*LIST_COLUMNS))
         if params["delivery"] == "dead" and not any(params[name] for name in NARROWING):
             # The page's ids first, walking the dead deliveries newest first; a semi-join would read them all.
             page_ids = list(session.scalars(dead_event_ids_statement(
                 scope, scope.merchant_filter(params["merchant_id"]), params["after"], params["limit"] + 1)))
-            stmt = scope.only(select(Event), Event.merchant_id).options(load_only(*LIST_COLUMNS)).where(
-                Event.id.in_(page_ids))
+            stmt = scope.only(select(Event), Event.merchant_id).where(Event.id.in_(page_ids))
+        else:
+            stmt = events_statement(scope, params, dialect)
+        stmt = stmt.options(load_only(*LIST_COLUMNS))
         if params["after"]:
             stmt = stmt.where(Event.id < params["after"])
         sort_key = Event.id
