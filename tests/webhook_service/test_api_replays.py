@@ -191,3 +191,24 @@ def test_another_merchants_resend_and_replay_answer_as_unknown_ids(client, store
     assert answers[0].get_json()["error"]["message"].split(" ")[:2] == \
         answers[1].get_json()["error"]["message"].split(" ")[:2]
     assert actions(store) == ["replay"]  # the admin's only
+
+
+def test_the_sweeper_finishes_a_replay_whose_worker_died_holding_it(client, store, receiver, delivery_worker):
+    """A replay claimed by a worker that died (lease run out, no message left): the running workers finish it."""
+    merchant, [endpoint] = merchant_with_endpoints(store, receiver.url)
+    since = utcnow() - dt.timedelta(seconds=1)
+    for i in range(3):
+        post_stk(client, merchant, f"s{i}")
+    with store.write() as session:
+        session.execute(Delivery.__table__.delete())
+        replay, _ = replays.start(session, session.get(type(endpoint), endpoint.id), since, None, None, False, "t")
+        replay_id = replay.id
+    now = utcnow()
+    with store.write() as session:
+        assert session.execute(jobs.claiming(Replay, replay_id, now, now)).rowcount == 1
+    delivery_worker()
+    receiver.wait_for(3)
+    key = api_key(store, merchant.id)
+    done = wait_until(lambda: (r := client.get(f"/v1/replays/{replay_id}", headers=key).get_json())["state"]
+                      == "done" and r, what="the replay finished by the sweeper's message")
+    assert (done["events_scanned"], done["deliveries_created"]) == (3, 3)
