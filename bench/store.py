@@ -237,6 +237,9 @@ def _samples(url: str, population: list[storegen.Merchant]) -> dict:
         events = column(f"SELECT id FROM events {sample} LIMIT 200")
         receipts = column(f"SELECT receipt FROM events {sample} WHERE receipt IS NOT NULL LIMIT 200")
         references = column(f"SELECT reference FROM events {sample} WHERE reference IS NOT NULL LIMIT 200")
+        provider_keys = column(f"SELECT provider_key FROM events {sample} WHERE provider_key IS NOT NULL LIMIT 200")
+        bill_refs = column(f"SELECT reference FROM events {sample} WHERE type LIKE 'mpesa.c2b.%%' "
+                           "AND reference IS NOT NULL LIMIT 200")
         phones = column(f"SELECT phone FROM events {sample} WHERE phone IS NOT NULL LIMIT 200")
         done = column(f"SELECT id FROM deliveries {sample} WHERE state = 'done' LIMIT 200")
         dead = column("SELECT id FROM deliveries WHERE state = 'dead' ORDER BY md5(id) LIMIT 200")
@@ -244,7 +247,9 @@ def _samples(url: str, population: list[storegen.Merchant]) -> dict:
         middle_dead = column("SELECT id FROM deliveries WHERE state = 'dead' ORDER BY id "
                              "OFFSET (SELECT count(*) / 2 FROM deliveries WHERE state = 'dead') LIMIT 1")
     troubled = next(e.id for m in population for e in m.endpoints if e.dead_rate > 0.05)
+    busy = population[0].endpoints[0].id
     return {"events": events, "receipts": receipts, "references": references, "phones": phones,
+            "provider_keys": provider_keys, "bill_refs": bill_refs or ["none"], "busy_endpoint": busy,
             "done": done, "dead": dead, "middle_event": middle_event[0] if middle_event else "",
             "middle_dead": middle_dead[0] if middle_dead else "", "troubled_endpoint": troubled,
             "big": population[0].id, "small": population[-1].id}
@@ -276,6 +281,39 @@ def queries(s: dict, now: dt.datetime) -> list[tuple[str, str, list[str]]]:
         ("endpoint", [f"/v1/endpoints/{s['troubled_endpoint']}"]),
         ("merchant's sources", [f"/v1/merchants/{s['big']}/sources"]),
     ]
+    # The events API: every filter, an event with its deliveries and attempts, an endpoint's attempts and stats.
+    events_api = [
+        ("events", ["/v1/events"]),
+        ("events by type (2 %)", ["/v1/events?type=mpesa.account_balance"]),
+        ("events by status failed", ["/v1/events?status=failed"]),
+        ("events by provider", ["/v1/events?provider=stripe"]),
+        ("events by receipt", [f"/v1/events?receipt={q(r)}" for r in s["receipts"]]),
+        ("events by reference (provider key)", [f"/v1/events?reference={q(r)}" for r in s["provider_keys"]]),
+        ("events by bill_ref", [f"/v1/events?bill_ref={q(r)}" for r in s["bill_refs"]]),
+        ("events by phone suffix (4 digits)", [f"/v1/events?phone_suffix={p[-4:]}" for p in s["phones"]]),
+        ("events, a week 60 days ago", [f"/v1/events?since={a67}T00:00:00Z&until={a60}T00:00:00Z"]),
+        ("events, delivered", ["/v1/events?delivery=delivered"]),
+        ("events, failing", ["/v1/events?delivery=failing"]),
+        ("events, dead", ["/v1/events?delivery=dead"]),
+        ("events, undelivered", ["/v1/events?delivery=undelivered"]),
+        ("events, page in the middle", [f"/v1/events?after={s['middle_event']}"]),
+        ("event detail", [f"/v1/events/{e}" for e in s["events"]]),
+        ("event's deliveries", [f"/v1/events/{e}/deliveries" for e in s["events"]]),
+        ("delivery's attempts (dead, 8)", [f"/v1/deliveries/{d}/attempts" for d in s["dead"]]),
+        ("endpoint's attempts", [f"/v1/endpoints/{s['troubled_endpoint']}/attempts"]),
+        ("endpoint's failed attempts", [f"/v1/endpoints/{s['troubled_endpoint']}/attempts?outcome=failure"]),
+        ("endpoint stats (busiest endpoint)", [f"/v1/endpoints/{s['busy_endpoint']}/stats"]),
+        ("endpoint stats (troubled endpoint)", [f"/v1/endpoints/{s['troubled_endpoint']}/stats"]),
+    ]
+    merchant_api = [
+        ("events", ["/v1/events"]),
+        ("events by reference (provider key)", [f"/v1/events?reference={q(r)}" for r in s["provider_keys"]]),
+        ("events by phone suffix (4 digits)", [f"/v1/events?phone_suffix={p[-4:]}" for p in s["phones"]]),
+        ("events, dead", ["/v1/events?delivery=dead"]),
+        ("events, failing", ["/v1/events?delivery=failing"]),
+        ("endpoint stats (busiest endpoint)", [f"/v1/endpoints/{s['busy_endpoint']}/stats"]),
+    ]
+    api += events_api
     console = [
         ("overview", ["/console/"]),
         ("events", ["/console/events"]),
@@ -318,8 +356,8 @@ def queries(s: dict, now: dt.datetime) -> list[tuple[str, str, list[str]]]:
         ("dead letters", ["/console/dead-letters"]),
         ("deliveries", ["/console/deliveries"]),
     ]
-    return ([("api", n, p) for n, p in api] + [("console", n, p) for n, p in console]
-            + [("merchant console", n, p) for n, p in merchant])
+    return ([("api", n, p) for n, p in api] + [("merchant api", n, p) for n, p in merchant_api]
+            + [("console", n, p) for n, p in console] + [("merchant console", n, p) for n, p in merchant])
 
 
 def measure(clients: dict[str, Client], plan: list[tuple[str, str, list[str]]], requests: int,
@@ -522,6 +560,7 @@ def main() -> None:
         _, admin_key = create_api_key(store, None, "bench-store admin")
         _, merchant_key = create_api_key(store, population[0].id, "bench-store merchant")
         clients = {"api": Client(stack.web_port, api_key=admin_key),
+                   "merchant api": Client(stack.web_port, api_key=merchant_key),
                    "console": Client(stack.web_port).sign_in(admin_key),
                    "merchant console": Client(stack.web_port).sign_in(merchant_key)}
         plan = queries(_samples(stack.db.url, population), now)

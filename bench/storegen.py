@@ -22,9 +22,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import io
+import json
 import random
 
 from payhook_shared.priority import Priority
+from payhook_shared.provider_keys import provider_key
 
 #: The default retry schedule (payhook_delivery.settings): a dead delivery made 8 attempts over ~27.6 hours.
 SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
@@ -33,11 +35,11 @@ DEAD_ATTEMPTS = len(SCHEDULE) + 1
 
 EVENT_COLUMNS = ("id", "merchant_id", "provider", "type", "status", "amount_minor", "currency", "receipt",
                  "reference", "provider_ids", "phone", "result_code", "result_desc", "occurred_at",
-                 "received_at", "priority", "dedupe_key", "customer_email", "details", "raw_payload")
+                 "received_at", "priority", "dedupe_key", "customer_email", "details", "raw_payload", "provider_key")
 DELIVERY_COLUMNS = ("id", "event_id", "endpoint_id", "merchant_id", "last_status", "last_category",
                     "delivered_at", "state", "priority", "attempts", "next_attempt_at", "lease_until",
                     "queue_name", "message_id", "last_error", "created_at", "updated_at", "round_start", "dead_at")
-ATTEMPT_COLUMNS = ("delivery_id", "number", "started_at", "duration_ms", "status_code", "category", "error",
+ATTEMPT_COLUMNS = ("delivery_id", "endpoint_id", "number", "started_at", "duration_ms", "status_code", "category", "error",
                    "response_snippet")
 EMAIL_COLUMNS = ("id", "merchant_id", "event_id", "template", "recipients", "context", "dedupe_key", "sent_at",
                  "state", "priority", "attempts", "next_attempt_at", "lease_until", "queue_name", "message_id",
@@ -250,6 +252,12 @@ MIX = ((0.45, _stk_ok), (0.60, _stk_failed), (0.82, _c2b), (0.92, _b2c), (0.97, 
        (1.01, _balance))
 
 
+def _provider_key(ids: str) -> str:
+    """The ``provider_key`` column for a row's ``provider_ids`` (COPY text), as ingest fills it."""
+    key = provider_key(json.loads(ids)) if ids != N else None
+    return N if key is None else key
+
+
 def chunk(merchants: list[Merchant], start: float, end: float, count: int, now: float, seed: int) -> Chunk:
     """``count`` events received evenly between epoch seconds ``start`` and ``end``, with their rows."""
     rnd = random.Random(seed)
@@ -277,7 +285,7 @@ def chunk(merchants: list[Merchant], start: float, end: float, count: int, now: 
         received = clock(t)
         events.write(f"{event_id}\t{merchant.id}\t{kind}\t{amount}\t{currency}\t{receipt}\t{reference}\t{ids}\t"
                      f"{phone}\t{code}\t{desc}\t{occurred}\t{received}\t{priority}\t{dedupe}\t{buyer}\t{details}\t"
-                     f"{raw}\n")
+                     f"{raw}\t{_provider_key(ids)}\n")
         age = now - t
         queue = QUEUE[priority]
         for endpoint in merchant.endpoints:
@@ -294,12 +302,12 @@ def chunk(merchants: list[Merchant], start: float, end: float, count: int, now: 
             last = (N, N, N)
             for number in range(1, tries + 1):
                 if state == "done" and number == tries:
-                    attempts.write(f"{delivery_id}\t{number}\t{clock(at)}\t{15 + int(rnd.random() * 300)}\t200\t"
+                    attempts.write(f"{delivery_id}\t{endpoint.id}\t{number}\t{clock(at)}\t{15 + int(rnd.random() * 300)}\t200\t"
                                    f'success\t{N}\t{{"received":true}}\n')
                     last = ("200", "success", N)
                 else:
                     category, status, error, snippet = FAILURES[int(rnd.random() * 4)]
-                    attempts.write(f"{delivery_id}\t{number}\t{clock(at)}\t{5 + int(rnd.random() * 15000)}\t"
+                    attempts.write(f"{delivery_id}\t{endpoint.id}\t{number}\t{clock(at)}\t{5 + int(rnd.random() * 15000)}\t"
                                    f"{status}\t{category}\t{error}\t{snippet}\n")
                     last = (status, category, error)
                 at += SCHEDULE[min(number, 7) - 1]

@@ -159,7 +159,7 @@ class Periodic:
 class Sweeper:
     """Re-enqueues due jobs whose Redis message is gone, and frees expired claims.
 
-    ``build`` turns a job row (id, event_id, merchant_id, priority) into its protocol message. One sweeper per job
+    ``build`` turns a job row (id, merchant_id, priority and any event_id) into its protocol message. One sweeper per job
     family does the work at a time (see ``Periodic``), so any number of worker
     processes may run one. ``fetched_grace`` is how long a fetched message may
     wait in a worker before its claim; pass the job's lease.
@@ -201,8 +201,10 @@ class Sweeper:
             )
         with self.store.read() as session:
             # Columns, not ORM objects: during a backlog every sweep reads a full batch of live jobs.
+            # A job names its event when it has one (deliveries, emails; not replays).
+            event = (model.event_id,) if hasattr(model, "event_id") else ()
             rows = session.execute(
-                select(model.id, model.event_id, model.merchant_id, model.priority, model.queue_name,
+                select(model.id, *event, model.merchant_id, model.priority, model.queue_name,
                        model.message_id, model.updated_at)
                 .where(model.state == PENDING, model.next_attempt_at <= now)
                 .order_by(model.next_attempt_at)

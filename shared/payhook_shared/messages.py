@@ -38,6 +38,10 @@ class SendEmailSchema(_MessageSchema):
     event_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(1, 64))
 
 
+class RunReplaySchema(_MessageSchema):
+    replay_id = fields.String(required=True, validate=validate.Length(1, 64))
+
+
 @dataclasses.dataclass(frozen=True)
 class _Message:
     family: ClassVar[str]
@@ -111,3 +115,25 @@ class SendEmail(_Message):
     merchant_id: str
     priority: Priority
     event_id: str | None = None
+
+
+#: The delivery-worker's replay actor. It shares the delivery queues (a worker of any pool consuming the
+#: queue runs it), so no deployment needs a queue of its own.
+REPLAY_ACTOR = "replay"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunReplay(_Message):
+    """Work through the next batch of one replay job recorded in the store."""
+
+    family: ClassVar[str] = DELIVERY
+    schema: ClassVar[Schema] = RunReplaySchema()
+
+    replay_id: str
+    merchant_id: str
+    priority: Priority
+
+    @property
+    def actor_name(self) -> str:
+        """One actor, whatever the queue: the replay's priority only chooses which delivery queue carries it."""
+        return f"{REPLAY_ACTOR}_{Priority.parse(self.priority).label}"

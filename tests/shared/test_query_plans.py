@@ -44,13 +44,14 @@ SELECT i, ts, lpad(to_hex((extract(epoch FROM ts) * 1000)::bigint), 12, '0') || 
 FROM (SELECT i, timestamptz '2026-06-01' - i * interval '103 seconds' AS ts FROM generate_series(1, {ROWS}) i) s;
 INSERT INTO events (id, merchant_id, provider, type, status, amount_minor, currency, receipt, reference,
                     provider_ids, phone, result_code, occurred_at, received_at, priority, dedupe_key,
-                    details, raw_payload)
+                    details, raw_payload, provider_key)
 SELECT 'evt_' || tail, 'mch_' || mod(i, 20) + 1, 'mpesa',
        CASE WHEN mod(i, 50) = 0 THEN 'mpesa.account_balance' WHEN mod(i, 10) = 3 THEN 'mpesa.b2c'
             WHEN mod(i, 5) = 1 THEN 'mpesa.c2b.confirmation' ELSE 'mpesa.stk_push' END,
        CASE WHEN mod(i, 97) = 0 THEN 'unknown' WHEN mod(i, 7) = 0 THEN 'failed' ELSE 'succeeded' END,
        i, 'KES', 'R' || upper(to_hex(i * 7919)), 'ws_CO_' || i, '{{}}',
-       '2547' || lpad(mod(i * 7919, 100000000)::text, 8, '0'), '0', ts, ts, 2, 'stk:' || i, '{{}}', '{{}}'
+       '2547' || lpad(mod(i * 7919, 100000000)::text, 8, '0'), '0', ts, ts, 2, 'stk:' || i, '{{}}', '{{}}',
+       'ws_CO_' || i
 FROM seed;
 INSERT INTO deliveries (id, event_id, endpoint_id, merchant_id, state, priority, attempts, next_attempt_at,
                         created_at, updated_at, round_start, last_category, dead_at, delivered_at)
@@ -61,8 +62,8 @@ SELECT 'dlv_' || tail, 'evt_' || tail, 'ep_' || mod(i, 20) + 1, 'mch_' || mod(i,
        CASE WHEN mod(i, 500) = 0 THEN ts + interval '28 hours' END,
        CASE WHEN mod(i, 500) <> 0 AND mod(i, 997) <> 0 THEN ts + interval '1 second' END
 FROM seed;
-INSERT INTO delivery_attempts (delivery_id, number, started_at, duration_ms, status_code, category)
-SELECT 'dlv_' || tail, 1, ts, 5, 200, 'success' FROM seed;
+INSERT INTO delivery_attempts (delivery_id, endpoint_id, number, started_at, duration_ms, status_code, category)
+SELECT 'dlv_' || tail, 'ep_' || mod(i, 20) + 1, 1, ts, 5, 200, 'success' FROM seed;
 INSERT INTO emails (id, merchant_id, event_id, template, recipients, context, dedupe_key, state, priority,
                     attempts, next_attempt_at, created_at, updated_at)
 SELECT 'eml_' || tail, 'mch_' || mod(i, 20) + 1, 'evt_' || tail, 'payment_received', '[]', '{{}}',
@@ -184,7 +185,7 @@ def site(big_store, redis_server):
     store = app.extensions["payhook.store"]
     _, admin_key = create_api_key(store, None, "plans")
     _, merchant_key = create_api_key(store, "mch_3", "plans")
-    clients = {"api": app.test_client()}
+    clients = {"api": app.test_client(), "merchant api": app.test_client()}
     for name, key in (("console", admin_key), ("merchant console", merchant_key)):
         client = app.test_client()
         page = client.get("/console/login").get_data(as_text=True)
@@ -197,8 +198,12 @@ def site(big_store, redis_server):
         delivery_id = conn.exec_driver_sql(f"SELECT id FROM deliveries WHERE event_id = '{event_id}'").scalar()
         dead_id = conn.exec_driver_sql("SELECT id FROM deliveries WHERE state = 'dead' ORDER BY id OFFSET 50 "
                                        "LIMIT 1").scalar()
-    yield app, clients, {"api": {"Authorization": f"Bearer {admin_key}"}}, {
-        "event": event_id, "receipt": receipt, "delivery": delivery_id, "dead": dead_id}
+        attempt_id = conn.exec_driver_sql("SELECT id FROM delivery_attempts WHERE endpoint_id = 'ep_3' "
+                                          "ORDER BY id OFFSET 500 LIMIT 1").scalar()
+    yield app, clients, {"api": {"Authorization": f"Bearer {admin_key}"},
+                         "merchant api": {"Authorization": f"Bearer {merchant_key}"}}, {
+        "event": event_id, "receipt": receipt, "delivery": delivery_id, "dead": dead_id,
+        "attempt": attempt_id}
     store.dispose()
 
 
@@ -210,6 +215,23 @@ def pages():
                  "/v1/deliveries/{delivery}", "/v1/deliveries/{dead}", "/v1/merchants", "/v1/merchants/mch_3",
                  "/v1/merchants/mch_3/endpoints", "/v1/endpoints/ep_3", "/v1/merchants/mch_3/sources"):
         yield "api", path
+    # The events API (issue #21): every filter, detail, attempts and stats, for an operator and a merchant.
+    events_api = ("/v1/events", "/v1/events?type=mpesa.account_balance", "/v1/events?status=unknown",
+                  "/v1/events?provider=mpesa", "/v1/events?receipt={receipt}", "/v1/events?reference=ws_CO_777",
+                  "/v1/events?bill_ref=ACC-1", "/v1/events?phone_suffix=4321",
+                  "/v1/events?phone_suffix=254700007919", f"/v1/events?{week}",
+                  f"/v1/events?{week}&status=failed", "/v1/events?delivery=dead", "/v1/events?delivery=failing",
+                  "/v1/events?delivery=undelivered", "/v1/events?delivery=delivered",
+                  "/v1/events?delivery=dead&type=mpesa.b2c", "/v1/events?after={event}", "/v1/events/{event}",
+                  "/v1/events/{event}/deliveries", "/v1/deliveries/{delivery}/attempts",
+                  "/v1/deliveries/{dead}/attempts", "/v1/endpoints/ep_3/attempts",
+                  "/v1/endpoints/ep_3/attempts?outcome=failure", "/v1/endpoints/ep_3/attempts?after={attempt}",
+                  "/v1/endpoints/ep_3/stats", "/v1/endpoints/ep_3/replays")
+    for path in events_api + ("/v1/events?merchant_id=mch_3&type=mpesa.b2c",):
+        yield "api", path
+    for path in events_api:
+        if "{dead}" not in path:
+            yield "merchant api", path
     for path in ("/console/", "/console/events", "/console/events?type=mpesa.account_balance",
                  "/console/events?status=unknown", "/console/events?q={receipt}", "/console/events?q=ws_CO_777",
                  "/console/events?q={event}", "/console/events?phone=4321", "/console/events?phone=254700007919",
@@ -220,11 +242,11 @@ def pages():
                  "/console/deliveries?state=pending", "/console/deliveries?endpoint=ep_4",
                  "/console/deliveries?event={event}", "/console/deliveries/{delivery}", "/console/deliveries/{dead}",
                  "/console/dead-letters", "/console/dead-letters?merchant=mch_3&category=server_error&since=2026-03-01",
-                 "/console/endpoints", "/console/callback-urls", "/console/audit"):
+                 "/console/endpoints", "/console/endpoints/ep_3", "/console/callback-urls", "/console/audit"):
         yield "console", path
     for path in ("/console/", "/console/events", "/console/events?phone=4321", "/console/events?q={receipt}",
                  "/console/events?since=2026-03-01&until=2026-03-02", "/console/dead-letters",
-                 "/console/deliveries"):
+                 "/console/deliveries", "/console/endpoints/ep_3", "/console/events/{event}"):
         yield "merchant console", path
 
 
@@ -270,3 +292,20 @@ def test_a_phone_suffix_search_starts_from_the_phone_index(site, who):
     [events] = [plan for statement, plan in plans(site, who, "/console/events?phone=8149", "SET LOCAL enable_sort = off")
                 if "reverse(events.phone)" in statement]
     assert "ix_events_phone_reversed" in _indexes(events)
+
+
+@pytest.mark.parametrize("who", ["api", "merchant api"])
+def test_an_endpoints_recent_failures_come_from_the_failed_attempts_index(site, who):
+    # Failures are a few percent of the attempts: filtering the endpoint's every attempt would read them all.
+    [attempts] = [plan for statement, plan in plans(site, who, "/v1/endpoints/ep_3/attempts?outcome=failure")
+                  if "FROM delivery_attempts" in statement]
+    assert "ix_delivery_attempts_endpoint_failed" in _indexes(attempts)
+
+
+@pytest.mark.parametrize("who", ["api", "merchant api"])
+def test_events_with_a_dead_delivery_are_read_a_page_at_a_time(site, who):
+    # Newest first from the dead deliveries' event_id index, stopping when the page is full.
+    [ids] = [plan for statement, plan in plans(site, who, "/v1/events?delivery=dead")
+             if "FROM deliveries" in statement]
+    assert _indexes(ids) & {"ix_deliveries_dead_event_id", "ix_deliveries_dead_merchant_id_event_id"}
+    assert ids["Node Type"] == "Limit"

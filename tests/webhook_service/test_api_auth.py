@@ -122,10 +122,12 @@ VALID_BODIES = {
     ("PATCH", "/v1/endpoints/<endpoint_id>"): {"description": "renamed"},
     ("POST", "/v1/endpoints/<endpoint_id>/recover"): {"since": "2020-01-01T00:00:00Z"},
     ("PATCH", "/v1/sources/<source_id>"): {"description": "renamed"},
+    ("POST", "/v1/endpoints/<endpoint_id>/test"): {"type": "mpesa.stk_push"},
+    ("POST", "/v1/endpoints/<endpoint_id>/replay"): {"since": "2020-01-01T00:00:00Z"},
 }
 
 
-def _their_rows(store):
+def _their_rows(store, client):
     theirs, [endpoint] = merchant_with_endpoints(store, "https://theirs.example/hook")
     source, _ = make_source(store, theirs, "flutterwave", "s" * 32)
     event_id, delivery_id = ids.new_id("evt"), ids.new_id("dlv")
@@ -134,17 +136,21 @@ def _their_rows(store):
                           priority=2, dedupe_key="api:theirs", raw_payload="{}"))
         session.add(Delivery(id=delivery_id, event_id=event_id, endpoint_id=endpoint.id, merchant_id=theirs.id,
                              priority=2, state="dead", dead_at=utcnow(), last_category="server_error"))
-    api_key(store, theirs.id)
+    their_key = api_key(store, theirs.id)
     with store.read() as session:
         key_id = session.scalar(select(ApiKey.id).where(ApiKey.merchant_id == theirs.id))
+    replay = client.post(f"/v1/endpoints/{endpoint.id}/replay", json={"since": "2020-01-01T00:00:00Z"},
+                         headers=their_key)
+    assert replay.status_code == 202, replay.get_data(as_text=True)
     return {"merchant_id": theirs.id, "endpoint_id": endpoint.id, "source_id": source.id,
-            "delivery_id": delivery_id, "key_id": key_id, "level": "urgent"}
+            "delivery_id": delivery_id, "key_id": key_id, "event_id": event_id,
+            "replay_id": replay.get_json()["id"], "level": "urgent"}
 
 
 def test_another_merchants_ids_answer_exactly_as_unknown_ids(webhook_app, client, store):
     mine, _ = merchant_with_endpoints(store, "https://mine.example/hook")
     headers = api_key(store, mine.id)
-    theirs = _their_rows(store)
+    theirs = _their_rows(store, client)
     unknown = {name: value[:value.index("_") + 1] + "0" * (len(value) - value.index("_") - 1) if "_" in value
                else value for name, value in theirs.items()}
     checked = 0

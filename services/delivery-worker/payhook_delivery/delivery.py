@@ -220,7 +220,7 @@ def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merch
                           last_error=error)
             outcome = metrics.RETRY
             log.info("attempt %d failed (%s); retry in %.1f s", attempt_no, result.category.value, delay)
-    attempt = {"delivery_id": delivery.id, "number": attempt_no, "started_at": started,
+    attempt = {"delivery_id": delivery.id, "endpoint_id": delivery.endpoint_id, "number": attempt_no, "started_at": started,
                "duration_ms": result.duration_ms, "status_code": result.status, "category": result.category.value,
                "error": storable(result.error), "response_snippet": storable(result.snippet)}
     health = not test and _health_changes(endpoint, result)

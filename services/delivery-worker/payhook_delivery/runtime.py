@@ -7,12 +7,12 @@ import time
 
 import urllib3
 
-from payhook_shared import retention
+from payhook_shared import replays, retention
 from payhook_shared.broker import RedisBroker
 from payhook_shared.jobs import Periodic, Sweeper
 from payhook_shared.messages import DeliverWebhook
 from payhook_shared.priority import DELIVERY, Priority
-from payhook_shared.store import Delivery, Store
+from payhook_shared.store import Delivery, Replay, Store
 from payhook_shared.workers import Background, WorkerRuntime
 
 from . import http, metrics
@@ -36,10 +36,13 @@ class Runtime(WorkerRuntime):
     sweeper: Sweeper
     limiter: Limiter
     retention: Periodic | None
+    # Replays whose message was lost, or whose worker died mid-batch, are sent again from the store.
+    replay_sweeper: Sweeper
 
     def background(self) -> list[Background]:
-        """The sweeper and, when enabled, the retention purge."""
-        return [self.sweeper, self.retention] if self.retention else [self.sweeper]
+        """The sweepers and, when enabled, the retention purge."""
+        loops: list[Background] = [self.sweeper, self.replay_sweeper]
+        return loops + [self.retention] if self.retention else loops
 
     def purge_once(self) -> retention.Purged:
         """Apply the retention policy once, and count what it removed."""
@@ -58,7 +61,8 @@ class Runtime(WorkerRuntime):
         sweeper = Sweeper(store, broker, Delivery, DELIVERY, _message_for, interval=settings.sweep_interval,
                           fetched_grace=settings.lease_seconds)
         limiter = Limiter(broker.client, lease=settings.lease_seconds, busy_delay=settings.limit_retry_delay)
-        rt = cls(settings, store, broker, http.pool(settings.threads), sweeper, limiter, None)
+        rt = cls(settings, store, broker, http.pool(settings.threads), sweeper, limiter, None,
+                 Sweeper(store, broker, Replay, "replay", replays.message_for, interval=settings.sweep_interval))
         if settings.retention_interval > 0:
             rt.retention = Periodic(broker.client, "retention", settings.retention_interval, rt.purge_once)
         return rt

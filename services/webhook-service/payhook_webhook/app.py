@@ -11,7 +11,8 @@ from payhook_shared.store import Store
 
 from . import c2b, cli, console, errors, ingest, merchants, metrics, params
 from .api import (
-    callbacks, deliveries, event_types, events, health, inbound, keys, management, openapi, sources, testing,
+    callbacks, deliveries, event_types, events, events_read, health, inbound, keys, management, openapi, replays,
+    sources, testing,
 )
 from .broker import broker_for
 from .settings import Settings
@@ -63,6 +64,8 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     app.register_blueprint(event_types.bp)
     app.register_blueprint(keys.bp)
     app.register_blueprint(events.bp)
+    app.register_blueprint(events_read.bp)
+    app.register_blueprint(replays.bp)
     app.register_blueprint(deliveries.bp)
     app.register_blueprint(testing.bp)
     app.register_blueprint(sources.bp)

@@ -33,6 +33,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from payhook_shared import ids, jobs, notices
+from payhook_shared.provider_keys import provider_key
 from payhook_shared.broker import RedisBroker
 from payhook_shared.callbacks import inbound, mpesa
 from payhook_shared.events import TEST_TYPE, NormalisedEvent
@@ -209,7 +210,7 @@ def _plan(merchant: Profile, event: NormalisedEvent, raw_body: bytes, priority: 
     event_id = ids.new_id("evt")
     values = {name: getattr(event, name) for name in _EVENT_FIELDS}
     values.update(id=event_id, merchant_id=merchant.id, priority=int(priority), received_at=now,
-                  raw_payload=raw_body.decode("utf-8"))
+                  raw_payload=raw_body.decode("utf-8"), provider_key=provider_key(event.provider_ids))
     deliveries = []
     for endpoint in merchant.endpoints:
         if not _wants(endpoint, event.type):

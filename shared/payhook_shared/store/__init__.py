@@ -3,10 +3,10 @@
 from .db import Store, create_engine
 from .models import (
     ApiKey, AuditEntry, Base, ConsoleSession, Delivery, DeliveryAttempt, Email, Endpoint, Event, JobState, Merchant,
-    SignInLink, Source,
+    Replay, SignInLink, Source,
 )
 
 __all__ = [
     "ApiKey", "AuditEntry", "Base", "ConsoleSession", "Delivery", "DeliveryAttempt", "Email", "Endpoint", "Event",
-    "JobState", "Merchant", "SignInLink", "Source", "Store", "create_engine",
+    "JobState", "Merchant", "Replay", "SignInLink", "Source", "Store", "create_engine",
 ]

@@ -185,6 +185,8 @@ class Event(Base):
         # The console finds a payment by its receipt or reference.
         Index("ix_events_receipt", "receipt"),
         Index("ix_events_reference", "reference"),
+        # The events API finds an event by the provider's own key (see payhook_shared.provider_keys).
+        Index("ix_events_provider_key", "provider_key"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -208,6 +210,8 @@ class Event(Base):
     # Provider fields that have no column of their own (metadata items, parameters).
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     raw_payload: Mapped[str] = mapped_column(Text)
+    # The provider's own key for the event (CheckoutRequestID, TransID, ConversationID, a gateway's event id).
+    provider_key: Mapped[str | None] = mapped_column(String(200))
 
     deliveries: Mapped[list[Delivery]] = relationship(back_populates="event", order_by="Delivery.id")
 
@@ -249,6 +253,10 @@ class Delivery(_Job, Base):
         Index("ix_deliveries_dead_id", "id", postgresql_where=_DEAD_ONLY, sqlite_where=_DEAD_ONLY),
         Index("ix_deliveries_dead_merchant_id_id", "merchant_id", "id", postgresql_where=_DEAD_ONLY,
               sqlite_where=_DEAD_ONLY),
+        # Events with a dead delivery, newest first (GET /v1/events?delivery=dead), for everyone and per merchant.
+        Index("ix_deliveries_dead_event_id", "event_id", postgresql_where=_DEAD_ONLY, sqlite_where=_DEAD_ONLY),
+        Index("ix_deliveries_dead_merchant_id_event_id", "merchant_id", "event_id", postgresql_where=_DEAD_ONLY,
+              sqlite_where=_DEAD_ONLY),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -267,11 +275,23 @@ class Delivery(_Job, Base):
     attempt_log: Mapped[list[DeliveryAttempt]] = relationship(order_by="DeliveryAttempt.id")
 
 
+_FAILED_ONLY = text("category <> 'success'")
+
+
 class DeliveryAttempt(Base):
     __tablename__ = "delivery_attempts"
+    __table_args__ = (
+        # An endpoint's recent attempts (newest first, keyset by time then id) and its stats over a window.
+        Index("ix_delivery_attempts_endpoint_started", "endpoint_id", "started_at", "id"),
+        # Its failed attempts, a few percent of them: partial, so "recent failures" never reads the successes.
+        Index("ix_delivery_attempts_endpoint_failed", "endpoint_id", "started_at", "id",
+              postgresql_where=_FAILED_ONLY, sqlite_where=_FAILED_ONLY),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     delivery_id: Mapped[str] = mapped_column(ForeignKey("deliveries.id"), index=True)
+    # Copied from the delivery, so an endpoint's attempts are read without a join through every delivery.
+    endpoint_id: Mapped[str | None] = mapped_column(String(40))
     number: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[dt.datetime]
     duration_ms: Mapped[int] = mapped_column(Integer)
@@ -279,6 +299,37 @@ class DeliveryAttempt(Base):
     category: Mapped[str] = mapped_column(String(20))
     error: Mapped[str | None] = mapped_column(Text)
     response_snippet: Mapped[str | None] = mapped_column(Text)
+
+
+class Replay(_Job, Base):
+    """A replay: every matching event of a range delivered to one endpoint, a batch per message.
+
+    The row is the job (claimed like a delivery), and its progress: ``cursor``
+    is the last event id handled, written in the same transaction as that
+    batch's deliveries, so a worker that dies mid-batch leaves the batch undone
+    and the next claim starts it again. ``state`` is ``done`` once every event
+    of the range is handled.
+    """
+
+    __tablename__ = "replays"
+    __table_args__ = (Index("ix_replays_endpoint_id_id", "endpoint_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("endpoints.id"))
+    since: Mapped[dt.datetime]
+    until: Mapped[dt.datetime | None]
+    types: Mapped[list[str] | None] = mapped_column(JSON)
+    only_failed: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The key that asked for it (an API key or a sign-in link), for the audit trail.
+    requested_by: Mapped[str] = mapped_column(String(40), default="")
+    cursor: Mapped[str | None] = mapped_column(String(40))
+    # Events looked at, deliveries created, dead deliveries revived, events skipped (delivered or not wanted).
+    scanned: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[int] = mapped_column(Integer, default=0)
+    revived: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    finished_at: Mapped[dt.datetime | None]
 
 
 class Email(_Job, Base):

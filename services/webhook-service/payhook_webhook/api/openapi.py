@@ -27,6 +27,7 @@ from payhook_shared.addresses import EmailAddress
 from payhook_shared.callbacks.gateways import PROVIDERS
 
 from ..params import TimeField
+from . import openapi_events
 from .event_types import api_event
 from .schemas import (
     MAX_GRACE_SECONDS, DeadLetterFilterSchema, EndpointCreateSchema, EndpointTestSchema, EndpointUpdateSchema,
@@ -61,6 +62,7 @@ REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "SourceCreate": SourceCreateSchema,
     "SourceUpdate": SourceUpdateSchema,
     "SourceRotate": SourceRotateSchema,
+    **openapi_events.REQUEST_SCHEMAS,
 }
 _PRIORITIES = ["urgent", "high", "normal", "low"]
 
@@ -216,6 +218,7 @@ def _answer_schemas() -> dict[str, Any]:
         "response": {"type": ["string", "null"], "description": "the start of the endpoint's answer"},
         "event_id": _ID, "delivery_id": _ID, "endpoint_id": _ID, "type": {"type": "string"},
     }}
+    schemas.update(openapi_events.components())
     return schemas
 
 
@@ -483,6 +486,15 @@ def _webhooks() -> dict[str, Any]:
     return out
 
 
+def _merged(*groups: dict[str, Any]) -> dict[str, Any]:
+    """Paths from several groups; a path two groups describe (``/v1/events``) gets the methods of both."""
+    paths: dict[str, Any] = {}
+    for group in groups:
+        for path, item in group.items():
+            paths.setdefault(path, {}).update(item)
+    return paths
+
+
 def document(app: Flask) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``app``."""
     plugin = MarshmallowPlugin(schema_name_resolver=_schema_name)
@@ -498,7 +510,7 @@ def document(app: Flask) -> dict[str, Any]:
         spec.components.schema(name, schema)
     spec.components.security_scheme("apiKey", {"type": "http", "scheme": "bearer",
                                                "description": "`phk_…` admin or merchant API key"})
-    for path, item in {**_api_paths(), **_callback_paths(app)}.items():
+    for path, item in _merged(_api_paths(), openapi_events.paths(), _callback_paths(app)).items():
         operations = {method: op for method, op in item.items() if method != "parameters"}
         spec.path(path=path, operations=operations, parameters=item.get("parameters"))
     return spec.to_dict()

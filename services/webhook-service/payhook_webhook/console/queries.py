@@ -1,13 +1,12 @@
 """Every read and change the console makes, narrowed to what the signed-in key may see.
 
-``Scope`` is the one place the merchant restriction is applied: every query
-passes through ``Scope.only``, so a merchant key asking for another merchant's
+``Scope`` (shared with the JSON API, in ``reads``) is the one place the merchant restriction is applied:
+every query passes through ``Scope.only``, so a merchant key asking for another merchant's
 event, delivery or endpoint finds nothing, exactly as for an unknown id.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -21,47 +20,17 @@ from payhook_shared.priority import Priority
 from payhook_shared.store import AuditEntry, Delivery, Endpoint, Event, JobState, Merchant
 from payhook_shared.store.models import utcnow
 
-from ..auth import Principal
 from ..errors import NotFound
+from ..reads import ID_TIME_MARGIN, RARE_SUFFIX_DIGITS, Scope, phone_suffix
 
 PAGE = 50
-PENDING, SENDING, DONE, DEAD = JobState.PENDING.value, JobState.SENDING.value, JobState.DONE.value, JobState.DEAD.value
-# An event's id and its received_at are taken together when it is recorded: a received range is also
-# an id range, give or take far less than this.
-ID_TIME_MARGIN = dt.timedelta(minutes=15)
-# From three digits a phone suffix matches about one number in a thousand or fewer.
-RARE_SUFFIX_DIGITS = 3
+PENDING, SENDING, DONE, DEAD = (s.value for s in (JobState.PENDING, JobState.SENDING, JobState.DONE, JobState.DEAD))
 #: Event types Payhook itself produces, offered as filter and rule choices alongside those seen lately.
 KNOWN_EVENT_TYPES = frozenset(
     {mpesa.STK_PUSH, mpesa.C2B_VALIDATION, mpesa.C2B_CONFIRMATION, mpesa.B2C, mpesa.B2B, mpesa.REVERSAL,
      mpesa.TRANSACTION_STATUS, mpesa.ACCOUNT_BALANCE, flutterwave.CHARGE_COMPLETED, paystack.TRANSFER_SUCCESS,
      paystack.TRANSFER_FAILED, TEST_TYPE} | inbound.PAYMENT_TYPES | inbound.REFUND_TYPES | inbound.DISPUTE_TYPES
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class Scope:
-    """What a principal may see: every merchant (admin) or one."""
-
-    merchant_id: str | None
-
-    @classmethod
-    def of(cls, principal: Principal) -> "Scope":
-        """The scope of ``principal``."""
-        return cls(principal.merchant_id)
-
-    @property
-    def is_admin(self) -> bool:
-        """Whether this scope covers every merchant."""
-        return self.merchant_id is None
-
-    def only(self, stmt: Select, column: Any) -> Select:
-        """``stmt`` restricted to this scope's merchant through ``column``."""
-        return stmt if self.merchant_id is None else stmt.where(column == self.merchant_id)
-
-    def merchant_filter(self, requested: str | None) -> str | None:
-        """The merchant a filter may name: anything for an admin, always its own for a merchant."""
-        return requested or None if self.is_admin else self.merchant_id
 
 
 def _page(session: Session, stmt: Select, id_column: Any, after: str | None, limit: int = PAGE,
@@ -159,14 +128,6 @@ def event_types(session: Session, scope: Scope, now: dt.datetime | None = None) 
     return sorted(KNOWN_EVENT_TYPES | set(session.scalars(recent_types_statement(scope, now or utcnow()))))
 
 
-def _phone_suffix(dialect: str, digits: str) -> Any:
-    """Events whose phone ends with ``digits`` (digits only, checked by the view)."""
-    if dialect == "postgresql":
-        # A suffix is a prefix of the reversed number: ix_events_phone_reversed answers it.
-        return func.reverse(Event.phone).like(f"{digits[::-1]}%")
-    return Event.phone.like(f"%{digits}")
-
-
 def events_statement(scope: Scope, filters: dict[str, Any], dialect: str = "postgresql") -> Select:
     """Events matching ``filters`` (type, status, search, phone suffix, received range), unordered.
 
@@ -185,7 +146,7 @@ def events_statement(scope: Scope, filters: dict[str, Any], dialect: str = "post
         q = filters["q"]
         stmt = stmt.where(or_(Event.receipt == q, Event.reference == q, Event.id == q))
     if filters.get("phone"):
-        stmt = stmt.where(_phone_suffix(dialect, filters["phone"]))
+        stmt = stmt.where(phone_suffix(dialect, filters["phone"]))
     if filters.get("since"):
         stmt = stmt.where(Event.received_at >= filters["since"],
                           Event.id >= ids.earliest("evt", filters["since"] - ID_TIME_MARGIN))

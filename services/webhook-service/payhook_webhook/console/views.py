@@ -28,6 +28,8 @@ from payhook_shared.store import Endpoint, JobState, Merchant
 from payhook_shared.store.models import utcnow
 
 from .. import audit, auth, params
+from ..api import events_read
+from ..api import replays as replay_api
 from ..api.event_types import send_test, test_types
 from ..api.management import add_endpoint, change_merchant, change_settings, edit_endpoint, rotate_endpoint_secret
 from ..api.schemas import (
@@ -279,6 +281,18 @@ def event(event_id: str):
                                provider_ids=json.dumps(row.provider_ids or {}, indent=2, ensure_ascii=False))
 
 
+@bp.post("/events/<event_id>/resend")
+def resend_event(event_id: str):
+    """Deliver an event again, to one endpoint or to every endpoint that takes it (same ``webhook-id``)."""
+    with _store().write() as session:
+        resent = replay_api.resend_event(session, _scope(), security.current(), event_id,
+                                         _text(request.form, "endpoint") or None)
+    queued = [ep for ep, outcome in resent.endpoints.items() if outcome == "queued"]
+    flash(f"Resend queued to {', '.join(queued)}: delivered within seconds, with the same webhook-id."
+          if queued else "Nothing to resend: the event is being delivered right now.")
+    return redirect(url_for("console.event", event_id=event_id))
+
+
 @bp.get("/deliveries")
 def deliveries():
     """Deliveries, by state, endpoint or event."""
@@ -377,6 +391,37 @@ def endpoints():
         return render_template("console/endpoints.html", rows=queries.endpoints(session, scope),
                                merchants=queries.merchants(session, scope), now=utcnow(),
                                grace_choices=GRACE_CHOICES, test_types=test_types())
+
+
+@bp.get("/endpoints/<endpoint_id>")
+def endpoint_page(endpoint_id: str):
+    """One endpoint: its health over the last hour and day, its replays, and the form to start one."""
+    now = utcnow()
+    with _store().read() as session:
+        endpoint = queries.endpoint(session, _scope(), endpoint_id)
+        stats = {name: events_read.window_stats(session, endpoint.id, now - span)
+                 for name, span in events_read.WINDOWS.items()}
+        recent = [replay_api.replay_json(r) for r in replay_api.recent_replays(session, endpoint.id)]
+        return render_template("console/endpoint.html", endpoint=endpoint, stats=stats, replays=recent,
+                               circuit=events_read.circuit_state(endpoint, now))
+
+
+@bp.post("/endpoints/<endpoint_id>/replay")
+def replay_endpoint(endpoint_id: str):
+    """Deliver to the endpoint every matching event received in a range, in the background."""
+    types = [t.strip() for t in _text(request.form, "types").split(",") if t.strip()]
+    form = {"since": _time(request.form, "since"), "until": _time(request.form, "until"), "types": types or None,
+            "only_failed": request.form.get("only_failed") == "yes"}
+    if form["since"] is None:
+        raise InvalidPayload("since: give the time the replay starts from")
+    if form["until"] is not None and form["until"] <= form["since"]:
+        raise InvalidPayload("until: must be after since")
+    with _store().write() as session:
+        replay, message = replay_api.start_replay(session, _scope(), security.current(), endpoint_id, form)
+        replay_id = replay.id
+    replay_api.send(message)
+    flash(f"Replay {replay_id} started: its progress is below.")
+    return redirect(url_for("console.endpoint_page", endpoint_id=endpoint_id))
 
 
 def _secret_page(endpoint: Endpoint, secret: str, created: bool):
