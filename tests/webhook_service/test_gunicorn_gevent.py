@@ -9,6 +9,7 @@ for ``/health`` meanwhile; a third checks that requests served together keep the
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
 import json
 import os
 import re
@@ -22,7 +23,7 @@ import urllib.request
 
 import psycopg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from factories import callback_url, fixture_bytes, merchant_with_endpoints, set_merchant_settings
 from payhook_shared.store import Event
@@ -144,3 +145,27 @@ def test_concurrent_callbacks_keep_their_own_correlation_ids(web, store, databas
     assert len(recorded) == 48
     for n in range(48):
         assert checkout_of[recorded[f"req-{n}"]].endswith(f"ws_CO_concurrent_{n}")
+
+
+def _post_chunked(base: str, path: str, body: bytes) -> tuple[int, dict]:
+    """POST ``body`` with ``Transfer-Encoding: chunked`` (no Content-Length), in 8 KiB chunks."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        chunks = (body[i:i + 8192] for i in range(0, len(body), 8192))
+        conn.request("POST", path, body=chunks, headers={"Content-Type": "application/json"}, encode_chunked=True)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def test_a_chunked_body_over_the_limit_is_refused_by_the_real_server(web, store):
+    merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/a")
+    stk = fixture_bytes("mpesa/stk_success.json")
+    status, answer = _post_chunked(web, callback_url(merchant, "stk"), stk + b" " * (64 * 1024))
+    assert status == 413, answer
+    with store.read() as session:
+        assert session.scalar(select(func.count()).select_from(Event)) == 0
+    status, answer = _post_chunked(web, callback_url(merchant, "stk"), stk + b" " * (64 * 1024 - len(stk)))
+    assert status == 200, answer

@@ -6,6 +6,9 @@ import uuid
 from typing import Any
 
 from flask import Flask, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.utils import cached_property
+from werkzeug.wsgi import LimitedStream
 
 from payhook_shared import logs
 from payhook_shared.store import Store
@@ -17,12 +20,44 @@ from .settings import Settings
 from .source_ip import SourcePolicy
 
 
+class _BodyLimit(LimitedStream):
+    """``MAX_BODY_BYTES`` on a body of unknown length: a body longer than the limit is refused, not cut.
+
+    Werkzeug's own maximum stops reading at the limit and returns what it read, so a chunked body
+    (no Content-Length) one byte or 1 MiB over the limit reached the routes cut short and was accepted.
+    """
+
+    def on_exhausted(self) -> None:
+        # At the limit: a byte more in the stream means the body is over it.
+        if self._stream.read(1):
+            raise RequestEntityTooLarge()
+
+    def readall(self) -> bytes:
+        data = super().readall()
+        if self.is_exhausted:
+            self.on_exhausted()
+        return data
+
+
+class Request(Flask.request_class):
+    """Flask's request, with ``MAX_BODY_BYTES`` enforced on chunked bodies as on those with a Content-Length."""
+
+    @cached_property
+    def stream(self):
+        """The body stream; one of unknown length (chunked) is refused with 413 past ``max_content_length``."""
+        limit = self.max_content_length
+        if self.content_length is None and limit is not None and self.environ.get("wsgi.input_terminated"):
+            return _BodyLimit(self.environ["wsgi.input"], limit, is_max=True)
+        return super().stream
+
+
 def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     """Build the app; ``config`` is a ``Settings`` or a dict of setting overrides."""
     settings = config if isinstance(config, Settings) else Settings.from_env(**(config or {}))
     logs.configure("webhook-service", settings.log_format, settings.log_level)
 
     app = Flask(__name__)
+    app.request_class = Request
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.extensions["payhook.settings"] = settings
