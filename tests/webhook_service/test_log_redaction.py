@@ -12,7 +12,7 @@ import pytest
 from flask import request
 
 from factories import callback_url, fixture_bytes, merchant_with_endpoints, make_source
-from payhook_webhook.api import callbacks
+from payhook_webhook import receive
 
 
 @pytest.fixture(params=["json", "text"])
@@ -54,7 +54,7 @@ def test_tokens_are_redacted_from_log_lines_and_tracebacks(logged_app, request_f
         raise RuntimeError(f"classification failed for {request.path}")
 
     # An unexpected failure in the view: Flask logs "Exception on <path> [POST]" and the traceback.
-    monkeypatch.setattr(callbacks, "classify", broken)
+    monkeypatch.setattr(receive, "classify", broken)
     assert logged_client.post(url, data=fixture_bytes("mpesa/stk_cancelled_1032.json"),
                               content_type="application/json").status_code == 500
     metrics = logged_client.get("/metrics").get_data(as_text=True)

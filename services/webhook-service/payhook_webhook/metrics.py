@@ -32,6 +32,11 @@ VALIDATION_FAILURES = Counter("payhook_validation_failures_total", "Callbacks re
                               "the top-level field at fault, or json, content_type, size.", ["kind", "reason"])
 SOURCE_REFUSED = Counter("payhook_source_callbacks_refused_total",
                          "Gateway callbacks refused before recording, by provider and reason.", ["provider", "reason"])
+QUARANTINED = Counter("payhook_callbacks_quarantined_total", "Callbacks on a valid callback URL refused as invalid "
+                      "(not JSON, not declared JSON, or failing their schema) and kept in quarantine.",
+                      ["provider", "kind"])
+QUARANTINE_FAILURES = Counter("payhook_callbacks_quarantine_failures_total", "Invalid callbacks that could not be "
+                              "quarantined because the store failed: lost.", ["provider"])
 INGEST_BATCH = Histogram("payhook_ingest_batch_events", "Events written together in one database write "
                          "(group commit): near 1 when idle, larger under load.", buckets=(1, 2, 4, 8, 16, 32, 64, 100))
 EVENTS = Counter("payhook_events_total", "New events recorded (duplicates excluded), by type and priority.",

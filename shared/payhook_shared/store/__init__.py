@@ -2,11 +2,11 @@
 
 from .db import Store, create_engine
 from .models import (
-    ApiKey, AuditEntry, Base, Delivery, DeliveryAttempt, Email, Endpoint, Event, JobState, Merchant, SignInLink,
-    Source,
+    ApiKey, AuditEntry, Base, Delivery, DeliveryAttempt, Email, Endpoint, Event, JobState, Merchant,
+    QuarantinedCallback, QuarantineState, SignInLink, Source,
 )
 
 __all__ = [
     "ApiKey", "AuditEntry", "Base", "Delivery", "DeliveryAttempt", "Email", "Endpoint", "Event", "JobState",
-    "Merchant", "SignInLink", "Source", "Store", "create_engine",
+    "Merchant", "QuarantinedCallback", "QuarantineState", "SignInLink", "Source", "Store", "create_engine",
 ]
