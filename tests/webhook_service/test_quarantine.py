@@ -126,3 +126,110 @@ def test_when_the_store_cannot_keep_it_the_400_stands_and_the_loss_is_logged(cli
     assert "could not quarantine an invalid mpesa stk callback (12 bytes, sha256 " in lost.getMessage()
     scraped = client.get("/metrics").get_data(as_text=True)
     assert re.search(r'^payhook_callbacks_quarantine_failures_total{provider="mpesa"} [1-9]', scraped, re.M)
+
+
+def _reprocess_cli(app, *args: str):
+    return app.test_cli_runner().invoke(args=["quarantine", "reprocess", *args])
+
+
+def test_reprocessing_after_the_fix_records_the_event_and_resolves_the_row(webhook_app, client, store, schema_bug):
+    merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/a")
+    assert client.post(callback_url(merchant, "stk"), data=STK, content_type="application/json").status_code == 400
+    [row] = _rows(store)
+    # Still broken: the row stays quarantined, with the new error and one more attempt.
+    result = _reprocess_cli(webhook_app, row.id)
+    assert result.exit_code == 1 and f"{row.id} still invalid: Body.stkCallback" in result.output
+    [row] = _rows(store)
+    assert (row.state, row.attempts, row.event_id) == ("quarantined", 1, None)
+
+    schema_bug.fix()
+    result = _reprocess_cli(webhook_app, "--all")
+    assert result.exit_code == 0, result.output
+    [row] = _rows(store)
+    with store.read() as session:
+        event = session.scalars(select(Event)).one()
+    assert (row.state, row.attempts, row.event_id) == ("resolved", 2, event.id)
+    assert row.resolved_at is not None
+    assert event.raw_payload == STK.decode() and event.type == "mpesa.stk_push"
+    assert f"{row.id} resolved: {event.id}" in result.output
+    # A resolved row is left alone.
+    assert _reprocess_cli(webhook_app, "--all").output.startswith("0 resolved")
+
+
+def test_a_reprocessed_callback_is_deduplicated_against_one_that_arrived_meanwhile(webhook_app, client, store,
+                                                                                   schema_bug):
+    merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/a")
+    assert client.post(callback_url(merchant, "stk"), data=STK, content_type="application/json").status_code == 400
+    schema_bug.fix()
+    # The same payment arrives again (a re-sent callback, or a status query's answer) and is recorded.
+    assert client.post(callback_url(merchant, "stk"), data=STK, content_type="application/json").status_code == 200
+    result = _reprocess_cli(webhook_app, "--all")
+    assert result.exit_code == 0 and "(already recorded)" in result.output
+    with store.read() as session:
+        [event_id] = session.scalars(select(Event.id)).all()
+    [row] = _rows(store)
+    assert (row.state, row.event_id) == ("resolved", event_id)
+
+
+def test_a_gateway_callback_is_reprocessed_with_its_verified_message_id(webhook_app, client, store, monkeypatch):
+    from payhook_shared.callbacks import inbound
+
+    merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/a")
+    source, path = make_source(store, merchant, "paystack", PAYSTACK_SECRET)
+    body = fixture_bytes("paystack/charge_success.json")
+    normalise = inbound.normalise
+
+    def broken(*_args, **_kwargs):
+        raise DecodeError("data.amount: not a number", {"data": ["not a number"]})
+
+    monkeypatch.setattr(inbound, "normalise", broken)
+    response = client.post(path, data=body, headers={"Content-Type": "application/json", **paystack_headers(body)})
+    assert response.status_code == 400
+    monkeypatch.setattr(inbound, "normalise", normalise)
+    [row] = _rows(store)
+    assert _reprocess_cli(webhook_app, row.id).exit_code == 0
+    with store.read() as session:
+        event = session.scalars(select(Event)).one()
+    assert event.details["source_id"] == source.id and event.type == "paystack.charge.success"
+    assert _rows(store)[0].event_id == event.id
+
+
+def test_cli_usage(webhook_app):
+    assert _reprocess_cli(webhook_app).exit_code == 2
+    assert "no quarantined callback qcb_nope" in _reprocess_cli(webhook_app, "qcb_nope").output
+
+
+def test_the_api_lists_shows_and_reprocesses_a_merchants_own(client, store, schema_bug):
+    merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/a")
+    other, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/b")
+    body = b"\xff not utf-8"
+    client.post(callback_url(merchant, "stk"), data=STK, content_type="application/json")
+    client.post(callback_url(other, "b2c-result"), data=body, content_type="application/json")
+    mine, theirs, admin = api_key(store, merchant.id), api_key(store, other.id), api_key(store)
+
+    listed = client.get("/v1/quarantine", headers=mine).get_json()
+    [item] = listed["data"]
+    assert (item["merchant_id"], item["kind"], item["state"], item["size"]) == (merchant.id, "stk", "quarantined",
+                                                                               len(STK))
+    assert "body_base64" not in item and listed["has_more"] is False
+    assert len(client.get("/v1/quarantine", headers=admin).get_json()["data"]) == 2
+    assert client.get(f"/v1/quarantine?merchant_id={other.id}", headers=mine).status_code == 404
+    assert client.get(f"/v1/quarantine/{item['id']}", headers=theirs).status_code == 404
+    assert client.post(f"/v1/quarantine/{item['id']}/reprocess", headers=theirs).status_code == 404
+    assert client.get("/v1/quarantine", headers={}).status_code == 401
+
+    detail = client.get(f"/v1/quarantine/{item['id']}", headers=mine).get_json()
+    assert detail["body_text"] == STK.decode() and base64.b64decode(detail["body_base64"]) == STK
+    assert detail["headers"]["Content-Type"] == "application/json"
+    [binary] = client.get("/v1/quarantine", headers=theirs).get_json()["data"]
+    detail = client.get(f"/v1/quarantine/{binary['id']}", headers=theirs).get_json()
+    assert detail["body_text"] is None and base64.b64decode(detail["body_base64"]) == body
+
+    schema_bug.fix()
+    answer = client.post(f"/v1/quarantine/{item['id']}/reprocess", headers=mine)
+    assert answer.status_code == 200
+    assert answer.get_json()["state"] == "resolved" and answer.get_json()["event_id"].startswith("evt_")
+    answer = client.post(f"/v1/quarantine/{binary['id']}/reprocess", headers=theirs).get_json()
+    assert (answer["state"], answer["reason"], answer["attempts"]) == ("quarantined", "json", 1)
+    assert [r["id"] for r in client.get("/v1/quarantine?state=quarantined", headers=admin).get_json()["data"]] == [
+        binary["id"]]

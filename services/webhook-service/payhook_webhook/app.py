@@ -14,7 +14,9 @@ from payhook_shared import logs
 from payhook_shared.store import Store
 
 from . import c2b, cli, console, errors, ingest, merchants, metrics
-from .api import callbacks, deliveries, events, health, inbound, management, openapi, sources, testing
+from .api import (
+    callbacks, deliveries, events, health, inbound, management, openapi, quarantine, sources, testing,
+)
 from .broker import broker_for
 from .settings import Settings
 from .source_ip import SourcePolicy
@@ -96,6 +98,7 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     app.register_blueprint(testing.bp)
     app.register_blueprint(sources.bp)
     app.register_blueprint(inbound.bp)
+    app.register_blueprint(quarantine.bp)
     app.register_blueprint(openapi.bp)
     console.init_app(app)
     app.register_blueprint(console.bp)

@@ -1,4 +1,5 @@
-"""``flask --app payhook_webhook.app`` commands: migrate the store, seed a demo merchant, create API keys."""
+"""``flask --app payhook_webhook.app`` commands: migrate the store, seed a demo merchant, create API keys,
+reprocess quarantined callbacks."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from payhook_shared.callbacks.mpesa import NORMALISERS
 from payhook_shared.store import ApiKey, Endpoint, Merchant
 from payhook_shared.store.migrate import upgrade
 
-from . import auth
+from . import auth, quarantine
+from .errors import NotFound
 
 
 def callback_urls(base_url: str, merchant: Merchant) -> dict[str, str]:
@@ -66,6 +68,38 @@ def register(app: Flask) -> None:
         kind = f"merchant {merchant_id}" if merchant_id else "admin"
         click.echo(f"created {kind} API key {row.id}; store it now, it is not shown again:", err=True)
         click.echo(key)
+
+    @app.cli.group("quarantine")
+    def quarantine_group() -> None:
+        """Callbacks on a valid URL that failed validation, kept to be reprocessed."""
+
+    @quarantine_group.command("reprocess")
+    @click.argument("quarantine_id", required=False)
+    @click.option("--all", "every", is_flag=True, help="Every callback still quarantined, oldest first.")
+    @click.option("--merchant", "merchant_id", default=None, help="With --all: only this merchant's.")
+    def reprocess(quarantine_id: str | None, every: bool, merchant_id: str | None) -> None:
+        """Validate and record quarantined callbacks again, as live ones; exits 1 if any is still invalid."""
+        if every == (quarantine_id is not None):
+            raise click.UsageError("give one quarantined callback's id, or --all")
+        if every:
+            with current_app.extensions["payhook.store"].read() as session:
+                todo = quarantine.open_ids(session, merchant_id)
+        else:
+            todo = [quarantine_id]
+        still_invalid = 0
+        for row_id in todo:
+            try:
+                outcome = quarantine.reprocess(row_id)
+            except NotFound as exc:
+                raise click.BadParameter(exc.message, param_hint="QUARANTINE_ID") from None
+            if outcome.state == quarantine.RESOLVED:
+                click.echo(f"{row_id} resolved: {outcome.event_id}{' (already recorded)' if outcome.duplicate else ''}")
+            else:
+                still_invalid += 1
+                click.echo(f"{row_id} still invalid: {outcome.error}")
+        click.echo(f"{len(todo) - still_invalid} resolved, {still_invalid} still quarantined", err=True)
+        if still_invalid:
+            raise SystemExit(1)
 
     @app.cli.command("seed-demo")
     @click.option("--receiver-url", required=True, help="Endpoint URL of the demo merchant receiver.")

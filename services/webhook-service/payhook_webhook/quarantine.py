@@ -59,7 +59,10 @@ def _headers() -> dict[str, str]:
 
 def keep(merchant_id: str, provider: str, kind: str, raw: bytes, reason: str, error: str,
          error_fields: dict | None = None, source_id: str | None = None, message_id: str | None = None) -> str | None:
-    """Quarantine the current request's body ``raw``, refused for ``reason``; the row's id, ``None`` if the store failed."""
+    """Quarantine the current request's body ``raw``, refused for ``reason``.
+
+    Returns the row's id, or ``None`` when the store failed (logged and counted; the caller's 4xx stands).
+    """
     row = QuarantinedCallback(
         id=ids.new_id("qcb"), merchant_id=merchant_id, provider=provider, kind=kind, source_id=source_id,
         message_id=message_id, content_type=(request.content_type or "")[:200], headers=_headers(), body=raw,
