@@ -192,6 +192,9 @@ def test_callback_tokens_never_reach_the_logs_or_metrics(database_url, redis_url
             scraped = response.read().decode()
         wait_until(lambda: (tmp_path / "web.log").read_text().count(f"/cb/{merchant.id}/") >= 4, timeout=10,
                    what="the access log lines")
+    # The two invalid bodies on the valid URL were quarantined, counted across gunicorn's processes.
+    assert re.search(r'^payhook_callbacks_quarantined_total\{kind="stk",provider="mpesa"\} 2\.0$', scraped, re.M)
+    assert re.search(r'^payhook_callbacks_quarantine_failures_total\{provider="mpesa"\} 0\.0$', scraped, re.M)
     log = (tmp_path / "web.log").read_text()
     assert "[redacted]" in log and f'"POST /cb/{merchant.id}/[redacted]/stk HTTP/1.1" 200' in log, log
     for token in (merchant.callback_token, wrong):
