@@ -36,7 +36,7 @@ from payhook_shared.errors import DecodeError
 from payhook_shared.store import QuarantinedCallback, QuarantineState
 from payhook_shared.store.models import utcnow
 
-from . import metrics, receive
+from . import ingest, metrics, receive
 from .errors import NotFound
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class Reprocessed:
     error: str | None = None
 
 
-def _run(row: QuarantinedCallback) -> receive.ingest.Recorded:
+def _run(row: QuarantinedCallback) -> ingest.Recorded:
     payload = parse_json(row.body)
     if row.provider == MPESA:
         directory = current_app.extensions["payhook.merchants"]

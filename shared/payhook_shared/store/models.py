@@ -360,7 +360,7 @@ class QuarantinedCallback(Base):
     kind: Mapped[str] = mapped_column(String(40))
     source_id: Mapped[str | None] = mapped_column(String(40))
     # The gateway's delivery id its verified signature carried, for the event's dedupe key.
-    message_id: Mapped[str | None] = mapped_column(String(200))
+    message_id: Mapped[str | None] = mapped_column(Text)
     content_type: Mapped[str] = mapped_column(String(200), default="")
     headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
     body: Mapped[bytes] = mapped_column(LargeBinary)

@@ -23,7 +23,7 @@ def upgrade() -> None:
         sa.Column('provider', sa.String(length=40), nullable=False),
         sa.Column('kind', sa.String(length=40), nullable=False),
         sa.Column('source_id', sa.String(length=40), nullable=True),
-        sa.Column('message_id', sa.String(length=200), nullable=True),
+        sa.Column('message_id', sa.Text(), nullable=True),
         sa.Column('content_type', sa.String(length=200), nullable=False),
         sa.Column('headers', sa.JSON(), nullable=False),
         sa.Column('body', sa.LargeBinary(), nullable=False),
