@@ -3,7 +3,8 @@
 ``bind(event_id=..., delivery_id=...)`` puts ids in a context variable; every
 log record emitted in that context carries them, as JSON fields in production
 (``LOG_FORMAT=json``) or as a ``key=value`` tail in development. Phone numbers
-are masked in every message, whatever the caller passed.
+are masked and callback URL tokens redacted in every message and traceback,
+whatever the caller passed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ _CORRELATION_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 # Kenyan MSISDNs in any of their written forms: 254 or +254 or 0, then 7 or 1, then 8 more digits.
 _PHONE = re.compile(r"(?<!\d)(\+?254|0)([17]\d{2})(\d{3})(\d{3})(?!\d)")
 
+# The secret segment of a callback URL: the token in /cb/<merchant>/<token>/<kind> and /in/<source>/<token>.
+_CALLBACK_TOKEN = re.compile(r"(/(?:cb|in)/+[^/\s?#\"']+/+)[^/\s?#\"']+")
+REDACTED = "[redacted]"
+
 
 def mask_phone(value: object) -> str:
     """Keep a phone number's country/operator prefix and last 3 digits only.
@@ -48,6 +53,37 @@ def correlation_id(given: str | None) -> str:
     if given and _CORRELATION_ID.fullmatch(given):
         return given
     return uuid.uuid4().hex
+
+
+def redact_tokens(value: object) -> str:
+    """``value`` with the token of every callback path in it replaced by ``[redacted]``.
+
+    ``/cb/mch_1/4f3c…/stk`` → ``/cb/mch_1/[redacted]/stk``: the merchant or source id stays, to act on.
+    """
+    text = "" if value is None else str(value)
+    return _CALLBACK_TOKEN.sub(rf"\1{REDACTED}", text)
+
+
+def scrub(text: str) -> str:
+    """A log message made safe: phone numbers masked, callback tokens redacted."""
+    return redact_tokens(mask_phone(text))
+
+
+class Scrub(logging.Filter):
+    """Scrubs each record's message and traceback (``scrub``), for any logger or handler it is added to."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.msg = record.getMessage()
+            record.args = None
+        record.msg = scrub(record.msg)
+        if record.exc_info:
+            # Formatted once here so every formatter, JSON or text, prints the scrubbed text instead.
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = scrub(record.exc_text)
+        return True
 
 
 def push(**ids: object) -> contextvars.Token:
@@ -75,16 +111,12 @@ def current_ids() -> dict[str, str]:
     return dict(_context.get())
 
 
-class _ContextFilter(logging.Filter):
+class _ContextFilter(Scrub):
     def filter(self, record: logging.LogRecord) -> bool:
         for key, value in _context.get().items():
             if not hasattr(record, key):
                 setattr(record, key, value)
-        if record.args:
-            record.msg = record.getMessage()
-            record.args = None
-        record.msg = mask_phone(record.msg)
-        return True
+        return super().filter(record)
 
 
 class _TextFormatter(logging.Formatter):

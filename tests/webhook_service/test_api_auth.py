@@ -8,9 +8,9 @@ import re
 import pytest
 from sqlalchemy import select
 
-from factories import api_key, make_source, merchant_with_endpoints
+from factories import api_key, callback_url, make_source, merchant_with_endpoints
 from payhook_shared import ids
-from payhook_shared.store import ApiKey, Delivery, Event
+from payhook_shared.store import ApiKey, Delivery, Event, QuarantinedCallback
 from payhook_shared.store.models import utcnow
 from payhook_webhook import auth
 
@@ -142,9 +142,12 @@ def _their_rows(store, client):
     replay = client.post(f"/v1/endpoints/{endpoint.id}/replay", json={"since": "2020-01-01T00:00:00Z"},
                          headers=their_key)
     assert replay.status_code == 202, replay.get_data(as_text=True)
+    assert client.post(callback_url(theirs, "stk"), json={"Body": {}}).status_code == 400
+    with store.read() as session:
+        quarantined_id = session.scalar(select(QuarantinedCallback.id))
     return {"merchant_id": theirs.id, "endpoint_id": endpoint.id, "source_id": source.id,
             "delivery_id": delivery_id, "key_id": key_id, "event_id": event_id,
-            "replay_id": replay.get_json()["id"], "level": "urgent"}
+            "replay_id": replay.get_json()["id"], "quarantine_id": quarantined_id, "level": "urgent"}
 
 
 def test_another_merchants_ids_answer_exactly_as_unknown_ids(webhook_app, client, store):

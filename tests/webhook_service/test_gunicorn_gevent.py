@@ -9,6 +9,8 @@ for ``/health`` meanwhile; a third checks that requests served together keep the
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import http.client
 import json
 import os
 import re
@@ -22,7 +24,7 @@ import urllib.request
 
 import psycopg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from factories import callback_url, fixture_bytes, merchant_with_endpoints, set_merchant_settings
 from payhook_shared.store import Event
@@ -57,18 +59,18 @@ def _answers(url: str) -> bool:
         return False
 
 
-@pytest.fixture
-def web(database_url, redis_url, tmp_path):
-    """The webhook-service as production runs it (``payhook-webhook-service``), with one worker; its base URL.
+@contextlib.contextmanager
+def _serve(database_url: str, redis_url: str, tmp_path, *args: str):
+    """The webhook-service as production runs it (``payhook-webhook-service *args``), one worker; its base URL.
 
-    Its JSON log is ``tmp_path / "web.log"``.
+    Its output (JSON log, and gunicorn's logs) goes to ``tmp_path / "web.log"``.
     """
     port = free_port()
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "BIND": f"127.0.0.1:{port}",
            "WEB_WORKERS": "1", "LOG_FORMAT": "json", "ENDPOINT_ALLOWLIST": "127.0.0.0/8",
            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "multiproc")}
     with (tmp_path / "web.log").open("wb") as log:
-        proc = subprocess.Popen([os.path.join(BIN, "payhook-webhook-service")], env=env, stdout=log,
+        proc = subprocess.Popen([os.path.join(BIN, "payhook-webhook-service"), *args], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -77,6 +79,13 @@ def web(database_url, redis_url, tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
+
+
+@pytest.fixture
+def web(database_url, redis_url, tmp_path):
+    """The webhook-service under gunicorn, one worker; its base URL. Its log is ``tmp_path / "web.log"``."""
+    with _serve(database_url, redis_url, tmp_path) as base:
+        yield base
 
 
 def test_a_slow_c2b_validation_url_holds_up_no_other_request(web, store, receiver):
@@ -144,3 +153,50 @@ def test_concurrent_callbacks_keep_their_own_correlation_ids(web, store, databas
     assert len(recorded) == 48
     for n in range(48):
         assert checkout_of[recorded[f"req-{n}"]].endswith(f"ws_CO_concurrent_{n}")
+
+
+def _post_chunked(base: str, path: str, body: bytes) -> tuple[int, dict]:
+    """POST ``body`` with ``Transfer-Encoding: chunked`` (no Content-Length), in 8 KiB chunks."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        chunks = (body[i:i + 8192] for i in range(0, len(body), 8192))
+        conn.request("POST", path, body=chunks, headers={"Content-Type": "application/json"}, encode_chunked=True)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def test_a_chunked_body_over_the_limit_is_refused_by_the_real_server(web, store):
+    merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/a")
+    stk = fixture_bytes("mpesa/stk_success.json")
+    status, answer = _post_chunked(web, callback_url(merchant, "stk"), stk + b" " * (64 * 1024))
+    assert status == 413, answer
+    with store.read() as session:
+        assert session.scalar(select(func.count()).select_from(Event)) == 0
+    status, answer = _post_chunked(web, callback_url(merchant, "stk"), stk + b" " * (64 * 1024 - len(stk)))
+    assert status == 200, answer
+
+
+def test_callback_tokens_never_reach_the_logs_or_metrics(database_url, redis_url, store, tmp_path):
+    merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/a")
+    wrong = "f" * 32
+    with _serve(database_url, redis_url, tmp_path, "--access-logfile", "-", "--log-level", "debug") as web:
+        assert _post(web + callback_url(merchant, "stk"), fixture_bytes("mpesa/stk_success.json"))[0] == 200
+        assert _post(web + callback_url(merchant, "stk"), b'{"Body": {}}')[0] == 400
+        assert _post(web + callback_url(merchant, "stk"), b"not json")[0] == 400
+        assert _post(f"{web}/cb/{merchant.id}/{wrong}/stk", b"{}")[0] == 404
+        assert _post(f"{web}/in/src_unknown/{wrong}", b"{}")[0] == 404
+        with urllib.request.urlopen(f"{web}/metrics", timeout=10) as response:
+            scraped = response.read().decode()
+        wait_until(lambda: (tmp_path / "web.log").read_text().count(f"/cb/{merchant.id}/") >= 4, timeout=10,
+                   what="the access log lines")
+    # The two invalid bodies on the valid URL were quarantined, counted across gunicorn's processes.
+    assert re.search(r'^payhook_callbacks_quarantined_total\{kind="stk",provider="mpesa"\} 2\.0$', scraped, re.M)
+    assert re.search(r'^payhook_callbacks_quarantine_failures_total\{provider="mpesa"\} 0\.0$', scraped, re.M)
+    log = (tmp_path / "web.log").read_text()
+    assert "[redacted]" in log and f'"POST /cb/{merchant.id}/[redacted]/stk HTTP/1.1" 200' in log, log
+    for token in (merchant.callback_token, wrong):
+        assert token not in log, log
+        assert token not in scraped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
@@ -115,6 +116,26 @@ def test_hard_edges_are_4xx(client, store, kind, body, content_type, status):
     assert response.status_code == status, response.get_data()
     assert response.get_json()["error"]["message"]
     assert counts(store) == (0, 0, 0)
+
+
+def _chunked(client, url: str, body: bytes):
+    # What a WSGI server hands over for a chunked request: no Content-Length, a stream it ends itself.
+    return client.post(url, input_stream=io.BytesIO(body), content_type="application/json",
+                       headers={"Transfer-Encoding": "chunked"}, environ_overrides={"wsgi.input_terminated": True})
+
+
+def test_a_chunked_body_over_the_limit_is_refused_not_cut(client, store):
+    merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/a")
+    stk = fixture_bytes("mpesa/stk_success.json")
+    # Valid JSON within the first 64 KiB: cut at the limit it would parse and be recorded.
+    response = _chunked(client, callback_url(merchant, "stk"), stk + b" " * (64 * 1024))
+    assert response.status_code == 413, response.get_data()
+    assert response.get_json()["error"]["code"] == "request_entity_too_large"
+    assert counts(store) == (0, 0, 0)
+    # A chunked body of exactly the limit is within it.
+    response = _chunked(client, callback_url(merchant, "stk"), stk + b" " * (64 * 1024 - len(stk)))
+    assert response.status_code == 200, response.get_data()
+    assert counts(store)[0] == 1
 
 
 def test_every_kind_has_a_route_and_a_callback_url_safaricom_accepts(store):

@@ -5,18 +5,52 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.utils import cached_property
+from werkzeug.wsgi import LimitedStream
 
 from payhook_shared import logs
 from payhook_shared.store import Store
 
 from . import c2b, cli, console, errors, ingest, merchants, metrics, params
 from .api import (
-    callbacks, deliveries, event_types, events, events_read, health, inbound, keys, management, openapi, replays,
-    sources, testing,
+    callbacks, deliveries, event_types, events, events_read, health, inbound, keys, management, openapi, quarantine,
+    replays, sources, testing,
 )
 from .broker import broker_for
 from .settings import Settings
 from .source_ip import SourcePolicy
+
+
+class _BodyLimit(LimitedStream):
+    """``MAX_BODY_BYTES`` on a body of unknown length: a body longer than the limit is refused, not cut.
+
+    Werkzeug's own maximum stops reading at the limit and returns what it read, so a chunked body
+    (no Content-Length) one byte or 1 MiB over the limit reached the routes cut short and was accepted.
+    """
+
+    def on_exhausted(self) -> None:
+        # At the limit: a byte more in the stream means the body is over it.
+        if self._stream.read(1):
+            raise RequestEntityTooLarge()
+
+    def readall(self) -> bytes:
+        data = super().readall()
+        if self.is_exhausted:
+            self.on_exhausted()
+        return data
+
+
+class Request(Flask.request_class):
+    """Flask's request, with ``MAX_BODY_BYTES`` enforced on chunked bodies as on those with a Content-Length."""
+
+    @cached_property
+    def stream(self):
+        """The body stream; one of unknown length (chunked) is refused with 413 past ``max_content_length``."""
+        limit = self.max_content_length
+        if self.content_length is None and limit is not None and self.environ.get("wsgi.input_terminated"):
+            return _BodyLimit(self.environ["wsgi.input"], limit, is_max=True)
+        return super().stream
 
 
 def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
@@ -25,6 +59,7 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     logs.configure("webhook-service", settings.log_format, settings.log_level)
 
     app = Flask(__name__)
+    app.request_class = Request
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     app.extensions["payhook.settings"] = settings
@@ -70,6 +105,7 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     app.register_blueprint(testing.bp)
     app.register_blueprint(sources.bp)
     app.register_blueprint(inbound.bp)
+    app.register_blueprint(quarantine.bp)
     app.register_blueprint(openapi.bp)
     console.init_app(app)
     app.register_blueprint(console.bp)

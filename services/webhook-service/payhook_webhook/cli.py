@@ -1,4 +1,5 @@
-"""``flask --app payhook_webhook.app`` commands: migrate, seed a demo merchant, create, list and revoke API keys."""
+"""``flask --app payhook_webhook.app`` commands: migrate, seed a demo merchant, create, list and revoke API keys,
+reprocess quarantined callbacks."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from payhook_shared.callbacks.mpesa import NORMALISERS
 from payhook_shared.store import ApiKey, Endpoint, Merchant
 from payhook_shared.store.migrate import upgrade
 
-from . import audit, auth
+from . import audit, auth, quarantine
+from .errors import NotFound
 
 #: Who the audit log names for changes made at the command line (whoever can run it holds the database).
 CLI = auth.Principal(key_id="cli", merchant_id=None)
@@ -98,6 +100,38 @@ def register(app: Flask) -> None:
             if newly:
                 audit.record(session, CLI, "revoke_api_key", key_id, key_merchant_id=row.merchant_id)
         click.echo(f"revoked API key {key_id}" if newly else f"API key {key_id} was revoked already")
+
+    @app.cli.group("quarantine")
+    def quarantine_group() -> None:
+        """Callbacks on a valid URL that failed validation, kept to be reprocessed."""
+
+    @quarantine_group.command("reprocess")
+    @click.argument("quarantine_id", required=False)
+    @click.option("--all", "every", is_flag=True, help="Every callback still quarantined, oldest first.")
+    @click.option("--merchant", "merchant_id", default=None, help="With --all: only this merchant's.")
+    def reprocess(quarantine_id: str | None, every: bool, merchant_id: str | None) -> None:
+        """Validate and record quarantined callbacks again, as live ones; exits 1 if any is still invalid."""
+        if every == (quarantine_id is not None):
+            raise click.UsageError("give one quarantined callback's id, or --all")
+        if every:
+            with current_app.extensions["payhook.store"].read() as session:
+                todo = quarantine.open_ids(session, merchant_id)
+        else:
+            todo = [quarantine_id]
+        still_invalid = 0
+        for row_id in todo:
+            try:
+                outcome = quarantine.reprocess(row_id)
+            except NotFound as exc:
+                raise click.BadParameter(exc.message, param_hint="QUARANTINE_ID") from None
+            if outcome.state == quarantine.RESOLVED:
+                click.echo(f"{row_id} resolved: {outcome.event_id}{' (already recorded)' if outcome.duplicate else ''}")
+            else:
+                still_invalid += 1
+                click.echo(f"{row_id} still invalid: {outcome.error}")
+        click.echo(f"{len(todo) - still_invalid} resolved, {still_invalid} still quarantined", err=True)
+        if still_invalid:
+            raise SystemExit(1)
 
     @app.cli.command("seed-demo")
     @click.option("--receiver-url", required=True, help="Endpoint URL of the demo merchant receiver.")

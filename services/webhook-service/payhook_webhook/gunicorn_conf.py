@@ -49,6 +49,8 @@ graceful_timeout = _settings.graceful_timeout
 timeout = 30
 keepalive = 5
 accesslog = None
+# Whether or not an access log is turned on (--access-logfile), callback tokens never reach gunicorn's logs.
+logger_class = "payhook_webhook.gunicorn_logging.RedactingLogger"
 wsgi_app = "payhook_webhook.wsgi:app"
 
 

@@ -19,6 +19,7 @@ from prometheus_client import Counter, Histogram
 
 from payhook_shared import metrics
 from payhook_shared.callbacks import mpesa
+from payhook_shared.callbacks.gateways import PROVIDERS
 
 from .queues import QueueCollector
 
@@ -32,6 +33,18 @@ VALIDATION_FAILURES = Counter("payhook_validation_failures_total", "Callbacks re
                               "the top-level field at fault, or json, content_type, size.", ["kind", "reason"])
 SOURCE_REFUSED = Counter("payhook_source_callbacks_refused_total",
                          "Gateway callbacks refused before recording, by provider and reason.", ["provider", "reason"])
+QUARANTINED = Counter("payhook_callbacks_quarantined_total", "Callbacks on a valid callback URL refused as invalid "
+                      "(not JSON, not declared JSON, or failing their schema) and kept in quarantine.",
+                      ["provider", "kind"])
+QUARANTINE_FAILURES = Counter("payhook_callbacks_quarantine_failures_total", "Invalid callbacks that could not be "
+                              "quarantined because the store failed: lost.", ["provider"])
+# Every series exists from the start at 0, so increase() counts the first quarantined callback too.
+for _kind in mpesa.NORMALISERS:
+    QUARANTINED.labels("mpesa", _kind)
+for _provider in PROVIDERS:
+    QUARANTINED.labels(_provider, "webhook")
+for _provider in ("mpesa", *PROVIDERS):
+    QUARANTINE_FAILURES.labels(_provider)
 INGEST_BATCH = Histogram("payhook_ingest_batch_events", "Events written together in one database write "
                          "(group commit): near 1 when idle, larger under load.", buckets=(1, 2, 4, 8, 16, 32, 64, 100))
 EVENTS = Counter("payhook_events_total", "New events recorded (duplicates excluded), by type and priority.",

@@ -3,10 +3,11 @@
 from .db import Store, create_engine
 from .models import (
     ApiKey, AuditEntry, Base, ConsoleSession, Delivery, DeliveryAttempt, Email, Endpoint, Event, JobState, Merchant,
-    Replay, SignInLink, Source,
+    QuarantinedCallback, QuarantineState, Replay, SignInLink, Source,
 )
 
 __all__ = [
     "ApiKey", "AuditEntry", "Base", "ConsoleSession", "Delivery", "DeliveryAttempt", "Email", "Endpoint", "Event",
-    "JobState", "Merchant", "Replay", "SignInLink", "Source", "Store", "create_engine",
+    "JobState", "Merchant", "QuarantinedCallback", "QuarantineState", "Replay", "SignInLink", "Source", "Store",
+    "create_engine",
 ]

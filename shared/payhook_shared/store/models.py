@@ -13,7 +13,7 @@ import enum
 from typing import Any
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, SmallInteger, String, Text,
+    JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, SmallInteger, String, Text,
     TypeDecorator, UniqueConstraint, func, text, true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -417,3 +417,48 @@ class ConsoleSession(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime]
+
+
+class QuarantineState(str, enum.Enum):
+    """Life of a quarantined callback."""
+
+    QUARANTINED = "quarantined"  # kept, waiting for its cause to be fixed and a reprocess
+    RESOLVED = "resolved"        # reprocessed into an event (``event_id``)
+
+
+class QuarantinedCallback(Base):
+    """A provider callback that came on a valid callback URL but failed validation, kept to be reprocessed.
+
+    Safaricom does not retry a callback it got a 400 for: this row is the only copy. ``body`` is the
+    raw bytes as received (JSON or not, at most the body limit); ``headers`` only those that help to
+    understand it, never a signature or secret. ``event_id`` names the event a reprocess recorded (or
+    found already recorded); it is no foreign key, so retention may purge the event first.
+    """
+
+    __tablename__ = "quarantined_callbacks"
+    __table_args__ = (
+        Index("ix_quarantined_callbacks_merchant_id_id", "merchant_id", "id"),
+        Index("ix_quarantined_callbacks_state_id", "state", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    # "mpesa" with the callback kind (stk, b2c-result, ...), or a gateway source's provider with "webhook".
+    provider: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(40))
+    source_id: Mapped[str | None] = mapped_column(String(40))
+    # The gateway's delivery id its verified signature carried, for the event's dedupe key.
+    message_id: Mapped[str | None] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(String(200), default="")
+    headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    # Why it failed: "schema", "json" or "content_type"; the message, and marshmallow's messages by field.
+    reason: Mapped[str] = mapped_column(String(40))
+    error: Mapped[str] = mapped_column(Text)
+    error_fields: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default=QuarantineState.QUARANTINED.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_attempt_at: Mapped[dt.datetime | None]
+    resolved_at: Mapped[dt.datetime | None]
+    event_id: Mapped[str | None] = mapped_column(String(40))

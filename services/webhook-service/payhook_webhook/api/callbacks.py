@@ -9,6 +9,9 @@ recorded too, as ``mpesa.c2b.validation`` events carrying the decision: one
 insert is cheap next to Safaricom's 8 s window, and it leaves a trace of every
 rejection. They are delivered only to endpoints that list that type, and the
 confirmation, not the validation, is the payment.
+
+A body that fails validation is answered 400 (415 when not declared JSON) and,
+since Safaricom never sends it again, kept in quarantine (see ``quarantine``).
 """
 
 from __future__ import annotations
@@ -19,13 +22,12 @@ import logging
 from flask import Blueprint, current_app, jsonify, request
 
 from payhook_shared.callbacks import parse_json
-from payhook_shared.callbacks.mpesa import NORMALISERS, load_c2b_validation
+from payhook_shared.callbacks.mpesa import NORMALISERS
 from payhook_shared.errors import DecodeError
 from payhook_shared.logs import bind
 
-from .. import c2b, merchants, metrics
-from ..classify import classify, rules_of
-from ..errors import InvalidPayload, NotFound, ProfileChanged, UnsupportedMediaType
+from .. import merchants, metrics, quarantine, receive
+from ..errors import InvalidPayload, NotFound, UnsupportedMediaType
 from ..source_ip import enforce_mpesa_allowlist
 
 log = logging.getLogger(__name__)
@@ -34,9 +36,6 @@ bp = Blueprint("callbacks", __name__, url_prefix="/cb")
 # Every route here is an M-Pesa callback; the allowlist is off unless MPESA_IP_ALLOWLIST_ENABLED.
 bp.before_request(enforce_mpesa_allowlist)
 
-ACCEPTED = {"ResultCode": 0, "ResultDesc": "Accepted"}
-# What Safaricom expects from a C2B confirmation URL.
-CONFIRMED = {"ResultCode": 0, "ResultDesc": "Success"}
 KINDS = tuple(NORMALISERS)
 
 
@@ -49,50 +48,37 @@ def _merchant(merchant_id: str, token: str) -> merchants.Profile:
     return merchant
 
 
-def _json_body() -> tuple[bytes, dict]:
-    if not request.mimetype or "json" not in request.mimetype:
-        raise UnsupportedMediaType(f"expected application/json, got {request.mimetype or 'no content type'}")
-    raw = request.get_data(cache=False)
-    try:
-        return raw, parse_json(raw)
-    except DecodeError as exc:
-        metrics.note_invalid("json")
-        raise InvalidPayload(str(exc)) from None
-
-
 def _receive(merchant_id: str, token: str, kind: str):
     merchant = _merchant(merchant_id, token)
-    raw, payload = _json_body()
-    try:
-        return _record(merchant, raw, payload, kind)
-    except ProfileChanged:
-        # The cached merchant profile was stale and nothing was written: read it again, go once more.
+
+    def reload() -> merchants.Profile:
+        # The cached merchant profile was stale and nothing was written: read it again.
         current_app.extensions["payhook.merchants"].forget(merchant_id)
-        return _record(_merchant(merchant_id, token), raw, payload, kind)
+        return _merchant(merchant_id, token)
 
-
-def _record(merchant: merchants.Profile, raw: bytes, payload: dict, kind: str):
+    # Read whole (413 past MAX_BODY_BYTES) before any check: a refused body on this valid URL is kept.
+    raw = request.get_data(cache=False)
     with bind(merchant_id=merchant.id):
+        if not request.mimetype or "json" not in request.mimetype:
+            message = f"expected application/json, got {request.mimetype or 'no content type'}"
+            quarantine.keep(merchant.id, quarantine.MPESA, kind, raw, "content_type", message)
+            raise UnsupportedMediaType(message)
         try:
-            event = NORMALISERS[kind](payload)
+            payload = parse_json(raw)
+        except DecodeError as exc:
+            metrics.note_invalid("json")
+            quarantine.keep(merchant.id, quarantine.MPESA, kind, raw, "json", str(exc))
+            raise InvalidPayload(str(exc)) from None
+        try:
+            received = receive.mpesa(merchant, raw, payload, kind, reload)
         except DecodeError as exc:
             log.info("refused %s callback: %s", kind, exc)
             metrics.note_invalid(metrics.validation_reason(exc.messages))
+            quarantine.keep(merchant.id, quarantine.MPESA, kind, raw, "schema", str(exc), exc.messages)
             raise InvalidPayload(str(exc), exc.messages) from None
-        answer = CONFIRMED if kind == "c2b-confirmation" else ACCEPTED
-        if kind == "c2b-validation":
-            decision = c2b.decide(merchant.settings, load_c2b_validation(payload), raw,
-                                  current_app.extensions["payhook.http"],
-                                  current_app.extensions["payhook.settings"].endpoint_allowlist)
-            event.details.update(decision.details())
-            answer = decision.answer()
-        recorded = current_app.extensions["payhook.recorder"].record(
-            merchant, event, raw, classify(event, rules=rules_of(merchant)))
-        if recorded.duplicate:
-            metrics.note_duplicate()
-            with bind(event_id=recorded.event_id):
-                log.info("duplicate %s callback for %s", kind, recorded.event_id)
-    return jsonify(answer)
+    if received.recorded.duplicate:
+        metrics.note_duplicate()
+    return jsonify(received.answer)
 
 
 def _route(kind: str):

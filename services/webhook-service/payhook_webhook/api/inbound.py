@@ -4,8 +4,10 @@ Order matters: the source is found and its token compared in constant time
 (404 otherwise), its IP allowlist applied if on (403), then the signature is
 verified on the raw bytes (401) before anything is parsed. Only then is the
 body parsed (400 naming the field), recorded, and answered ``200``. A refusal
-stores nothing; it is counted and logged at most once a minute per source and
-reason, without the body or any secret.
+before the signature is verified stores nothing; it is counted and logged at
+most once a minute per source and reason, without the body or any secret. A
+verified body that is not JSON or fails its schema is answered 415/400 and kept
+in quarantine (``quarantine``).
 """
 
 from __future__ import annotations
@@ -17,16 +19,14 @@ import time
 
 from flask import Blueprint, current_app, jsonify, request
 
-from payhook_shared.callbacks import inbound, parse_json
+from payhook_shared.callbacks import parse_json
 from payhook_shared.errors import DecodeError
 from payhook_shared.logs import bind
 from payhook_shared.store import Source
 
-from .. import ingest, merchants, metrics, signatures
-from ..classify import classify, rules_of
-from ..errors import (
-    InvalidPayload, NotFound, ProfileChanged, SignatureRefused, SourceNotAllowed, UnsupportedMediaType,
-)
+from .. import metrics, quarantine, signatures
+from ..errors import InvalidPayload, NotFound, SignatureRefused, SourceNotAllowed, UnsupportedMediaType
+from ..receive import gateway
 from ..source_ip import enforce_source_allowlist
 
 log = logging.getLogger(__name__)
@@ -81,11 +81,6 @@ def _source(source_id: str, token: str) -> Source:
     return source
 
 
-def _record(merchant: merchants.Profile, event, raw: bytes) -> ingest.Recorded:
-    return current_app.extensions["payhook.recorder"].record(merchant, event, raw,
-                                                            classify(event, rules=rules_of(merchant)))
-
-
 @bp.post("/<source_id>/<token>")
 def receive(source_id: str, token: str):
     """A gateway callback: verify its signature on the raw bytes, record it, then answer 200."""
@@ -104,23 +99,20 @@ def receive(source_id: str, token: str):
     except SignatureRefused as exc:
         _refused(source.id, source.provider, exc.code, exc.message)
         raise
-    if not request.mimetype or "json" not in request.mimetype:
-        raise UnsupportedMediaType(f"expected application/json, got {request.mimetype or 'no content type'}")
-    directory = current_app.extensions["payhook.merchants"]
-    merchant = directory.get(source.merchant_id)
-    with bind(merchant_id=merchant.id):
+    with bind(merchant_id=source.merchant_id):
+        if not request.mimetype or "json" not in request.mimetype:
+            message = f"expected application/json, got {request.mimetype or 'no content type'}"
+            quarantine.keep(source.merchant_id, source.provider, quarantine.GATEWAY_KIND, raw, "content_type",
+                            message, source_id=source.id, message_id=message_id)
+            raise UnsupportedMediaType(message)
+        reason = "json"
         try:
-            event = inbound.normalise(source.provider, parse_json(raw), raw, message_id)
+            payload = parse_json(raw)
+            reason = "schema"
+            recorded = gateway(source.provider, source.id, source.merchant_id, raw, payload, message_id)
         except DecodeError as exc:
             log.info("refused verified %s callback for source %s: %s", source.provider, source.id, exc)
+            quarantine.keep(source.merchant_id, source.provider, quarantine.GATEWAY_KIND, raw, reason, str(exc),
+                            exc.messages, source_id=source.id, message_id=message_id)
             raise InvalidPayload(str(exc), exc.messages) from None
-        event.details["source_id"] = source.id
-        try:
-            recorded = _record(merchant, event, raw)
-        except ProfileChanged:
-            # The cached merchant was stale and nothing was written: read it again and record once more.
-            directory.forget(merchant.id)
-            recorded = _record(directory.get(merchant.id), event, raw)
-        if recorded.duplicate:
-            log.info("duplicate %s callback for %s", source.provider, recorded.event_id)
     return jsonify(received=True, id=recorded.event_id)

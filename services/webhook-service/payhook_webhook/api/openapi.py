@@ -200,6 +200,24 @@ def _answer_schemas() -> dict[str, Any]:
         "created_at": _TIME, "last_used_at": {**_nullable(_TIME), "description": "to the minute"},
         "revoked_at": _nullable(_TIME),
     }, "description": "an API key as listed: never the key itself"}
+    schemas["QuarantinedCallback"] = {"type": "object", "properties": {
+        "id": _ID, "merchant_id": _ID,
+        "provider": {"type": "string", "description": "mpesa or the source's gateway"},
+        "kind": {"type": "string", "description": "the M-Pesa callback kind (stk, b2c-result, ...) or webhook"},
+        "source_id": {"type": ["string", "null"]},
+        "state": {"type": "string", "enum": ["quarantined", "resolved"]},
+        "reason": {"type": "string", "enum": ["json", "content_type", "schema"]},
+        "error": {"type": "string"}, "error_fields": {"type": ["object", "null"]},
+        "attempts": {"type": "integer", "description": "reprocess attempts"},
+        "content_type": {"type": "string"}, "size": {"type": "integer", "description": "body bytes"},
+        "received_at": _TIME, "last_attempt_at": _nullable(_TIME),
+        "resolved_at": _nullable(_TIME), "event_id": {"type": ["string", "null"]},
+    }}
+    schemas["QuarantinedCallbackWithBody"] = {"allOf": [_ref("QuarantinedCallback"), {"type": "object",
+                                                                                        "properties": {
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "body_text": {"type": "string", "nullable": True, "description": "the body, when it is UTF-8"},
+        "body_base64": {"type": "string", "format": "byte"}}}]}
     schemas["SourceWithSecret"] = {"allOf": [_ref("Source"), {"type": "object", "properties": {
         "secret": {"type": "string", "description": "a generated secret; shown only in this answer"}}}]}
     schemas["EventType"] = {"type": "object", "required": ["type", "provider", "description", "opt_in", "schema",
@@ -391,6 +409,27 @@ def _api_paths() -> dict[str, Any]:
                      "requestBody": _body("SourceRotate", required=False),
                      "responses": {"200": _json(_ref("SourceWithSecret"), "rotated"),
                                    **_errors(400, 401, 403, 404, 415, 503)}},
+        },
+        "/v1/quarantine": {
+            "get": {**secured, "summary": "List quarantined callbacks, newest first (a merchant key sees its own)",
+                    "parameters": _PAGE_PARAMS + [
+                        {"name": "merchant_id", "in": "query", "schema": {"type": "string"}},
+                        {"name": "state", "in": "query", "schema": {"type": "string",
+                                                                    "enum": ["quarantined", "resolved"]}}],
+                    "responses": {"200": _json(_page("QuarantinedCallback"), "one page"), **_errors(400, 401, 404)}},
+        },
+        "/v1/quarantine/{quarantine_id}": {
+            "parameters": [_path_param("quarantine_id")],
+            "get": {**secured, "summary": "A quarantined callback with its headers and raw body",
+                    "responses": {"200": _json(_ref("QuarantinedCallbackWithBody"), "the callback"),
+                                  **_errors(401, 404)}},
+        },
+        "/v1/quarantine/{quarantine_id}/reprocess": {
+            "parameters": [_path_param("quarantine_id")],
+            "post": {**secured, "summary": "Validate and record a quarantined callback again, as a live one",
+                     "responses": {"200": _json(_ref("QuarantinedCallback"),
+                                                "`resolved` with its event_id, or still `quarantined` with the "
+                                                "new error"), **_errors(401, 404, 503)}},
         },
         "/in/{source_id}/{token}": {
             "parameters": [_path_param("source_id"), _path_param("token")],

@@ -274,3 +274,10 @@ class RecoverSchema(Schema):
 
 class PriorityTestSchema(Schema):
     count = fields.Integer(load_default=1, validate=validate.Range(1, 5000))
+
+
+class QuarantineQuerySchema(Schema):
+    merchant_id = fields.String(load_default=None, validate=validate.Length(1, 40))
+    state = fields.String(load_default=None, validate=validate.OneOf(["quarantined", "resolved"]))
+    limit = fields.Integer(load_default=DEFAULT_PAGE, validate=validate.Range(1, MAX_PAGE))
+    after = fields.String(load_default=None, validate=validate.Length(1, 40))

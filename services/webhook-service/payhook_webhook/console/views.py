@@ -24,10 +24,10 @@ from werkzeug.exceptions import HTTPException
 from payhook_shared import addresses, deadletters, ids, signing
 from payhook_shared import merchant_settings as ms
 from payhook_shared.priority import Priority
-from payhook_shared.store import Endpoint, JobState, Merchant
+from payhook_shared.store import Endpoint, JobState, Merchant, QuarantinedCallback
 from payhook_shared.store.models import utcnow
 
-from .. import audit, auth, params
+from .. import audit, auth, params, quarantine
 from ..api import events_read
 from ..api import replays as replay_api
 from ..api.event_types import send_test, test_types
@@ -50,6 +50,7 @@ OPEN = {"console.login", "console.request_link", "console.link", "console.use_li
 STATUSES = ("succeeded", "failed", "unknown")
 # A delivery's states: "suppressed" is for emails only.
 STATES = tuple(s.value for s in JobState if s is not JobState.SUPPRESSED)
+QUARANTINE_STATES = (quarantine.QUARANTINED, quarantine.RESOLVED)
 GRACE_CHOICES = ((0, "none: retire the old secret now"), (3600, "1 hour"),
                  (DEFAULT_GRACE_SECONDS, "24 hours"), (MAX_GRACE_SECONDS, "7 days"))
 _PHONE_SUFFIX = re.compile(r"^[0-9]{1,15}$")
@@ -381,6 +382,56 @@ def recover_endpoint():
     _audited("recover", endpoint_id, count=count, since=since.isoformat())
     flash(f"{count} failed {'delivery' if count == 1 else 'deliveries'} of {endpoint_id} put back in line.")
     return redirect(url_for("console.dead_letters"))
+
+
+@bp.get("/quarantine")
+def quarantined_list():
+    """Callbacks on a valid URL that failed validation, newest first, with what was wrong."""
+    scope = _scope()
+    filters = {"merchant": _text(request.args, "merchant"),
+               "state": _choice(request.args, "state", QUARANTINE_STATES) if "state" in request.args
+               else quarantine.QUARANTINED}
+    with _store().read() as session:
+        rows, next_after = quarantine.page(session, scope.merchant_filter(filters["merchant"]), filters["state"],
+                                           request.args.get("after"), queries.PAGE)
+        return render_template("console/quarantine.html", rows=rows, next_after=next_after, filters=filters,
+                               args={**_query_args(filters), "state": filters["state"]},
+                               states=QUARANTINE_STATES, merchants=queries.merchants(session, scope))
+
+
+def _quarantined(session, quarantine_id: str):
+    row = session.get(QuarantinedCallback, quarantine_id)
+    # Another merchant's callback is answered as an unknown one.
+    if row is None or _scope().merchant_filter(row.merchant_id) != row.merchant_id:
+        raise NotFound(f"no quarantined callback {quarantine_id}")
+    return row
+
+
+@bp.get("/quarantine/<quarantine_id>")
+def quarantined(quarantine_id: str):
+    """One quarantined callback: the error, the headers kept and the raw body."""
+    with _store().read() as session:
+        row = _quarantined(session, quarantine_id)
+        text = quarantine.body_text(row)
+        return render_template("console/quarantined.html", row=row,
+                               body=_pretty(text) if text is not None else None,
+                               body_hex=row.body[:4096].hex(" ") if text is None else None,
+                               fields=json.dumps(row.error_fields or {}, indent=2, ensure_ascii=False))
+
+
+@bp.post("/quarantine/<quarantine_id>/reprocess")
+def reprocess_quarantined(quarantine_id: str):
+    """Validate and record a quarantined callback again, as a live one."""
+    with _store().read() as session:
+        _quarantined(session, quarantine_id)
+    outcome = quarantine.reprocess(quarantine_id)
+    _audited("reprocess", quarantine_id, state=outcome.state, event_id=outcome.event_id)
+    if outcome.state == quarantine.RESOLVED:
+        flash(f"Recorded as event {outcome.event_id}" + (" (it had already been recorded)." if outcome.duplicate
+                                                          else "."))
+    else:
+        flash(f"Still invalid: {outcome.error}")
+    return redirect(url_for("console.quarantined", quarantine_id=quarantine_id))
 
 
 @bp.get("/endpoints")

@@ -1,0 +1,97 @@
+"""Validating and recording one provider callback body: the path a live callback and a reprocessed one share.
+
+The routes (``api.callbacks``, ``api.inbound``) authenticate the URL, read and parse the body, then call
+here; ``quarantine.reprocess`` calls here with a kept body. Either way the event is recorded by the same
+ingest write, so one made by a reprocess is deduplicated against one that arrived meanwhile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import current_app
+
+from payhook_shared.callbacks import inbound
+from payhook_shared.callbacks.mpesa import NORMALISERS, load_c2b_validation
+from payhook_shared.logs import bind
+
+from . import c2b, ingest, merchants
+from .classify import classify, rules_of
+from .errors import ProfileChanged
+
+log = logging.getLogger(__name__)
+
+ACCEPTED = {"ResultCode": 0, "ResultDesc": "Accepted"}
+# What Safaricom expects from a C2B confirmation URL.
+CONFIRMED = {"ResultCode": 0, "ResultDesc": "Success"}
+
+
+@dataclasses.dataclass
+class Received:
+    """A recorded callback: what to answer its provider, and what ingest made of it."""
+
+    answer: dict[str, Any]
+    recorded: ingest.Recorded
+
+
+def _record(merchant: merchants.Profile, event, raw: bytes) -> ingest.Recorded:
+    return current_app.extensions["payhook.recorder"].record(merchant, event, raw,
+                                                            classify(event, rules=rules_of(merchant)))
+
+
+def _mpesa(merchant: merchants.Profile, raw: bytes, payload: dict, kind: str) -> Received:
+    with bind(merchant_id=merchant.id):
+        event = NORMALISERS[kind](payload)
+        answer = CONFIRMED if kind == "c2b-confirmation" else ACCEPTED
+        if kind == "c2b-validation":
+            decision = c2b.decide(merchant.settings, load_c2b_validation(payload), raw,
+                                  current_app.extensions["payhook.http"],
+                                  current_app.extensions["payhook.settings"].endpoint_allowlist)
+            event.details.update(decision.details())
+            answer = decision.answer()
+        recorded = _record(merchant, event, raw)
+        if recorded.duplicate:
+            with bind(event_id=recorded.event_id):
+                log.info("duplicate %s callback for %s", kind, recorded.event_id)
+    return Received(answer, recorded)
+
+
+def mpesa(merchant: merchants.Profile, raw: bytes, payload: dict, kind: str,
+          reload: Callable[[], merchants.Profile]) -> Received:
+    """Validate the parsed M-Pesa ``kind`` callback ``payload`` (``raw`` as received) and record it for ``merchant``.
+
+    ``reload`` reads the merchant again when its cached profile proves stale (nothing was written then).
+
+    Raises:
+      DecodeError: the payload does not match the kind's schema; nothing is recorded.
+    """
+    try:
+        return _mpesa(merchant, raw, payload, kind)
+    except ProfileChanged:
+        return _mpesa(reload(), raw, payload, kind)
+
+
+def gateway(provider: str, source_id: str, merchant_id: str, raw: bytes, payload: dict,
+            message_id: str | None) -> ingest.Recorded:
+    """Validate a verified gateway ``payload`` from source ``source_id`` and record it for its merchant.
+
+    Raises:
+      DecodeError: naming the field that is missing or unusable; nothing is recorded.
+    """
+    directory = current_app.extensions["payhook.merchants"]
+    merchant = directory.get(merchant_id)
+    with bind(merchant_id=merchant.id):
+        event = inbound.normalise(provider, payload, raw, message_id)
+        event.details["source_id"] = source_id
+        try:
+            recorded = _record(merchant, event, raw)
+        except ProfileChanged:
+            # The cached merchant was stale and nothing was written: read it again and record once more.
+            directory.forget(merchant.id)
+            recorded = _record(directory.get(merchant.id), event, raw)
+        if recorded.duplicate:
+            log.info("duplicate %s callback for %s", provider, recorded.event_id)
+    return recorded
