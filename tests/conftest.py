@@ -16,6 +16,8 @@ import pytest
 import redis as redis_lib
 import sqlalchemy
 from aiosmtpd.controller import Controller
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from support import Receiver, RedisServer, environ_database_url, free_port
 
@@ -29,6 +31,21 @@ from payhook_shared.store.db import normalise_url  # noqa: E402
 from payhook_shared.store.migrate import upgrade  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# Hypothesis budgets, in examples per property test. The suite's properties are the callback fuzz tests
+# (tests/webhook_service/test_callback_fuzz.py): four on the M-Pesa routes, plus two on the gateway routes
+# at a quarter of the budget, as each of their bodies is signed and most are recorded.
+#   ci     CI=true                  1,000 each: 4,500 bodies in all, about 20 s of CPU (11,600 before)
+#   dev    the default                150 each:   675 bodies, about 3 s
+#   fuzz   HYPOTHESIS_PROFILE=fuzz  10,000 each: 45,000 bodies, a few minutes: a long hunt before a release
+# No example database, so a run never depends on the last one; no deadline, as the machine may be loaded.
+_HYPOTHESIS = {"deadline": None, "database": None,
+               "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
+hypothesis_settings.register_profile("ci", max_examples=1000, **_HYPOTHESIS)
+hypothesis_settings.register_profile("dev", max_examples=150, **_HYPOTHESIS)
+hypothesis_settings.register_profile("fuzz", max_examples=10_000, **_HYPOTHESIS)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
+                                 or ("ci" if os.environ.get("CI") == "true" else "dev"))
 
 
 @pytest.fixture(scope="session")
