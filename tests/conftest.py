@@ -29,6 +29,7 @@ os.environ.setdefault("LOG_FORMAT", "text")
 from payhook_shared.store import Store  # noqa: E402
 from payhook_shared.store.db import normalise_url  # noqa: E402
 from payhook_shared.store.migrate import upgrade  # noqa: E402
+from payhook_shared.store.models import utcnow  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -306,7 +307,8 @@ def delivery_worker(database_url, redis_url):
     """Start real Dramatiq workers for the delivery queues on the real Redis.
 
     Call it with setting overrides (``pools=("urgent", "standard")`` starts one
-    worker per pool, as separate deployments would); it returns the Runtime.
+    worker per pool, as separate deployments would, and ``clock=support.Clock()``
+    judges retries, leases and circuits by a clock the test moves); it returns the Runtime.
     """
     import dramatiq
 
@@ -316,13 +318,13 @@ def delivery_worker(database_url, redis_url):
 
     started, brokers = [], []
 
-    def start(threads: int = 4, pools: tuple[str, ...] = ("all",), **overrides):
+    def start(threads: int = 4, pools: tuple[str, ...] = ("all",), clock=utcnow, **overrides):
         # Receivers listen on 127.0.0.1, which the SSRF guard refuses unless allowlisted.
         overrides.setdefault("endpoint_allowlist", ("127.0.0.0/8",))
         overrides.setdefault("health_port", 0)  # in-process workers: no health server unless a test asks
         settings = Settings.from_env({}, database_url=database_url, redis_url=redis_url,
                                      sweep_interval=0.2, threads=threads, **overrides)
-        worker = setup(settings)
+        worker = setup(settings, clock)
         brokers.append(worker.broker)
         for pool in pools:
             dramatiq_worker = dramatiq.Worker(worker.broker, queues=set(pool_queues(DELIVERY, pool)),

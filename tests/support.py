@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
 import shutil
@@ -171,6 +172,25 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10, interval: f
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Clock:
+    """A clock that stands still until the test moves it: pass it as a worker's ``clock`` to test
+    retries, leases and circuits without waiting for them. It starts at the real time."""
+
+    def __init__(self):
+        self._now = dt.datetime.now(dt.timezone.utc)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> dt.datetime:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> dt.datetime:
+        """Move the clock ``seconds`` forward; returns the new time."""
+        with self._lock:
+            self._now += dt.timedelta(seconds=seconds)
+            return self._now
 
 
 def environ_database_url() -> str | None:

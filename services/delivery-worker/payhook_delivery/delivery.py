@@ -25,7 +25,6 @@ from payhook_shared.logs import bind
 from payhook_shared.messages import DeliverWebhook
 from payhook_shared.store import Delivery, DeliveryAttempt, Email, Endpoint, Event, JobState, Merchant, Store
 from payhook_shared.store.compiled import Compiled
-from payhook_shared.store.models import utcnow
 
 from . import http, limits, metrics, policy
 from .errors import Category
@@ -49,7 +48,7 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
     """
     settings = rt.settings
     with bind(delivery_id=message.delivery_id, event_id=message.event_id, merchant_id=message.merchant_id):
-        started = utcnow()
+        started = rt.clock()
         loaded = _claim(rt.store, message.delivery_id, dt.timedelta(seconds=settings.lease_seconds), started)
         if loaded is None:
             log.debug("delivery not due or already handled; skipping")
@@ -180,7 +179,7 @@ def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merch
             in_round: int, schedule: tuple[float, ...], started: dt.datetime, result: http.AttemptResult,
             received_at: dt.datetime) -> None:
     settings = rt.settings
-    now = utcnow()
+    now = rt.clock()
     outcome = metrics.DELIVERED
     # updated_at too: the one-statement record on PostgreSQL is built once and takes every value as a parameter.
     values: dict = {"lease_until": None, "last_status": result.status, "last_category": result.category.value,
