@@ -175,22 +175,27 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10, interval: f
 
 
 class Clock:
-    """A clock that stands still until the test moves it: pass it as a worker's ``clock`` to test
-    retries, leases and circuits without waiting for them. It starts at the real time."""
+    """A clock the test moves: pass it as a worker's ``clock`` to test retries, leases and circuits without
+    waiting for them.
 
-    def __init__(self):
-        self._now = dt.datetime.now(dt.timezone.utc)
+    It starts at the real time and stands still until moved (``advance``), or, with ``running=True``, goes
+    on with the real time, ``advance`` jumping it ahead.
+    """
+
+    def __init__(self, running: bool = False):
+        self._running = running
+        self._start = dt.datetime.now(dt.timezone.utc)
+        self._offset = dt.timedelta()
         self._lock = threading.Lock()
 
     def __call__(self) -> dt.datetime:
         with self._lock:
-            return self._now
+            return (dt.datetime.now(dt.timezone.utc) if self._running else self._start) + self._offset
 
-    def advance(self, seconds: float) -> dt.datetime:
-        """Move the clock ``seconds`` forward; returns the new time."""
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` forward."""
         with self._lock:
-            self._now += dt.timedelta(seconds=seconds)
-            return self._now
+            self._offset += dt.timedelta(seconds=seconds)
 
 
 def environ_database_url() -> str | None:
