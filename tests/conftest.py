@@ -167,8 +167,7 @@ class _Postgres:
         shared database rebuilt from the template, so the next test still starts from the migrated schema.
         """
         assert self.shared is not None and self._shared_engine is not None
-        self._execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                      f"WHERE datname = '{self.shared}' AND pid <> pg_backend_pid()")
+        self._drop_connections(self.shared)
         with self._shared_engine.connect() as conn:
             if conn.exec_driver_sql(_SCHEMA_FINGERPRINT).scalar() == self._fingerprint:
                 conn.exec_driver_sql(self._empty)
