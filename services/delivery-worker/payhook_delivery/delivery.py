@@ -86,7 +86,7 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
 
         with rt.limiter.slot(endpoint.id, endpoint.rate_limit_per_second, endpoint.max_in_flight) as grant:
             if not grant.granted:
-                limits.defer(rt.store, delivery.id, grant.wait)
+                limits.defer(rt.store, delivery.id, grant.wait, rt.clock())
                 metrics.outcome(DEFERRED, message.priority)
                 return DEFERRED
             result = http.post(
