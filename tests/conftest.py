@@ -16,6 +16,8 @@ import pytest
 import redis as redis_lib
 import sqlalchemy
 from aiosmtpd.controller import Controller
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from support import Receiver, RedisServer, environ_database_url, free_port
 
@@ -27,8 +29,24 @@ os.environ.setdefault("LOG_FORMAT", "text")
 from payhook_shared.store import Store  # noqa: E402
 from payhook_shared.store.db import normalise_url  # noqa: E402
 from payhook_shared.store.migrate import upgrade  # noqa: E402
+from payhook_shared.store.models import utcnow  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# Hypothesis budgets, in examples per property test. The suite's properties are the callback fuzz tests
+# (tests/webhook_service/test_callback_fuzz.py): four on the M-Pesa routes, plus two on the gateway routes
+# at a quarter of the budget, as each of their bodies is signed and most are recorded.
+#   ci     CI=true                  1,000 each: 4,500 bodies in all, about 20 s of CPU (11,600 before)
+#   dev    the default                150 each:   675 bodies, about 3 s
+#   fuzz   HYPOTHESIS_PROFILE=fuzz  10,000 each: 45,000 bodies, a few minutes: a long hunt before a release
+# No example database, so a run never depends on the last one; no deadline, as the machine may be loaded.
+_HYPOTHESIS = {"deadline": None, "database": None,
+               "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
+hypothesis_settings.register_profile("ci", max_examples=1000, **_HYPOTHESIS)
+hypothesis_settings.register_profile("dev", max_examples=150, **_HYPOTHESIS)
+hypothesis_settings.register_profile("fuzz", max_examples=10_000, **_HYPOTHESIS)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
+                                 or ("ci" if os.environ.get("CI") == "true" else "dev"))
 
 
 @pytest.fixture(scope="session")
@@ -64,16 +82,39 @@ def sqlite_template(tmp_path_factory) -> Path:
     return path
 
 
+# What a test may leave behind outside its rows: the tables, functions, triggers and sequences of the public
+# schema, and the revision. Compared after every test on the shared database; any change means it is rebuilt.
+_SCHEMA_FINGERPRINT = """
+SELECT md5(coalesce((SELECT string_agg(c.relkind::text || c.relname, ',' ORDER BY c.relname) FROM pg_class c
+                     JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'), '')
+           || coalesce((SELECT string_agg(md5(pg_get_functiondef(p.oid)), ',' ORDER BY p.proname) FROM pg_proc p
+                        JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public'), '')
+           || coalesce((SELECT string_agg(t.tgname, ',' ORDER BY t.tgname) FROM pg_trigger t
+                        WHERE NOT t.tgisinternal), '')
+           || coalesce((SELECT string_agg(version_num, ',') FROM alembic_version), ''))
+"""
+
+
 class _Postgres:
-    """Creates a migrated template database once, then one database per test from it."""
+    """One migrated template database per session, copied for the shared test database and fresh ones.
+
+    Tests share one database (``shared_url``), emptied after each by ``reset``; a test that changes the
+    schema takes a database of its own (``create``, through ``fresh_database_url``).
+    """
 
     def __init__(self, url: str):
         self.admin_url = normalise_url(url)
         self.engine = sqlalchemy.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
         self.template = f"payhook_tpl_{uuid.uuid4().hex[:10]}"
+        self.created = 0  # databases made this session, the template included (see pytest_terminal_summary)
         self._execute(f'CREATE DATABASE "{self.template}"')
+        self.created += 1
         upgrade(self.url_for(self.template))
         self._drop_connections(self.template)
+        self.shared: str | None = None
+        self._shared_engine: sqlalchemy.Engine | None = None
+        self._empty = ""
+        self._fingerprint = ""
 
     def url_for(self, name: str) -> str:
         return sqlalchemy.make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
@@ -86,27 +127,82 @@ class _Postgres:
         self._execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
 
     def create(self) -> str:
+        """A new database, migrated (copied from the template); the caller drops it."""
         name = f"payhook_t_{uuid.uuid4().hex[:12]}"
         self._execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        self.created += 1
         return name
 
     def drop(self, name: str) -> None:
         self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+    def shared_url(self) -> str:
+        """The session's shared test database, made on first use."""
+        if self.shared is None:
+            self.shared = self.create()
+            self._shared_engine = sqlalchemy.create_engine(self.url_for(self.shared), isolation_level="AUTOCOMMIT",
+                                                           poolclass=sqlalchemy.pool.NullPool)
+            with self._shared_engine.connect() as conn:
+                schema = sqlalchemy.MetaData()
+                schema.reflect(conn)
+                sequences = conn.exec_driver_sql(
+                    "SELECT quote_ident(sequencename) FROM pg_sequences WHERE schemaname = 'public'").scalars().all()
+                self._fingerprint = conn.exec_driver_sql(_SCHEMA_FINGERPRINT).scalar()
+            # DELETE, children first, rather than TRUNCATE: a test leaves a handful of rows, which DELETE
+            # removes in milliseconds, while TRUNCATE makes and syncs new files for every table (0.25-0.45 s
+            # a test on a loaded machine). One round trip for all of it.
+            self._empty = "; ".join(
+                [f'DELETE FROM "{t.name}"' for t in reversed(schema.sorted_tables) if t.name != "alembic_version"]
+                + [f"ALTER SEQUENCE {name} RESTART" for name in sequences])
+        return self.url_for(self.shared)
+
+    def reset(self) -> None:
+        """Empty the shared database after a test, leaving nothing of it behind.
+
+        Connections the test left open are ended first: they would hold advisory locks, temporary tables,
+        session settings or a transaction the emptying would wait for. Every table is emptied and every
+        sequence restarted (as TRUNCATE ... RESTART IDENTITY would, faster). Tables, functions, triggers,
+        extensions (``pg_stat_statements``) and the revision are compared with the migrated schema's
+        fingerprint: a test that changed them (it should have asked for ``fresh_database_url``) gets the
+        shared database rebuilt from the template, so the next test still starts from the migrated schema.
+        """
+        assert self.shared is not None and self._shared_engine is not None
+        self._drop_connections(self.shared)
+        with self._shared_engine.connect() as conn:
+            if conn.exec_driver_sql(_SCHEMA_FINGERPRINT).scalar() == self._fingerprint:
+                conn.exec_driver_sql(self._empty)
+                return
+        self.drop(self.shared)
+        self._execute(f'CREATE DATABASE "{self.shared}" TEMPLATE "{self.template}"')
+        self.created += 1
+
     def close(self) -> None:
+        if self.shared is not None:
+            self._shared_engine.dispose()
+            self.drop(self.shared)
         self.drop(self.template)
         self.engine.dispose()
 
 
 @pytest.fixture(scope="session")
-def postgres():
+def postgres(request):
     url = environ_database_url()
     if not url:
         yield None
         return
     pg = _Postgres(url)
+    request.config.stash[_POSTGRES] = pg
     yield pg
     pg.close()
+
+
+_POSTGRES = pytest.StashKey[_Postgres]()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """Report how many PostgreSQL databases the run made: one per test would make the suite wait on them."""
+    if _POSTGRES in config.stash:
+        terminalreporter.write_line(f"PostgreSQL databases created: {config.stash[_POSTGRES].created}")
 
 
 DATABASES = ["sqlite", "postgresql"]
@@ -114,9 +210,30 @@ DATABASES = ["sqlite", "postgresql"]
 
 @pytest.fixture(params=DATABASES)
 def database_url(request, tmp_path, sqlite_template, postgres):
-    """A fresh, migrated database: SQLite always, PostgreSQL when TEST_DATABASE_URL is set."""
+    """A migrated, empty database: SQLite always, PostgreSQL when TEST_DATABASE_URL is set.
+
+    SQLite: a copy of the session's migrated template file. PostgreSQL: the session's one shared database,
+    emptied after the test (see ``_Postgres.reset``). Either way the schema is the migrated one and no row,
+    sequence value or lock of an earlier test is left; a test that changes the schema takes
+    ``fresh_database_url`` instead.
+    """
     if request.param == "sqlite":
         path = tmp_path / "payhook.db"
+        shutil.copy(sqlite_template, path)
+        yield f"sqlite:///{path}"
+        return
+    if postgres is None:
+        pytest.skip("PostgreSQL tests need TEST_DATABASE_URL")
+    yield postgres.shared_url()
+    postgres.reset()
+
+
+@pytest.fixture(params=DATABASES)
+def fresh_database_url(request, tmp_path, sqlite_template, postgres):
+    """A migrated database of this test's own, dropped after it: for tests that downgrade, upgrade or
+    otherwise change the schema, which must not touch the shared one."""
+    if request.param == "sqlite":
+        path = tmp_path / "fresh.db"
         shutil.copy(sqlite_template, path)
         yield f"sqlite:///{path}"
         return
@@ -189,7 +306,8 @@ def delivery_worker(database_url, redis_url):
     """Start real Dramatiq workers for the delivery queues on the real Redis.
 
     Call it with setting overrides (``pools=("urgent", "standard")`` starts one
-    worker per pool, as separate deployments would); it returns the Runtime.
+    worker per pool, as separate deployments would, and ``clock=support.Clock()``
+    judges retries, leases and circuits by a clock the test moves); it returns the Runtime.
     """
     import dramatiq
 
@@ -199,13 +317,13 @@ def delivery_worker(database_url, redis_url):
 
     started, brokers = [], []
 
-    def start(threads: int = 4, pools: tuple[str, ...] = ("all",), **overrides):
+    def start(threads: int = 4, pools: tuple[str, ...] = ("all",), clock=utcnow, **overrides):
         # Receivers listen on 127.0.0.1, which the SSRF guard refuses unless allowlisted.
         overrides.setdefault("endpoint_allowlist", ("127.0.0.0/8",))
         overrides.setdefault("health_port", 0)  # in-process workers: no health server unless a test asks
         settings = Settings.from_env({}, database_url=database_url, redis_url=redis_url,
                                      sweep_interval=0.2, threads=threads, **overrides)
-        worker = setup(settings)
+        worker = setup(settings, clock)
         brokers.append(worker.broker)
         for pool in pools:
             dramatiq_worker = dramatiq.Worker(worker.broker, queues=set(pool_queues(DELIVERY, pool)),

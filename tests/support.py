@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
 import re
@@ -201,6 +202,30 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10, interval: f
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Clock:
+    """A clock the test moves: pass it as a worker's ``clock`` to test retries, leases and circuits without
+    waiting for them.
+
+    It starts at the real time and stands still until moved (``advance``), or, with ``running=True``, goes
+    on with the real time, ``advance`` jumping it ahead.
+    """
+
+    def __init__(self, running: bool = False):
+        self._running = running
+        self._start = dt.datetime.now(dt.timezone.utc)
+        self._offset = dt.timedelta()
+        self._lock = threading.Lock()
+
+    def __call__(self) -> dt.datetime:
+        with self._lock:
+            return (dt.datetime.now(dt.timezone.utc) if self._running else self._start) + self._offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` forward."""
+        with self._lock:
+            self._offset += dt.timedelta(seconds=seconds)
 
 
 def environ_database_url() -> str | None:

@@ -162,12 +162,14 @@ class Sweeper:
     ``build`` turns a job row (id, merchant_id, priority and any event_id) into its protocol message. One sweeper per job
     family does the work at a time (see ``Periodic``), so any number of worker
     processes may run one. ``fetched_grace`` is how long a fetched message may
-    wait in a worker before its claim; pass the job's lease.
+    wait in a worker before its claim; pass the job's lease. ``clock`` tells what is due (tests move it
+    instead of waiting).
     """
 
     def __init__(self, store: Store, broker: RedisBroker, model: type, family: str,
                  build: Callable[[Any], _Message], *, interval: float = 1.0, grace: float = 5.0,
-                 fetched_grace: float = 60.0, batch: int = 500):
+                 fetched_grace: float = 60.0, batch: int = 500, clock: Callable[[], dt.datetime] = utcnow):
+        self.clock = clock
         self.store = store
         self.broker = broker
         self.model = model
@@ -189,7 +191,7 @@ class Sweeper:
 
     def run_once(self, now: dt.datetime | None = None) -> int:
         """One sweep; returns how many jobs were enqueued."""
-        now = now or utcnow()
+        now = now or self.clock()
         model = self.model
         with self.store.write() as session:
             # A claim whose lease ran out belongs to a worker that died mid-attempt.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 
 from factories import fixture_bytes, merchant_with_endpoints, stk_url
@@ -12,7 +13,7 @@ from payhook_shared.jobs import plan
 from payhook_shared.messages import DeliverWebhook
 from payhook_shared.priority import Priority
 from payhook_shared.store import Delivery, DeliveryAttempt, JobState
-from support import wait_until
+from support import Clock, wait_until
 
 
 def post_payment(client, merchant, fixture="mpesa/stk_success.json"):
@@ -23,6 +24,12 @@ def post_payment(client, merchant, fixture="mpesa/stk_success.json"):
 def delivery(store) -> Delivery:
     with store.read() as session:
         return session.scalars(select(Delivery)).one()
+
+
+def all_done(store, count: int) -> bool:
+    with store.read() as session:
+        states = session.scalars(select(Delivery.state)).all()
+    return len(states) == count and all(state == JobState.DONE.value for state in states)
 
 
 def attempts(store) -> list[DeliveryAttempt]:
@@ -98,16 +105,23 @@ def test_slow_endpoint_times_out(client, store, receiver, delivery_worker):
     assert attempt.category == "timeout" and attempt.duration_ms < 1400
 
 
+def skipped(priority: Priority) -> float:
+    """Delivery messages the worker process has handled and found nothing to do for (a duplicate, say)."""
+    return REGISTRY.get_sample_value("payhook_deliveries_total",
+                                     {"outcome": "skipped", "priority": priority.label}) or 0.0
+
+
 def test_duplicate_messages_deliver_once(client, store, receiver, delivery_worker):
     merchant, _ = merchant_with_endpoints(store, receiver.url)
     rt = delivery_worker()
     post_payment(client, merchant)
     d = delivery(store)
+    before = skipped(Priority(d.priority))
     for _ in range(5):
         rt.broker.enqueue(plan(DeliverWebhook(delivery_id=d.id, event_id=d.event_id, merchant_id=d.merchant_id,
                                               priority=Priority(d.priority))))
     receiver.wait_for(1)
-    time.sleep(0.5)
+    wait_until(lambda: skipped(Priority(d.priority)) == before + 5, what="every duplicate handled")
     assert len(receiver.received) == 1
 
 
@@ -117,9 +131,12 @@ def test_sweeper_restores_deliveries_after_redis_is_flushed(client, store, recei
         body = fixture_bytes("mpesa/stk_success.json").replace(b"ws_CO_191220191020363925", f"ws_CO_{n}".encode())
         assert client.post(stk_url(merchant), data=body, content_type="application/json").status_code == 200
     redis_client.flushall()  # every message gone before any worker ran
-    delivery_worker()
-    got = receiver.wait_for(5, timeout=20)
-    time.sleep(0.5)
+    clock = Clock()
+    rt = delivery_worker(clock=clock)
+    clock.advance(5)  # the sweeper's grace for messages just sent, rather than five seconds of waiting
+    wait_until(lambda: all_done(store, 5), timeout=20, what="all 5 delivered")
+    assert rt.sweeper.run_once() == 0  # nothing left to restore
+    got = receiver.received
     assert len(got) == len({r.headers["webhook-id"] for r in got}) == 5
 
 

@@ -22,10 +22,10 @@ PROVIDER_IDS = {
 }
 
 
-def test_upgrading_fills_provider_keys_and_attempt_endpoints(database_url):
-    store = Store(database_url)
+def test_upgrading_fills_provider_keys_and_attempt_endpoints(fresh_database_url):
+    store = Store(fresh_database_url)
     merchant, [endpoint] = merchant_with_endpoints(store, "https://shop.example/hook")
-    command.downgrade(alembic_config(database_url), "0012r-1")
+    command.downgrade(alembic_config(fresh_database_url), "0012r-1")
     now = utcnow()
     try:
         with store.write() as session:
@@ -43,7 +43,7 @@ def test_upgrading_fills_provider_keys_and_attempt_endpoints(database_url):
                 session.execute(insert(DeliveryAttempt.__table__).values(
                     delivery_id=delivery_id, number=1, started_at=now, duration_ms=5, status_code=200,
                     category="success"))
-        upgrade(database_url)
+        upgrade(fresh_database_url)
         with store.read() as session:
             keys = dict(session.execute(select(Event.type, Event.provider_key)).all())
             endpoints = set(session.scalars(select(DeliveryAttempt.endpoint_id)))

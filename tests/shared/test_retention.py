@@ -83,8 +83,10 @@ def test_merchant_retention_overrides_the_default(client, store):
 
 
 def test_purge_runs_while_ingest_continues(client, store, webhook_app):
+    # Twelve purge batches (120 old events, 10 a batch) interleave with 40 callbacks: what matters is that
+    # batches and ingest overlap, not how many rows each has (300 old and 60 new took five times as long).
     merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/a")
-    for i in range(300):
+    for i in range(120):
         post(client, merchant, f"old-{i}")
     with store.write() as session:
         session.execute(update(Event).values(received_at=NOW - dt.timedelta(days=200)))
@@ -94,14 +96,14 @@ def test_purge_runs_while_ingest_continues(client, store, webhook_app):
 
     def ingest():
         other = webhook_app.test_client()
-        for i in range(60):
+        for i in range(40):
             body = fixture_bytes("mpesa/stk_success.json").replace(b"ws_CO_191220191020363925", f"new-{i}".encode())
             statuses.append(other.post(stk_url(merchant), data=body, content_type="application/json").status_code)
 
     feeder = threading.Thread(target=ingest)
     feeder.start()
-    purged = retention.purge(store, batch=20)
+    purged = retention.purge(store, batch=10)
     feeder.join()
-    assert purged.events == 300
-    assert statuses == [200] * 60
-    assert len(remaining(store)) == 60
+    assert purged.events == 120
+    assert statuses == [200] * 40
+    assert len(remaining(store)) == 40

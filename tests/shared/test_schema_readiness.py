@@ -26,10 +26,10 @@ from support import free_port, wait_until
 
 
 @pytest.fixture
-def behind(database_url):
+def behind(fresh_database_url):
     """The test database, migrated to one revision before this code's head."""
-    command.downgrade(alembic_config(database_url), "-1")
-    return database_url
+    command.downgrade(alembic_config(fresh_database_url), "-1")
+    return fresh_database_url
 
 
 def _get(url: str) -> tuple[int, dict]:

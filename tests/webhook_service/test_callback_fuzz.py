@@ -1,9 +1,10 @@
 """Property: no body, however wrong, makes any callback route (M-Pesa or gateway source) answer 5xx.
 
-More than 10,000 generated bodies in all: arbitrary JSON, random and truncated
-bytes, and the fixtures with values replaced by wrong types or removed, each
-posted to a random callback route. One app, merchant and SQLite store serve
-the whole module so the examples stay fast.
+Generated bodies: arbitrary JSON, random and truncated bytes, and the fixtures
+with values replaced by wrong types or removed, each posted to a random
+callback route. How many is the Hypothesis profile's budget (tests/conftest.py:
+CI=true runs 4,500 in all, HYPOTHESIS_PROFILE=fuzz 45,000). One app, merchant
+and SQLite store serve the whole module so the examples stay fast.
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from factories import FIXTURES, callback_url, merchant_with_endpoints
 from payhook_shared.store import Store
 from payhook_webhook.api.callbacks import KINDS
 
-EXAMPLES = 2600  # per test; four tests
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings()  # the profile's budget (tests/conftest.py)
 SAMPLES = [json.loads(p.read_bytes()) for p in sorted((FIXTURES / "mpesa").glob("*.json"))]
 RAW_SAMPLES = [p.read_bytes() for p in sorted((FIXTURES / "mpesa").glob("*.json"))]
 
@@ -100,10 +99,9 @@ def test_random_bytes(fuzz_client, kind, body):
 
 
 # Gateway sources: bodies are signed correctly, so every one reaches parsing and normalisation.
-GATEWAY_EXAMPLES = 600  # per test; two tests, each body signed and most recorded
-GATEWAY_FUZZ = settings(max_examples=GATEWAY_EXAMPLES, deadline=None, database=None,
-                        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                               HealthCheck.function_scoped_fixture])
+# A quarter of the profile's budget: each body is signed and most are recorded, several times the cost.
+GATEWAY_FUZZ = settings(max_examples=max(1, FUZZ.max_examples // 4),
+                        suppress_health_check=[*FUZZ.suppress_health_check, HealthCheck.function_scoped_fixture])
 GATEWAY_SAMPLES = [json.loads(p.read_bytes()) for provider in ("stripe", "paystack", "flutterwave")
                    for p in sorted((FIXTURES / provider).glob("*.json"))]
 

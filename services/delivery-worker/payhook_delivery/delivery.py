@@ -26,7 +26,6 @@ from payhook_shared.logs import bind
 from payhook_shared.messages import DeliverWebhook
 from payhook_shared.store import Delivery, DeliveryAttempt, Email, Endpoint, Event, JobState, Merchant, Store
 from payhook_shared.store.compiled import Compiled
-from payhook_shared.store.models import utcnow
 from payhook_shared.store.text import storable
 
 from . import http, limits, metrics, policy
@@ -51,7 +50,7 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
     """
     settings = rt.settings
     with bind(delivery_id=message.delivery_id, event_id=message.event_id, merchant_id=message.merchant_id):
-        started = utcnow()
+        started = rt.clock()
         loaded = _claim(rt.store, message.delivery_id, dt.timedelta(seconds=settings.lease_seconds), started)
         if loaded is None:
             log.debug("delivery not due or already handled; skipping")
@@ -99,7 +98,7 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
 
         with rt.limiter.slot(endpoint.id, endpoint.rate_limit_per_second, endpoint.max_in_flight) as grant:
             if not grant.granted:
-                limits.defer(rt.store, delivery.id, grant.wait)
+                limits.defer(rt.store, delivery.id, grant.wait, rt.clock())
                 metrics.outcome(DEFERRED, message.priority)
                 return DEFERRED
             result = http.post(
@@ -193,7 +192,7 @@ def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merch
             result: http.AttemptResult) -> None:
     """Record one attempt's outcome; once a POST has been made, only the outcome itself must reach the store."""
     settings = rt.settings
-    now = utcnow()
+    now = rt.clock()
     # A test event gets one attempt and leaves the endpoint's health alone: it asks, it does not count.
     test = is_test(event.dedupe_key)
     outcome = metrics.DELIVERED

@@ -133,8 +133,8 @@ class Limiter:
                                 endpoint_id, exc_info=True)
 
 
-def defer(store: Store, delivery_id: str, wait: float) -> None:
-    """Hand a claimed delivery back untried, due again in ``wait`` seconds; no attempt is spent."""
+def defer(store: Store, delivery_id: str, wait: float, now: dt.datetime | None = None) -> None:
+    """Hand a claimed delivery back untried, due again ``wait`` seconds after ``now``; no attempt is spent."""
     with store.write() as session:
-        release(session, Delivery, delivery_id, utcnow() + dt.timedelta(seconds=wait))
+        release(session, Delivery, delivery_id, (now or utcnow()) + dt.timedelta(seconds=wait))
     log.info("endpoint at its limit; delivery deferred %.2f s", wait)

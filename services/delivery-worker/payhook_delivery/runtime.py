@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import time
+from collections.abc import Callable
 
 import urllib3
 
@@ -13,6 +15,7 @@ from payhook_shared.jobs import Periodic, Sweeper
 from payhook_shared.messages import DeliverWebhook
 from payhook_shared.priority import DELIVERY, Priority
 from payhook_shared.store import Delivery, Replay, Store
+from payhook_shared.store.models import utcnow
 from payhook_shared.workers import Background, WorkerRuntime
 
 from . import http, metrics
@@ -38,6 +41,8 @@ class Runtime(WorkerRuntime):
     retention: Periodic | None
     # Replays whose message was lost, or whose worker died mid-batch, are sent again from the store.
     replay_sweeper: Sweeper
+    # The time attempts are recorded at and retries, leases and circuits are judged by; tests move it.
+    clock: Callable[[], dt.datetime] = utcnow
 
     def background(self) -> list[Background]:
         """The sweepers and, when enabled, the retention purge."""
@@ -54,15 +59,17 @@ class Runtime(WorkerRuntime):
         return done
 
     @classmethod
-    def build(cls, settings: Settings, broker: RedisBroker) -> "Runtime":
-        """Resources for ``settings``, enqueuing on ``broker``."""
+    def build(cls, settings: Settings, broker: RedisBroker,
+              clock: Callable[[], dt.datetime] = utcnow) -> "Runtime":
+        """Resources for ``settings``, enqueuing on ``broker``, telling the time by ``clock``."""
         store = Store(settings.database_url, pool_size=settings.db_pool_size,
                       prepared=settings.db_prepared_statements)
         sweeper = Sweeper(store, broker, Delivery, DELIVERY, _message_for, interval=settings.sweep_interval,
-                          fetched_grace=settings.lease_seconds)
+                          fetched_grace=settings.lease_seconds, clock=clock)
         limiter = Limiter(broker.client, lease=settings.lease_seconds, busy_delay=settings.limit_retry_delay)
         rt = cls(settings, store, broker, http.pool(settings.threads), sweeper, limiter, None,
-                 Sweeper(store, broker, Replay, "replay", replays.message_for, interval=settings.sweep_interval))
+                 Sweeper(store, broker, Replay, "replay", replays.message_for, interval=settings.sweep_interval,
+                         clock=clock), clock)
         if settings.retention_interval > 0:
             rt.retention = Periodic(broker.client, "retention", settings.retention_interval, rt.purge_once)
         return rt
