@@ -95,8 +95,7 @@ def listen(forward_to: str, events: str | None, state_file: Path | None, fresh: 
               f"{when}  {done.type:<28} {amount:>14}  -> {outcome:<5} {done.duration_ms:7.0f} ms  {done.id}")
 
     def notify(text: str) -> None:
-        if not as_json:
-            click.echo(f"-- {text}", err=True)
+        click.echo(f"-- {text}", err=True)
 
     listener = Listener(api_url, api_key, forward_to, state, types=types, merchant_id=merchant_id,
                         report=report, notify=notify)
