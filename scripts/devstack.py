@@ -63,7 +63,9 @@ def main() -> None:
                    env=env, check=True, stdout=subprocess.DEVNULL)
     demo = json.loads((ROOT / "var/demo.json").read_text())
     stk_url = demo["callback_urls"]["stk"]
-    listen = (f"payhook listen --api-url http://127.0.0.1:{WEB_PORT} --merchant-id {demo['merchant_id']} "
+    # The venv's own command, as the user's shell may not have the venv on its PATH.
+    payhook = os.path.relpath(BIN / "payhook", ROOT)
+    listen = (f"{payhook} listen --api-url http://127.0.0.1:{WEB_PORT} --merchant-id {demo['merchant_id']} "
               "--forward-to http://localhost:3000/webhooks")
     print(f"""
 Payhook is starting.
@@ -79,7 +81,7 @@ Payhook is starting.
   (docs/cli.md), and send it any Daraja callback:
 
     PAYHOOK_API_KEY={demo["admin_api_key"]} {listen}
-    payhook simulate stk --result-code 1032 --to {stk_url.rsplit("/", 1)[0]}
+    {payhook} simulate stk --result-code 1032 --to {stk_url.rsplit("/", 1)[0]}
 
   Console: http://127.0.0.1:{WEB_PORT}/console  (sign in with the demo admin API key below, or ask
   for a sign-in link for {env["CONSOLE_OPERATOR_EMAILS"].split(",")[0]} (operator) or merchant@demo.payhook.test
