@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from factories import callback_url, merchant_with_endpoints
+from factories import api_key, callback_url, merchant_with_endpoints
 from payhook_cli import daraja
 from payhook_shared.priority import Priority
 from payhook_shared.store import Event
@@ -97,3 +97,18 @@ def test_simulate_exit_codes(store, web_server):
     assert _payhook("simulate", "c2b-confirmation", "--result-code", "1").returncode == 2
     printed = _payhook("simulate", "balance-timeout", "--json")
     assert json.loads(printed.stdout)["Result"]["ResultCode"] == "SFC_IC0003"
+
+
+def test_trigger_records_a_marked_test_event(store, web_server):
+    base = web_server()
+    merchant, _ = merchant_with_endpoints(store)
+    key = api_key(store, merchant.id)["Authorization"].removeprefix("Bearer ")
+    done = _payhook("trigger", "shop.payment", "--amount", "10.50", "--api-url", base, "--api-key", key, "--json")
+    assert done.returncode == 0, done.stderr
+    event_id = json.loads(done.stdout)["id"]
+    with store.read() as session:
+        event = session.get(Event, event_id)
+        assert (event.type, event.amount_minor, event.status) == ("shop.payment", 1050, "succeeded")
+        assert json.loads(event.raw_payload)["data"]["test"] is True
+        assert event.dedupe_key.startswith("api:payhook-trigger:")
+    assert _payhook("trigger", "x", "--api-url", base, "--api-key", "phk_wrong").returncode == 1
