@@ -81,3 +81,16 @@ def test_streams_per_key_are_capped_across_processes(store, web_server):
         for sock in open_streams:
             sock.close()
     wait_until(lambda: _stream_status(first, key) == 200, what="a slot freed by a closed stream")
+
+
+def test_an_idle_stream_sends_heartbeats(store, web_server):
+    base = web_server()  # STREAM_HEARTBEAT_SECONDS=1
+    merchant, _ = merchant_with_endpoints(store)
+    request = urllib.request.Request(f"{base}/v1/stream", headers=api_key(store, merchant.id))
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        started, lines = time.monotonic(), []
+        while ": heartbeat" not in lines:
+            lines.append(response.readline().decode().rstrip("\n"))
+        assert time.monotonic() - started < 3
+        assert lines[0] == "retry: 2000"
