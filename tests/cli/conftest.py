@@ -29,7 +29,7 @@ def _ready(url: str) -> bool:
 def web_server(database_url, redis_url, tmp_path):
     """Start webhook-services as production runs them (gunicorn, gevent): ``start(**env) -> base URL``.
 
-    Each call is one more server (replica) on the same store and Redis.
+    Each call is one more server (replica) on the same store and Redis; ``start.processes`` are their gunicorns.
     """
     started = []
 
@@ -46,9 +46,11 @@ def web_server(database_url, redis_url, tmp_path):
         wait_until(lambda: _ready(f"{base}/health/ready"), timeout=30, what="the webhook-service ready")
         return base
 
+    start.processes = started
     yield start
     for proc in started:
-        os.killpg(proc.pid, signal.SIGTERM)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
     for proc in started:
         proc.wait(30)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
+import signal
 import socket
 import time
 import urllib.error
@@ -94,3 +96,17 @@ def test_an_idle_stream_sends_heartbeats(store, web_server):
             lines.append(response.readline().decode().rstrip("\n"))
         assert time.monotonic() - started < 3
         assert lines[0] == "retry: 2000"
+
+
+def test_a_stopping_server_ends_its_streams_rather_than_waiting_for_them(store, web_server):
+    base = web_server()
+    merchant, _ = merchant_with_endpoints(store)
+    request = urllib.request.Request(f"{base}/v1/stream", headers=api_key(store, merchant.id))
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.readline() == b"retry: 2000\n"
+        gunicorn = web_server.processes[0]
+        started = time.monotonic()
+        os.killpg(gunicorn.pid, signal.SIGTERM)
+        gunicorn.wait(30)
+        # Well inside GRACEFUL_TIMEOUT (20 s), which an open stream would otherwise use up.
+        assert time.monotonic() - started < 5

@@ -68,7 +68,8 @@ class Listener:
 
     def __init__(self, merchant_id: str, size: int):
         self.merchant_id = merchant_id
-        self.queue: queue.Queue[Notice] = queue.Queue(maxsize=size)
+        # ``None`` wakes the stream to end it (``Hub.close_all``).
+        self.queue: queue.Queue[Notice | None] = queue.Queue(maxsize=size)
         self.dropped = False
 
     def offer(self, item: Notice) -> None:
@@ -119,6 +120,17 @@ class Hub:
                 listeners.discard(listener)
                 if not listeners:
                     del self._listeners[listener.merchant_id]
+
+    def close_all(self) -> None:
+        """End every open stream now (the process is stopping): each wakes, finishes, and its client resumes elsewhere."""
+        with self._lock:
+            listeners = [listener for group in self._listeners.values() for listener in group]
+        for listener in listeners:
+            listener.dropped = True
+            try:
+                listener.queue.put_nowait(None)
+            except queue.Full:
+                pass  # a full queue wakes its reader anyway
 
     def _read(self) -> None:
         while True:

@@ -87,13 +87,16 @@ def live_stream():
                     sent.clear()  # caught up: the resumed events are behind every notice still to come
                     yield ": heartbeat\n\n"
                     continue
+                if item is None:
+                    break
                 if item.id in sent or (types and item.type not in types):
                     continue
                 event = stream.load(store, merchant_id, item.id)
                 if event is not None:
                     yield stream.frame(event)
-            # Its reader fell a whole buffer behind, or the subscription broke: the client resumes from the store.
-            log.info("closed a live stream of %s that could not keep up", merchant_id)
+            # Its reader fell a whole buffer behind, the subscription broke or the process is stopping:
+            # the client resumes from the store.
+            log.info("closed a live stream of %s", merchant_id)
         finally:
             hub.close(listener)
             slots.release(key_id, slot)
