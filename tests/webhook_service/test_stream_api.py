@@ -5,9 +5,11 @@ from __future__ import annotations
 from factories import api_key, merchant_with_endpoints, record_payment
 
 
-def test_an_admin_key_must_name_the_merchant(client, store):
+def test_an_admin_key_must_name_an_existing_merchant(client, store):
     response = client.get("/v1/stream", headers=api_key(store))
     assert response.status_code == 400 and "merchant_id" in response.get_json()["error"]["message"]
+    response = client.get("/v1/stream?merchant_id=mch_unknown", headers=api_key(store))
+    assert response.status_code == 404 and "mch_unknown" in response.get_json()["error"]["message"]
 
 
 def test_a_merchant_key_sees_only_its_own_merchant(client, store):

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import redis
 from flask import Blueprint, Response, current_app, request, stream_with_context
 
+from payhook_shared.store import Merchant
+
 from .. import auth, stream
 from ..errors import InvalidPayload, NotFound, TooManyStreams
 
@@ -32,6 +34,9 @@ def _merchant_id() -> str:
         if requested is None:
             raise InvalidPayload("merchant_id is required with an admin API key",
                                  {"merchant_id": ["is required with an admin API key"]})
+        with current_app.extensions["payhook.store"].read() as session:
+            if session.get(Merchant, requested) is None:
+                raise NotFound(f"no merchant {requested}")
         return requested
     if requested is not None and requested != principal.merchant_id:
         raise NotFound(f"no merchant {requested}")
