@@ -176,8 +176,10 @@ class Listener:
         event = json.loads(message["data"])
         if self.state.seen(event["id"]):
             return
-        self.report(self.forward(event))
+        done = self.forward(event)
+        # Saved before it is reported: a line printed is an event a restart will not send again.
         self.state.forwarded(event["id"])
+        self.report(done)
 
     def forward(self, event: dict[str, Any]) -> Forwarded:
         """POST ``event``'s webhook body to the local URL, signed with the session's secret."""

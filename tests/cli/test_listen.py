@@ -81,6 +81,7 @@ def test_b_a_restarted_listener_gets_every_event_exactly_once(store, web_server,
     wait_until(lambda: _connected(first), what="the listener connected")
     _post_callback(base, merchant)
     receiver.wait_for(1)
+    wait_until(first.forwarded, what="the first event's line, printed once its place is saved")
     first.stop(signal.SIGKILL)
 
     for _ in range(50):
