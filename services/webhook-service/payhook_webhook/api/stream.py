@@ -75,36 +75,39 @@ def live_stream():
 
     def events() -> Iterator[str]:
         sent: set[str] = set()
-        try:
-            yield f"retry: 2000\n: streaming events of {merchant_id}\n\n"
-            if last is not None:
-                for event in stream.resume_after(store, merchant_id, last, settings.stream_resume_window, types):
-                    sent.add(event.id)
-                    yield stream.frame(event)
-            refreshed = time.monotonic()
-            while not listener.dropped:
-                if time.monotonic() - refreshed > settings.stream_heartbeat_seconds:
-                    slots.refresh(key_id, slot)
-                    refreshed = time.monotonic()
-                try:
-                    item = listener.queue.get(timeout=settings.stream_heartbeat_seconds)
-                except queue.Empty:
-                    sent.clear()  # caught up: the resumed events are behind every notice still to come
-                    yield ": heartbeat\n\n"
-                    continue
-                if item is None:
-                    break
-                if item.id in sent or (types and item.type not in types):
-                    continue
-                event = stream.load(store, merchant_id, item.id)
-                if event is not None:
-                    yield stream.frame(event)
-            # Its reader fell a whole buffer behind, the subscription broke or the process is stopping:
-            # the client resumes from the store.
-            log.info("closed a live stream of %s", merchant_id)
-        finally:
-            hub.close(listener)
-            slots.release(key_id, slot)
+        yield f"retry: 2000\n: streaming events of {merchant_id}\n\n"
+        if last is not None:
+            for event in stream.resume_after(store, merchant_id, last, settings.stream_resume_window, types):
+                sent.add(event.id)
+                yield stream.frame(event)
+        refreshed = time.monotonic()
+        while not listener.dropped:
+            if time.monotonic() - refreshed > settings.stream_heartbeat_seconds:
+                slots.refresh(key_id, slot)
+                refreshed = time.monotonic()
+            try:
+                item = listener.queue.get(timeout=settings.stream_heartbeat_seconds)
+            except queue.Empty:
+                sent.clear()  # caught up: the resumed events are behind every notice still to come
+                yield ": heartbeat\n\n"
+                continue
+            if item is None:
+                break
+            if item.id in sent or (types and item.type not in types):
+                continue
+            event = stream.load(store, merchant_id, item.id)
+            if event is not None:
+                yield stream.frame(event)
+        # Its reader fell a whole buffer behind, the subscription broke or the process is stopping:
+        # the client resumes from the store.
+        log.info("closed a live stream of %s", merchant_id)
 
-    return Response(stream_with_context(events()), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    def end() -> None:
+        hub.close(listener)
+        slots.release(key_id, slot)
+
+    response = Response(stream_with_context(events()), mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    # On the response's close, not in the generator: a client gone before the first byte never starts it.
+    response.call_on_close(end)
+    return response
