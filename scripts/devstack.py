@@ -63,6 +63,10 @@ def main() -> None:
                    env=env, check=True, stdout=subprocess.DEVNULL)
     demo = json.loads((ROOT / "var/demo.json").read_text())
     stk_url = demo["callback_urls"]["stk"]
+    # The venv's own command, as the user's shell may not have the venv on its PATH.
+    payhook = os.path.relpath(BIN / "payhook", ROOT)
+    listen = (f"{payhook} listen --api-url http://127.0.0.1:{WEB_PORT} --merchant-id {demo['merchant_id']} "
+              "--forward-to http://localhost:3000/webhooks")
     print(f"""
 Payhook is starting.
   STK callback URL (demo merchant): {stk_url}
@@ -72,6 +76,12 @@ Payhook is starting.
     curl -sS -H 'Content-Type: application/json' --data @tests/fixtures/mpesa/stk_success.json {stk_url}
 
   The same callback again is a duplicate: accepted, but not delivered twice.
+
+  Or receive the demo merchant's events on your own machine, signed with a session secret
+  (docs/cli.md), and send it any Daraja callback:
+
+    PAYHOOK_API_KEY={demo["admin_api_key"]} {listen}
+    {payhook} simulate stk --result-code 1032 --to {stk_url.rsplit("/", 1)[0]}
 
   Console: http://127.0.0.1:{WEB_PORT}/console  (sign in with the demo admin API key below, or ask
   for a sign-in link for {env["CONSOLE_OPERATOR_EMAILS"].split(",")[0]} (operator) or merchant@demo.payhook.test

@@ -36,15 +36,19 @@ class RedisBroker(_DramatiqRedisBroker):
         self.emit_after("enqueue", message, delay)
         return message
 
-    def enqueue_many(self, messages: Sequence[dramatiq.Message]) -> None:
-        """Enqueue messages whose Redis ids are preset, in one round trip.
+    def enqueue_many(self, messages: Sequence[dramatiq.Message],
+                     publish: Sequence[tuple[str, str]] = ()) -> None:
+        """Enqueue messages whose Redis ids are preset, and publish ``(channel, text)`` notices, in one round trip.
 
         Each runs Dramatiq's own enqueue script, with the arguments its
         ``enqueue`` gives it (pinned with Dramatiq's version in constraints.txt),
         in one pipeline. If Redis has lost the script (a restart), they go one by
-        one through ``enqueue``, which loads it again.
+        one through ``enqueue``, which loads it again (the notices went with the
+        pipeline: Redis runs every command of it before reporting an error).
         """
         pipe = self.client.pipeline(transaction=False)
+        for channel, text in publish:
+            pipe.publish(channel, text)
         sha = self.scripts["dispatch"].sha
         for message in messages:
             self.emit_before("enqueue", message, None)

@@ -12,11 +12,12 @@ from werkzeug.wsgi import LimitedStream
 from payhook_shared import logs
 from payhook_shared.store import Store
 
-from . import c2b, cli, console, errors, ingest, merchants, metrics, params
+from . import c2b, cli, console, errors, ingest, merchants, metrics, params, stream
 from .api import (
     callbacks, deliveries, event_types, events, events_read, health, inbound, keys, management, openapi, quarantine,
     replays, sources, testing,
 )
+from .api import stream as stream_api
 from .broker import broker_for
 from .settings import Settings
 from .source_ip import SourcePolicy
@@ -69,6 +70,10 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     app.extensions["payhook.broker"] = broker_for(settings)
     app.extensions["payhook.recorder"] = ingest.Recorder(app.extensions["payhook.store"],
                                                          app.extensions["payhook.broker"])
+    app.extensions["payhook.stream_hub"] = stream.Hub(settings.redis_url, settings.stream_buffer)
+    # A stream shows life at least every heartbeat; three missed and its slot is free again.
+    app.extensions["payhook.stream_slots"] = stream.StreamSlots(
+        app.extensions["payhook.broker"].client, settings.stream_max_per_key, 3 * settings.stream_heartbeat_seconds)
     app.extensions["payhook.http"] = c2b.http_pool()
     app.extensions["payhook.source_policy"] = SourcePolicy.from_settings(settings)
 
@@ -103,6 +108,7 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     app.register_blueprint(replays.bp)
     app.register_blueprint(deliveries.bp)
     app.register_blueprint(testing.bp)
+    app.register_blueprint(stream_api.bp)
     app.register_blueprint(sources.bp)
     app.register_blueprint(inbound.bp)
     app.register_blueprint(quarantine.bp)

@@ -48,6 +48,13 @@ class Unauthorized(WebhookServiceError):
     headers = {"WWW-Authenticate": 'Bearer realm="payhook"'}
 
 
+class TooManyStreams(WebhookServiceError):
+    """The API key already has as many live streams open as ``STREAM_MAX_PER_KEY`` allows."""
+
+    status = 429
+    code = "too_many_streams"
+
+
 class SignatureRefused(WebhookServiceError):
     """A gateway callback whose signature is missing, malformed, wrong or too old; ``code`` says which."""
 

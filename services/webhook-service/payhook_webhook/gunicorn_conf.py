@@ -13,6 +13,7 @@ so its live gauges stop counting while its counters are kept.
 
 import os
 import shutil
+import signal
 import tempfile
 
 # prometheus-client picks multiprocess mode when it is first imported, and the workers fork from this
@@ -57,3 +58,21 @@ wsgi_app = "payhook_webhook.wsgi:app"
 def child_exit(server, worker) -> None:
     """A worker process ended: its live gauges no longer count."""
     multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker) -> None:
+    """On a stop (SIGTERM), end the worker's live streams at once (``GET /v1/stream``).
+
+    A stream never finishes by itself, so a graceful stop would otherwise wait out
+    ``GRACEFUL_TIMEOUT`` for every one; ended, their clients reconnect to another
+    worker and resume from the store, and the stop waits only for real requests.
+    """
+    import gevent  # the worker has patched the standard library by now; this file must not import it first
+
+    def stop(sig, frame) -> None:
+        worker.handle_exit(sig, frame)
+        # Out of the signal handler: ending the streams takes the hub's lock.
+        gevent.spawn(worker.wsgi.extensions["payhook.stream_hub"].close_all)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn has it: a stop must not interrupt requests' system calls

@@ -13,7 +13,9 @@ lead takes the whole queue into one statement (PostgreSQL) or one transaction
 the database's cost per event falls as batches grow (docs/performance.md has the
 figures). A batch the database refuses for one of its
 events (a conflict or a bad value) is written again event by event, so one bad
-event never fails the others.
+event never fails the others. The same pipeline publishes each new event's id
+to the merchant's live streams (``stream.py``), after the commit, so a stream
+never shows an event the store could still lose.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from payhook_shared.priority import Priority
 from payhook_shared.store import Delivery, Email, Event, Store
 from payhook_shared.store.models import utcnow
 
-from . import metrics
+from . import metrics, stream
 from .errors import ProfileChanged
 from .merchants import Profile, Route
 
@@ -240,7 +242,8 @@ def _write_and_send(store: Store, broker: RedisBroker, writes: list[_Write]) -> 
                 write(store, [w])
             except DBAPIError as one:
                 w.error = one
-    _send(broker, [m for w in writes if w.inserted for m in w.messages()])
+    _send(broker, [m for w in writes if w.inserted for m in w.messages()],
+          [stream.notice(w.rows.event) for w in writes if w.inserted])
 
 
 def _one_events_fault(exc: DBAPIError) -> bool:
@@ -309,13 +312,15 @@ def _existing_event_id(session: Session, merchant_id: str, dedupe_key: str) -> s
     ).scalar_one()
 
 
-def _send(broker: RedisBroker, messages: list[dramatiq.Message]) -> None:
-    if not messages:
+def _send(broker: RedisBroker, messages: list[dramatiq.Message], notices_: list[tuple[str, str]]) -> None:
+    """Enqueue the batch's messages and tell the live streams (``GET /v1/stream``) of its new events, in one pipeline."""
+    if not messages and not notices_:
         return
     try:
-        broker.enqueue_many(messages)
+        broker.enqueue_many(messages, notices_)
     except Exception:
-        # Recorded already: the sweeper enqueues them once Redis answers again.
+        # Recorded already: the sweeper enqueues them once Redis answers again. A lost notice costs
+        # nothing either: the streams lost their Redis connection too, so their clients resume from the store.
         log.warning("could not enqueue %d message(s); the sweeper will", len(messages), exc_info=True)
 
 

@@ -80,6 +80,14 @@ class Settings:
     """Stripe's webhook addresses, for sources whose IP allowlist is on."""
     paystack_webhook_ips: tuple[str, ...] = PAYSTACK_WEBHOOK_IPS
     """Paystack's webhook addresses, for sources whose IP allowlist is on."""
+    stream_max_per_key: int = 5
+    """Live streams (``GET /v1/stream``) one API key may hold open at once, across every web process."""
+    stream_heartbeat_seconds: float = 15.0
+    """Seconds between a live stream's heartbeats (an SSE comment), which keep proxies from closing an idle stream."""
+    stream_buffer: int = 1000
+    """Events buffered for one live stream whose reader is behind; past it the stream is closed (the client resumes)."""
+    stream_resume_window: float = 30.0
+    """Seconds before the ``Last-Event-ID`` event a resumed stream sends again, for events stamped earlier that committed later."""
     bind: str = "127.0.0.1:8640"
     """gunicorn: the address the web server listens on."""
     web_workers: int = 2

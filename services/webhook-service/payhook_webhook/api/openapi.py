@@ -112,6 +112,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         403: "the key may not do this, or the merchant is disabled",
         404: "no such resource (or not the key's merchant)",
         415: "the body is not declared as application/json",
+        429: "the key already holds as many live streams as STREAM_MAX_PER_KEY allows",
         503: "the store could not record the request; retry",
     }
     return {str(s): _json(_ref("Error"), meaning[s]) for s in statuses}
@@ -340,6 +341,22 @@ def _api_paths() -> dict[str, Any]:
                      "responses": {"201": _json(_ref("EventId"), "recorded"),
                                    "200": _json(_ref("EventId"), "a repeat: the first event's id, nothing new"),
                                    **_errors(400, 401, 403, 404, 415, 503)}},
+        },
+        "/v1/stream": {
+            "get": {**secured, "summary": "The merchant's events as Server-Sent Events, each as it is recorded "
+                                          "(docs/api.md: Live stream)",
+                    "parameters": [
+                        {"name": "types", "in": "query", "description": "comma-separated event types (default: all)",
+                         "schema": {"type": "string"}},
+                        {"name": "merchant_id", "in": "query", "description": "required with an admin key",
+                         "schema": {"type": "string"}},
+                        {"name": "Last-Event-ID", "in": "header",
+                         "description": "resume after this event (the last `id:` received)",
+                         "schema": {"type": "string"}}],
+                    "responses": {"200": {"description": "a stream of `id:` (event id), `event:` (type) and "
+                                                         "`data: {id, type, headers, body}` frames, and heartbeats",
+                                          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                                  **_errors(400, 401, 403, 404, 429)}},
         },
         "/v1/dead-letters": {
             "get": {**secured, "summary": "List dead letters, newest first (a merchant key sees its own)",
