@@ -12,7 +12,7 @@ from payhook_shared.store import Store
 from . import c2b, cli, console, errors, ingest, merchants, metrics, params
 from .api import (
     callbacks, deliveries, event_types, events, events_read, health, inbound, keys, management, openapi, replays,
-    sources, testing,
+    sources, synthetic,
 )
 from .broker import broker_for
 from .settings import Settings
@@ -67,7 +67,7 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     app.register_blueprint(events_read.bp)
     app.register_blueprint(replays.bp)
     app.register_blueprint(deliveries.bp)
-    app.register_blueprint(testing.bp)
+    app.register_blueprint(synthetic.bp)
     app.register_blueprint(sources.bp)
     app.register_blueprint(inbound.bp)
     app.register_blueprint(openapi.bp)

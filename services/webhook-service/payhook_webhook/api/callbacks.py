@@ -24,7 +24,7 @@ from payhook_shared.errors import DecodeError
 from payhook_shared.logs import bind
 
 from .. import c2b, merchants, metrics
-from ..classify import classify, rules_of
+from ..priority_rules import classify, rules_of
 from ..errors import InvalidPayload, NotFound, ProfileChanged, UnsupportedMediaType
 from ..source_ip import enforce_mpesa_allowlist
 

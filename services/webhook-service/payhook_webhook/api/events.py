@@ -18,7 +18,7 @@ from payhook_shared.events import STATUSES, UNKNOWN, NormalisedEvent
 from payhook_shared.logs import bind
 
 from .. import auth, merchants
-from ..classify import classify, rules_of
+from ..priority_rules import classify, rules_of
 from ..errors import Forbidden, InvalidPayload, NotFound
 from .schemas import EventCreateSchema, json_body, load
 

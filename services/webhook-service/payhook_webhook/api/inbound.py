@@ -17,13 +17,13 @@ import time
 
 from flask import Blueprint, current_app, jsonify, request
 
-from payhook_shared.callbacks import inbound, parse_json
+from payhook_shared.callbacks import parse_json, sources
 from payhook_shared.errors import DecodeError
 from payhook_shared.logs import bind
 from payhook_shared.store import Source
 
 from .. import ingest, merchants, metrics, signatures
-from ..classify import classify, rules_of
+from ..priority_rules import classify, rules_of
 from ..errors import (
     InvalidPayload, NotFound, ProfileChanged, SignatureRefused, SourceNotAllowed, UnsupportedMediaType,
 )
@@ -110,7 +110,7 @@ def receive(source_id: str, token: str):
     merchant = directory.get(source.merchant_id)
     with bind(merchant_id=merchant.id):
         try:
-            event = inbound.normalise(source.provider, parse_json(raw), raw, message_id)
+            event = sources.normalise(source.provider, parse_json(raw), raw, message_id)
         except DecodeError as exc:
             log.info("refused verified %s callback for source %s: %s", source.provider, source.id, exc)
             raise InvalidPayload(str(exc), exc.messages) from None

@@ -22,7 +22,7 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from payhook_shared import addresses, deadletters, ids, signing
-from payhook_shared import merchant_settings as ms
+from payhook_shared import merchant_settings
 from payhook_shared.priority import Priority
 from payhook_shared.store import Endpoint, JobState, Merchant
 from payhook_shared.store.models import utcnow
@@ -506,11 +506,13 @@ def _settings_page(merchant, merchants, values: dict[str, Any], errors: list[str
     page = render_template(
         "console/settings.html", merchant=merchant, merchants=merchants, values=values, errors=errors or [],
         types=types, statuses=STATUSES, priorities=[p.label for p in Priority],
-        spare_rules=settings_form.SPARE_RULES, profiles=ms.RETRY_PROFILES, custom=settings_form.CUSTOM,
-        describe=settings_form.describe_schedule, notices=settings_form.NOTICES, notice_defaults=ms.NOTICE_DEFAULTS,
-        receipt=ms.RECEIPT, min_days=ms.MIN_RETENTION_DAYS, max_days=ms.MAX_RETENTION_DAYS,
-        max_recipients=ms.MAX_RECIPIENTS, c2b_modes=ms.C2B_MODES, c2b_fallbacks=ms.C2B_FALLBACKS,
-        c2b_max_pattern=ms.MAX_PATTERN_LENGTH, c2b_max_timeout=ms.MAX_FORWARD_TIMEOUT)
+        spare_rules=settings_form.SPARE_RULES, profiles=merchant_settings.RETRY_PROFILES,
+        custom=settings_form.CUSTOM, describe=settings_form.describe_schedule, notices=settings_form.NOTICES,
+        notice_defaults=merchant_settings.NOTICE_DEFAULTS, receipt=merchant_settings.RECEIPT,
+        min_days=merchant_settings.MIN_RETENTION_DAYS, max_days=merchant_settings.MAX_RETENTION_DAYS,
+        max_recipients=merchant_settings.MAX_RECIPIENTS, c2b_modes=merchant_settings.C2B_MODES,
+        c2b_fallbacks=merchant_settings.C2B_FALLBACKS, c2b_max_pattern=merchant_settings.MAX_PATTERN_LENGTH,
+        c2b_max_timeout=merchant_settings.MAX_FORWARD_TIMEOUT)
     return page, status
 
 
@@ -524,7 +526,7 @@ def settings_page():
         if chosen is None:
             return render_template("console/settings.html", merchant=None, merchants=merchants)
         merchant = queries.merchant(session, scope, chosen)
-        values = ms.view(merchant.settings)
+        values = merchant_settings.view(merchant.settings)
     return _settings_page(merchant, merchants, values)
 
 
@@ -538,11 +540,11 @@ def save_settings():
     errors: list[str] = []
     with _store().write() as session:
         merchant = queries.merchant(session, scope, chosen)
-        stored = ms.view(merchant.settings)
+        stored = merchant_settings.view(merchant.settings)
         wanted = settings_form.read(request.form, stored)
         try:
             allow = current_app.extensions["payhook.settings"].endpoint_allowlist
-            changed = settings_form.changes(stored, ms.load(wanted, allow))
+            changed = settings_form.changes(stored, merchant_settings.load(wanted, allow))
         except ValidationError as exc:
             errors = settings_form.explain(exc.messages)
         else:
