@@ -18,7 +18,7 @@ from sqlalchemy import select
 from factories import api_key, merchant_with_endpoints
 from payhook_shared import merchant_settings
 from payhook_shared.store import AuditEntry
-from payhook_webhook.api.schemas import EndpointCreateSchema, EndpointUpdateSchema, MerchantUpdateSchema
+from payhook_webhook.schemas import EndpointCreateSchema, EndpointUpdateSchema, MerchantUpdateSchema
 from payhook_webhook.console import settings_form
 from test_console_settings import FormValues, console_app, signed_in  # noqa: F401 (console_app: a fixture)
 

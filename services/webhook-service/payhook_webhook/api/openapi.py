@@ -29,7 +29,7 @@ from payhook_shared.callbacks.gateways import PROVIDERS
 from ..params import TimeField
 from . import openapi_events
 from .event_types import api_event
-from .schemas import (
+from ..schemas import (
     MAX_GRACE_SECONDS, DeadLetterFilterSchema, EndpointCreateSchema, EndpointTestSchema, EndpointUpdateSchema,
     EventCreateSchema, HmacConfigSchema, MerchantCreateSchema, MerchantUpdateSchema, PriorityField,
     PriorityTestSchema, PurgeSchema, RecoverSchema, RotateSecretSchema, SourceCreateSchema, SourceRotateSchema,

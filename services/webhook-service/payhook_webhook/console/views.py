@@ -28,15 +28,16 @@ from payhook_shared.store import Endpoint, JobState, Merchant
 from payhook_shared.store.models import utcnow
 
 from .. import audit, auth, params
-from ..api import events_read
-from ..api import replays as replay_api
-from ..api.event_types import send_test, test_types
-from ..api.management import add_endpoint, change_merchant, change_settings, edit_endpoint, rotate_endpoint_secret
-from ..api.schemas import (
+from ..errors import Forbidden, InvalidPayload, NotFound, WebhookServiceError
+from ..schemas import (
     DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, EndpointCreateSchema, EndpointUpdateSchema, MerchantUpdateSchema, load,
 )
-from ..cli import callback_urls
-from ..errors import Forbidden, InvalidPayload, NotFound, WebhookServiceError
+from ..services import replays
+from ..services.endpoints import (
+    WINDOWS, add_endpoint, circuit_state, edit_endpoint, rotate_endpoint_secret, window_stats,
+)
+from ..services.events import send_test, test_types
+from ..services.merchants import callback_urls, change_merchant, change_settings
 from . import links, queries, security, settings_form
 from .queries import Scope
 
@@ -285,7 +286,7 @@ def event(event_id: str):
 def resend_event(event_id: str):
     """Deliver an event again, to one endpoint or to every endpoint that takes it (same ``webhook-id``)."""
     with _store().write() as session:
-        resent = replay_api.resend_event(session, _scope(), security.current(), event_id,
+        resent = replays.resend_event(session, _scope(), security.current(), event_id,
                                          _text(request.form, "endpoint") or None)
     queued = [ep for ep, outcome in resent.endpoints.items() if outcome == "queued"]
     flash(f"Resend queued to {', '.join(queued)}: delivered within seconds, with the same webhook-id."
@@ -399,11 +400,11 @@ def endpoint_page(endpoint_id: str):
     now = utcnow()
     with _store().read() as session:
         endpoint = queries.endpoint(session, _scope(), endpoint_id)
-        stats = {name: events_read.window_stats(session, endpoint.id, now - span)
-                 for name, span in events_read.WINDOWS.items()}
-        recent = [replay_api.replay_json(r) for r in replay_api.recent_replays(session, endpoint.id)]
+        stats = {name: window_stats(session, endpoint.id, now - span)
+                 for name, span in WINDOWS.items()}
+        recent = [replays.replay_json(r) for r in replays.recent_replays(session, endpoint.id)]
         return render_template("console/endpoint.html", endpoint=endpoint, stats=stats, replays=recent,
-                               circuit=events_read.circuit_state(endpoint, now))
+                               circuit=circuit_state(endpoint, now))
 
 
 @bp.post("/endpoints/<endpoint_id>/replay")
@@ -417,9 +418,9 @@ def replay_endpoint(endpoint_id: str):
     if form["until"] is not None and form["until"] <= form["since"]:
         raise InvalidPayload("until: must be after since")
     with _store().write() as session:
-        replay, message = replay_api.start_replay(session, _scope(), security.current(), endpoint_id, form)
+        replay, message = replays.start_replay(session, _scope(), security.current(), endpoint_id, form)
         replay_id = replay.id
-    replay_api.send(message)
+    replays.send(message)
     flash(f"Replay {replay_id} started: its progress is below.")
     return redirect(url_for("console.endpoint_page", endpoint_id=endpoint_id))
 
