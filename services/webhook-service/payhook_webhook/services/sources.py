@@ -28,7 +28,6 @@ GENERATED_SECRET = frozenset({FLUTTERWAVE, HMAC, STANDARD_WEBHOOKS})
 PUBLISHED_IPS = frozenset({"stripe", "paystack"})
 
 
-
 def callback_url(base_url: str, source: Source) -> str:
     """The URL the merchant pastes into the provider's dashboard."""
     return f"{base_url.rstrip('/')}/in/{source.id}/{source.callback_token}"
