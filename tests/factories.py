@@ -68,7 +68,7 @@ def record_payment(store: Store, broker, merchant_id: str, fixture: str, custome
     ``customer_email`` stands in for gateways whose callbacks name the buyer.
     """
     from payhook_webhook import ingest
-    from payhook_webhook.classify import classify
+    from payhook_webhook.priority_rules import classify
 
     payload = fixture_json(fixture)
     event = normalise_stk(payload)

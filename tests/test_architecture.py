@@ -134,3 +134,62 @@ def test_each_worker_and_the_app_have_one_startup_function(package):
              "payhook_mail": ("app", "setup")}[package]
     tree = ast.parse((PACKAGES[package] / f"{entry[0]}.py").read_text())
     assert entry[1] in {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+
+
+def _private_imports(name: str, path: Path, known: set[str]) -> list[str]:
+    """The underscore names of other modules of ours that ``name`` imports or reaches through an imported module."""
+    is_package = path.name == "__init__.py"
+    found, aliases = [], {}
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in known:
+                    aliases[alias.asname or alias.name] = alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".")
+                base = base[:len(base) - node.level + (1 if is_package else 0)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            for alias in node.names:
+                if f"{module}.{alias.name}" in known:
+                    aliases[alias.asname or alias.name] = f"{module}.{alias.name}"
+                elif module in known and module != name and alias.name.startswith("_"):
+                    found.append(f"{module}.{alias.name}")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases \
+                and node.attr.startswith("_") and not node.attr.startswith("__"):
+            found.append(f"{aliases[node.value.id]}.{node.attr}")
+    return found
+
+
+def test_no_service_module_imports_another_modules_private_names():
+    """What a module keeps to itself (``_name``) stays there: what others need is public, where it belongs."""
+    modules = {name: path for package in PACKAGES for name, path in _modules(package).items()}
+    borrowed = {name: found for name, path in modules.items() if name.split(".")[0] in SERVICES
+                and (found := _private_imports(name, path, set(modules)))}
+    assert borrowed == {}
+
+
+def test_a_planted_private_import_is_found(tmp_path):
+    module = tmp_path / "views.py"
+    module.write_text("from ..api.management import _page, merchant_json\nfrom ..api import keys\nkeys._iso(None)\n")
+    known = {"pkg.console.views", "pkg.api", "pkg.api.management", "pkg.api.keys"}
+    assert _private_imports("pkg.console.views", module, known) == ["pkg.api.management._page", "pkg.api.keys._iso"]
+
+
+def _front_end(module: str) -> str | None:
+    """Which of the webhook-service's front ends ``module`` belongs to: the JSON API, the console or the CLI."""
+    parts = module.split(".")
+    if parts[0] != "payhook_webhook" or len(parts) < 2:
+        return None
+    return parts[1] if parts[1] in ("api", "console", "cli") else None
+
+
+def test_the_webhook_service_front_ends_do_not_import_one_another():
+    """``api/``, ``console/`` and ``cli.py`` share ``services/`` (and ``schemas.py``), never one another's modules."""
+    crossing = {name: sorted(t for t in targets if _front_end(t) not in (None, _front_end(name)))
+                for name, targets in _graph().items() if _front_end(name)}
+    assert {name: targets for name, targets in crossing.items() if targets} == {}

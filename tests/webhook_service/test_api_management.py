@@ -11,7 +11,7 @@ from factories import api_key, merchant_with_endpoints
 from payhook_shared import signing
 from payhook_shared.store import Endpoint, Merchant
 from payhook_shared.store.models import utcnow
-from payhook_webhook.api.schemas import validate_endpoint_url
+from payhook_webhook.schemas import validate_endpoint_url
 
 
 @pytest.fixture

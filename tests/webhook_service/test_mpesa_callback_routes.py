@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from factories import callback_url, fixture_bytes, merchant_with_endpoints
 from payhook_shared.store import Delivery, Email, Event
 from payhook_webhook.api.callbacks import KINDS
-from payhook_webhook.cli import callback_urls
+from payhook_webhook.services.merchants import callback_urls
 
 ACCEPTED = {"ResultCode": 0, "ResultDesc": "Accepted"}
 SUCCESS = {"ResultCode": 0, "ResultDesc": "Success"}

@@ -7,7 +7,7 @@ import pytest
 from factories import api_key, fixture_bytes, merchant_with_endpoints, stk_url
 from payhook_shared.events import NormalisedEvent
 from payhook_shared.priority import Priority
-from payhook_webhook.classify import classify
+from payhook_webhook.priority_rules import classify
 
 
 def event(type_="shop.payment", status="succeeded", amount_minor=None) -> NormalisedEvent:

@@ -172,20 +172,20 @@ def test_a_reprocessed_callback_is_deduplicated_against_one_that_arrived_meanwhi
 
 
 def test_a_gateway_callback_is_reprocessed_with_its_verified_message_id(webhook_app, client, store, monkeypatch):
-    from payhook_shared.callbacks import inbound
+    from payhook_shared.callbacks import sources
 
     merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/a")
     source, path = make_source(store, merchant, "paystack", PAYSTACK_SECRET)
     body = fixture_bytes("paystack/charge_success.json")
-    normalise = inbound.normalise
+    normalise = sources.normalise
 
     def broken(*_args, **_kwargs):
         raise DecodeError("data.amount: not a number", {"data": ["not a number"]})
 
-    monkeypatch.setattr(inbound, "normalise", broken)
+    monkeypatch.setattr(sources, "normalise", broken)
     response = client.post(path, data=body, headers={"Content-Type": "application/json", **paystack_headers(body)})
     assert response.status_code == 400
-    monkeypatch.setattr(inbound, "normalise", normalise)
+    monkeypatch.setattr(sources, "normalise", normalise)
     [row] = _rows(store)
     assert _reprocess_cli(webhook_app, row.id).exit_code == 0
     with store.read() as session:

@@ -15,7 +15,7 @@ from payhook_shared.store import Store
 from . import c2b, cli, console, errors, ingest, merchants, metrics, params, stream
 from .api import (
     callbacks, deliveries, event_types, events, events_read, health, inbound, keys, management, openapi, quarantine,
-    replays, sources, testing,
+    replays, sources, synthetic,
 )
 from .api import stream as stream_api
 from .broker import broker_for
@@ -107,7 +107,7 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     app.register_blueprint(events_read.bp)
     app.register_blueprint(replays.bp)
     app.register_blueprint(deliveries.bp)
-    app.register_blueprint(testing.bp)
+    app.register_blueprint(synthetic.bp)
     app.register_blueprint(stream_api.bp)
     app.register_blueprint(sources.bp)
     app.register_blueprint(inbound.bp)

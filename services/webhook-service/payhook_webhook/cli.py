@@ -12,21 +12,16 @@ from flask import Flask, current_app
 from sqlalchemy import select
 
 from payhook_shared import ids, signing
-from payhook_shared.callbacks.mpesa import NORMALISERS
 from payhook_shared.store import ApiKey, Endpoint, Merchant
 from payhook_shared.store.migrate import upgrade
 
-from . import audit, auth, quarantine
+from . import auth, quarantine
 from .errors import NotFound
+from .services.keys import revoke
+from .services.merchants import callback_urls
 
 #: Who the audit log names for changes made at the command line (whoever can run it holds the database).
 CLI = auth.Principal(key_id="cli", merchant_id=None)
-
-
-def callback_urls(base_url: str, merchant: Merchant) -> dict[str, str]:
-    """The URLs a merchant pastes into Daraja, by callback kind (``stk``, ``c2b-confirmation``, …)."""
-    root = f"{base_url.rstrip('/')}/cb/{merchant.id}/{merchant.callback_token}"
-    return {kind: f"{root}/{kind}" for kind in NORMALISERS}
 
 
 def _with_receipt_fallback(settings: dict, customer_email: str) -> dict:
@@ -94,11 +89,9 @@ def register(app: Flask) -> None:
         """Revoke an API key at once and end the console sessions it opened."""
         with current_app.extensions["payhook.store"].write() as session:
             try:
-                row, newly = auth.revoke_api_key(session, key_id)
-            except LookupError as exc:
-                raise click.BadParameter(str(exc), param_hint="KEY_ID") from None
-            if newly:
-                audit.record(session, CLI, "revoke_api_key", key_id, key_merchant_id=row.merchant_id)
+                _, newly = revoke(session, CLI, key_id)
+            except NotFound as exc:
+                raise click.BadParameter(exc.message, param_hint="KEY_ID") from None
         click.echo(f"revoked API key {key_id}" if newly else f"API key {key_id} was revoked already")
 
     @app.cli.group("quarantine")

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from payhook_shared import ids, jobs, notices
 from payhook_shared.provider_keys import provider_key
 from payhook_shared.broker import RedisBroker
-from payhook_shared.callbacks import inbound, mpesa
+from payhook_shared.callbacks import mpesa, sources
 from payhook_shared.events import TEST_TYPE, NormalisedEvent
 from payhook_shared.logs import bind
 from payhook_shared.messages import DeliverWebhook
@@ -331,7 +331,7 @@ def _notifications(merchant: Profile, event: NormalisedEvent, event_id: str) -> 
     "payment received" (on by default) or "payment failed" (opt-in) notice, and
     the buyer's receipt when the event carries a customer email.
     """
-    if event.type in NO_RECEIPT_EMAIL_TYPES or not inbound.sends_payment_notices(event):
+    if event.type in NO_RECEIPT_EMAIL_TYPES or not sources.sends_payment_notices(event):
         return []
     return [email for email in (notices.payment_received(merchant, event, event_id),
                                 notices.payment_failed(merchant, event, event_id),

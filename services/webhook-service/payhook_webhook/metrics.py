@@ -6,7 +6,7 @@ paths; validation reasons are a top-level field name of the callback schemas or 
 
 Under gunicorn every process writes its samples to ``PROMETHEUS_MULTIPROC_DIR`` (see
 ``gunicorn_conf``) and ``/metrics`` adds them up, so any process answers for all of them. The queue
-and store gauges (``queues.QueueCollector``) are computed at scrape time, cached for a few seconds.
+and store gauges (``backlog.QueueCollector``) are computed at scrape time, cached for a few seconds.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from payhook_shared import metrics
 from payhook_shared.callbacks import mpesa
 from payhook_shared.callbacks.gateways import PROVIDERS
 
-from .queues import QueueCollector
+from .backlog import QueueCollector
 
 HTTP_REQUESTS = Counter("payhook_http_requests_total", "HTTP requests answered, by route template.",
                         ["route", "method", "status"])

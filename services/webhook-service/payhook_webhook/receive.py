@@ -14,12 +14,12 @@ from typing import Any
 
 from flask import current_app
 
-from payhook_shared.callbacks import inbound
+from payhook_shared.callbacks import sources
 from payhook_shared.callbacks.mpesa import NORMALISERS, load_c2b_validation
 from payhook_shared.logs import bind
 
 from . import c2b, ingest, merchants
-from .classify import classify, rules_of
+from .priority_rules import classify, rules_of
 from .errors import ProfileChanged
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def gateway(provider: str, source_id: str, merchant_id: str, raw: bytes, payload
     directory = current_app.extensions["payhook.merchants"]
     merchant = directory.get(merchant_id)
     with bind(merchant_id=merchant.id):
-        event = inbound.normalise(provider, payload, raw, message_id)
+        event = sources.normalise(provider, payload, raw, message_id)
         event.details["source_id"] = source_id
         try:
             recorded = _record(merchant, event, raw)

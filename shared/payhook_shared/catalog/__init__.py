@@ -24,7 +24,7 @@ from importlib import resources
 from typing import Any
 
 from .. import ids, operational
-from ..callbacks import inbound, mpesa
+from ..callbacks import mpesa, sources
 from ..callbacks.gateways import FLUTTERWAVE, HMAC, PAYSTACK, STANDARD_WEBHOOKS, STRIPE
 from ..errors import PayhookError
 from ..events import STATUSES, SUCCEEDED, TEST_PREFIX, TEST_TYPE, NormalisedEvent, webhook_body
@@ -276,9 +276,9 @@ def example_event(entry: EventType, api_normaliser: Any = None) -> NormalisedEve
     if entry.provider == API:
         if api_normaliser is not None:
             return api_normaliser(payload)
-        return inbound.normalise(API, payload, raw)
+        return sources.normalise(API, payload, raw)
     if entry.source is not None:
-        return inbound.normalise(entry.source, payload, raw)
+        return sources.normalise(entry.source, payload, raw)
     if entry.type == TEST_TYPE:
         return NormalisedEvent(provider="payhook", type=TEST_TYPE, status=SUCCEEDED,
                                dedupe_key=f"{TEST_PREFIX}example", details={"priority": "normal"})

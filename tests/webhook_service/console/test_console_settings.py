@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select, update
 
 from factories import fixture_bytes, merchant_with_endpoints, stk_url
-from payhook_shared import merchant_settings as ms
+from payhook_shared import merchant_settings
 from payhook_shared import retention
 from payhook_shared.store import AuditEntry, Delivery, DeliveryAttempt, Email, Event, JobState, Merchant
 from payhook_webhook.app import create_app
@@ -132,7 +132,7 @@ def test_a_merchant_saves_its_settings_and_the_change_is_audited(console_app):
     assert settings["notifications"]["payment_received"] == {
         "enabled": True, "recipients": ["owner@shop.test", "books@shop.test"]}
     assert settings["notifications"]["payment_failed"] == {"enabled": True}
-    assert ms.view(settings) == {**ms.view(None), **settings}  # what the services read back
+    assert merchant_settings.view(settings) == {**merchant_settings.view(None), **settings}  # what the services read back
 
     assert save(client, merchant.id).status_code == 302  # the page as shown, saved again: nothing changes
     with store.read() as session:
@@ -256,8 +256,8 @@ def test_a_retry_profile_changes_the_wait_before_a_retry(console_app, receiver, 
         return None if row is None else (row.next_attempt_at - row.started_at).total_seconds()
 
     wait_until(lambda: first_wait(gentle) is not None and first_wait(aggressive) is not None, what="first failures")
-    assert first_wait(gentle) == pytest.approx(ms.RETRY_PROFILES["gentle"][0], abs=1)
-    assert first_wait(aggressive) == pytest.approx(ms.RETRY_PROFILES["aggressive"][0], abs=1)
+    assert first_wait(gentle) == pytest.approx(merchant_settings.RETRY_PROFILES["gentle"][0], abs=1)
+    assert first_wait(aggressive) == pytest.approx(merchant_settings.RETRY_PROFILES["aggressive"][0], abs=1)
 
 
 def test_retention_days_change_what_purge_removes(console_app):

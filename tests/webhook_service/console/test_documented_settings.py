@@ -16,15 +16,15 @@ from marshmallow import Schema, fields
 from sqlalchemy import select
 
 from factories import api_key, merchant_with_endpoints
-from payhook_shared import merchant_settings as ms
+from payhook_shared import merchant_settings
 from payhook_shared.store import AuditEntry
-from payhook_webhook.api.schemas import EndpointCreateSchema, EndpointUpdateSchema, MerchantUpdateSchema
+from payhook_webhook.schemas import EndpointCreateSchema, EndpointUpdateSchema, MerchantUpdateSchema
 from payhook_webhook.console import settings_form
 from test_console_settings import FormValues, console_app, signed_in  # noqa: F401 (console_app: a fixture)
 
-ALL_NOTICES_OFF = {kind: {"enabled": False} for kind in ms.NOTICE_DEFAULTS}
+ALL_NOTICES_OFF = {kind: {"enabled": False} for kind in merchant_settings.NOTICE_DEFAULTS}
 
-# (section, value as set, value as read back): together they name every field of ms.SettingsSchema.
+# (section, value as set, value as read back): together they name every field of merchant_settings.SettingsSchema.
 MERCHANT_SETTINGS = [
     ("priority_rules", [{"event_type": "mpesa.stk_push", "status": "failed", "min_amount_minor": 100000,
                          "priority": "urgent"}],
@@ -81,7 +81,7 @@ def paths(value: Any, prefix: str) -> set[str]:
 
 def test_the_examples_name_every_documented_setting():
     covered = set().union(*(paths(value, section) for section, value, _ in MERCHANT_SETTINGS))
-    assert covered == leaves(ms.SettingsSchema())
+    assert covered == leaves(merchant_settings.SettingsSchema())
     assert {name for name, _ in MERCHANT_FIELDS} | {"priority_rules"} == set(MerchantUpdateSchema().fields)
     assert set(ENDPOINT) | {"enabled"} == set(EndpointUpdateSchema().fields) == set(EndpointCreateSchema().fields)
     assert set(ENDPOINT_CHANGED) == set(ENDPOINT) == set(EndpointUpdateSchema.FIELDS) - {"enabled"}

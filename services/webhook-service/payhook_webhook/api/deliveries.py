@@ -18,7 +18,7 @@ from payhook_shared.store import Delivery, Endpoint
 
 from .. import auth
 from ..errors import NotFound
-from .schemas import (
+from ..schemas import (
     DeadLetterFilterSchema, DeadLetterQuerySchema, PurgeSchema, RecoverSchema, json_body, load, query,
 )
 

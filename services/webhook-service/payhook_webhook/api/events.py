@@ -8,65 +8,23 @@ caller's ``idempotency_key`` is the dedupe key, so a retried request answers
 
 from __future__ import annotations
 
-import re
-from typing import Any
 
 from flask import Blueprint, current_app, jsonify
 
-from payhook_shared import money
-from payhook_shared.events import STATUSES, UNKNOWN, NormalisedEvent
 from payhook_shared.logs import bind
 
 from .. import auth, merchants
-from ..classify import classify, rules_of
+from ..priority_rules import classify, rules_of
 from ..errors import Forbidden, InvalidPayload, NotFound
-from .schemas import EventCreateSchema, json_body, load
+from ..schemas import EventCreateSchema, json_body, load
+from ..services.events import normalise_api_event
 
 bp = Blueprint("events", __name__, url_prefix="/v1")
 bp.before_request(auth.require_api_key)
 
-PROVIDER = "api"
-_CURRENCY = re.compile(r"^[A-Za-z]{3}$")
-
 
 def _refuse(field: str, message: str) -> InvalidPayload:
     return InvalidPayload(f"{field}: {message}", {field: [message]})
-
-
-def normalise_api_event(body: dict[str, Any]) -> NormalisedEvent:
-    """The ``NormalisedEvent`` a validated ``POST /v1/events`` body describes.
-
-    ``data.status`` is kept when it is ``succeeded``, ``failed`` or
-    ``unknown`` and is otherwise ``unknown``; ``data.amount`` (major units)
-    needs ``data.currency`` and becomes exact minor units.
-
-    Raises:
-      InvalidPayload: naming ``data.amount`` or ``data.currency`` when they cannot be read.
-    """
-    data = body["data"]
-    status = data.get("status")
-    currency = data.get("currency")
-    if currency is not None:
-        if not isinstance(currency, str) or not _CURRENCY.match(currency):
-            raise _refuse("data.currency", "must be a three-letter ISO 4217 code such as KES")
-        currency = currency.upper()
-    amount_minor = None
-    if data.get("amount") is not None:
-        if currency is None:
-            raise _refuse("data.currency", "is required when data.amount is given")
-        try:
-            amount_minor = money.to_minor(data["amount"], currency)
-        except money.AmountError as exc:
-            raise _refuse("data.amount", str(exc)) from None
-    return NormalisedEvent(
-        provider=PROVIDER,
-        type=body["type"],
-        status=status if isinstance(status, str) and status in STATUSES else UNKNOWN,
-        dedupe_key=f"{PROVIDER}:{body['idempotency_key']}",
-        amount_minor=amount_minor,
-        currency=currency,
-        customer_email=body["customer_email"],
-    )
 
 
 def _merchant_id(requested: str | None) -> str:

@@ -21,14 +21,16 @@ from sqlalchemy.orm import Session, load_only, selectinload
 from payhook_shared import ids
 from payhook_shared.callbacks.mpesa import C2B_CONFIRMATION, C2B_VALIDATION
 from payhook_shared.events import webhook_body
-from payhook_shared.store import Delivery, DeliveryAttempt, Endpoint, Event, JobState
+from payhook_shared.store import Delivery, DeliveryAttempt, Event, JobState
 from payhook_shared.store.models import utcnow
 
 from .. import auth
 from ..errors import NotFound
 from ..reads import ID_TIME_MARGIN, RARE_SUFFIX_DIGITS, Scope, phone_suffix
 from .deliveries import delivery_json
-from .schemas import DEFAULT_PAGE, MAX_PAGE, query
+from ..schemas import DEFAULT_PAGE, MAX_PAGE, query
+from ..services.common import iso
+from ..services.endpoints import SUCCESS, WINDOWS, circuit_state, endpoint_in_scope, window_stats
 
 bp = Blueprint("events_read", __name__, url_prefix="/v1")
 bp.before_request(auth.require_api_key)
@@ -36,14 +38,8 @@ bp.before_request(auth.require_api_key)
 PENDING, SENDING, DONE, DEAD = (s.value for s in (JobState.PENDING, JobState.SENDING, JobState.DONE, JobState.DEAD))
 #: The ``delivery`` filter: what became of an event's deliveries.
 DELIVERY_STATES = ("delivered", "failing", "dead", "undelivered")
-SUCCESS = "success"
 #: The windows of an endpoint's stats.
-WINDOWS = {"hour": dt.timedelta(hours=1), "day": dt.timedelta(days=1)}
 _C2B_TYPES = (C2B_CONFIRMATION, C2B_VALIDATION)
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def _store():
@@ -169,13 +165,13 @@ def event_summary(event: Event) -> dict[str, Any]:
     return {"id": event.id, "merchant_id": event.merchant_id, "provider": event.provider, "type": event.type,
             "status": event.status, "amount_minor": event.amount_minor, "currency": event.currency,
             "receipt": event.receipt, "reference": event.reference, "provider_key": event.provider_key,
-            "phone": event.phone, "received_at": _iso(event.received_at)}
+            "phone": event.phone, "received_at": iso(event.received_at)}
 
 
 def attempt_json(attempt: DeliveryAttempt) -> dict[str, Any]:
     """One delivery attempt as the API shows it."""
     return {"id": attempt.id, "delivery_id": attempt.delivery_id, "endpoint_id": attempt.endpoint_id,
-            "number": attempt.number, "started_at": _iso(attempt.started_at), "duration_ms": attempt.duration_ms,
+            "number": attempt.number, "started_at": iso(attempt.started_at), "duration_ms": attempt.duration_ms,
             "status_code": attempt.status_code, "category": attempt.category, "error": attempt.error,
             "response_snippet": attempt.response_snippet}
 
@@ -203,18 +199,6 @@ def _delivery(session: Session, scope: Scope, delivery_id: str) -> Delivery:
     row = session.scalar(scope.only(select(Delivery), Delivery.merchant_id).where(Delivery.id == delivery_id))
     if row is None:
         raise NotFound(f"no delivery {delivery_id}")
-    return row
-
-
-def endpoint_in_scope(session: Session, scope: Scope, endpoint_id: str) -> Endpoint:
-    """One endpoint the caller may see.
-
-    Raises:
-      NotFound: for an unknown id or another merchant's endpoint alike.
-    """
-    row = session.scalar(scope.only(select(Endpoint), Endpoint.merchant_id).where(Endpoint.id == endpoint_id))
-    if row is None:
-        raise NotFound(f"no endpoint {endpoint_id}")
     return row
 
 
@@ -263,7 +247,7 @@ def get_event(event_id: str):
         document = json.loads(webhook_body(event))
         return jsonify({
             "id": event.id, "merchant_id": event.merchant_id, "type": event.type,
-            "received_at": _iso(event.received_at), "priority": event.priority,
+            "received_at": iso(event.received_at), "priority": event.priority,
             "provider_key": event.provider_key, "delivery_status": delivery_status(event.deliveries),
             "data": document["data"], "raw_payload": event.raw_payload,
             "deliveries": [{**delivery_json(d), "attempt_log": [attempt_json(a) for a in d.attempt_log]}
@@ -328,48 +312,6 @@ def list_endpoint_attempts(endpoint_id: str):
                        next_after=page["next_after"])
 
 
-def _percentile(ordered: list[int], fraction: float) -> float | None:
-    """Linear interpolation between closest ranks, as PostgreSQL's ``percentile_cont``."""
-    if not ordered:
-        return None
-    position = fraction * (len(ordered) - 1)
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def window_stats(session: Session, endpoint_id: str, since: dt.datetime) -> dict[str, Any]:
-    """Attempts, success rate, p50/p95 latency and last success of an endpoint since ``since``."""
-    window = (DeliveryAttempt.endpoint_id == endpoint_id, DeliveryAttempt.started_at >= since)
-    succeeded = DeliveryAttempt.category == SUCCESS
-    columns = [func.count(), func.count().filter(succeeded), func.max(DeliveryAttempt.started_at).filter(succeeded)]
-    postgresql = session.get_bind().dialect.name == "postgresql"
-    if postgresql:
-        columns += [func.percentile_cont(q).within_group(DeliveryAttempt.duration_ms) for q in (0.5, 0.95)]
-    row = session.execute(select(*columns).where(*window)).one()
-    attempts, successes, last_success = row[0], row[1], row[2]
-    if postgresql:
-        p50, p95 = row[3], row[4]
-    else:
-        # SQLite has no percentile function; its stores are small.
-        durations = list(session.scalars(select(DeliveryAttempt.duration_ms).where(*window)
-                                         .order_by(DeliveryAttempt.duration_ms)))
-        p50, p95 = _percentile(durations, 0.5), _percentile(durations, 0.95)
-    if isinstance(last_success, str):  # SQLite's max() of a timestamp comes back as text
-        last_success = dt.datetime.fromisoformat(last_success).replace(tzinfo=dt.timezone.utc)
-    return {"attempts": attempts, "succeeded": successes,
-            "success_rate": round(100 * successes / attempts, 1) if attempts else None,
-            "p50_ms": round(p50, 1) if p50 is not None else None, "p95_ms": round(p95, 1) if p95 is not None else None,
-            "last_success_at": _iso(last_success)}
-
-
-def circuit_state(endpoint: Endpoint, now: dt.datetime) -> str:
-    """``closed``, ``open`` (deliveries wait) or ``half_open`` (the next delivery probes)."""
-    if endpoint.circuit_open_until is None:
-        return "closed"
-    return "open" if endpoint.circuit_open_until > now else "half_open"
-
-
 @bp.get("/endpoints/<endpoint_id>/stats")
 def endpoint_stats(endpoint_id: str):
     """An endpoint's health: attempts over the last hour and day, its circuit, and deliveries waiting."""
@@ -381,9 +323,9 @@ def endpoint_stats(endpoint_id: str):
         return jsonify({
             "endpoint_id": endpoint.id,
             "windows": {name: window_stats(session, endpoint.id, now - span) for name, span in WINDOWS.items()},
-            "circuit": {"state": circuit_state(endpoint, now), "open_until": _iso(endpoint.circuit_open_until),
+            "circuit": {"state": circuit_state(endpoint, now), "open_until": iso(endpoint.circuit_open_until),
                         "consecutive_failures": endpoint.consecutive_failures,
-                        "failing_since": _iso(endpoint.failing_since)},
+                        "failing_since": iso(endpoint.failing_since)},
             "enabled": endpoint.enabled, "disabled_reason": endpoint.disabled_reason,
             "deliveries_waiting": waiting,
         })

@@ -15,9 +15,10 @@ from sqlalchemy import select
 
 from payhook_shared.store import ApiKey
 
-from .. import audit, auth
-from ..errors import NotFound
-from .management import _iso, _page
+from .. import auth
+from ..services.common import iso
+from ..services.keys import revoke
+from .paging import requested_page
 
 bp = Blueprint("api_keys", __name__, url_prefix="/v1")
 bp.before_request(auth.require_api_key)
@@ -30,9 +31,9 @@ def key_json(key: ApiKey) -> dict[str, Any]:
         "merchant_id": key.merchant_id,
         "label": key.label,
         "last4": key.hint or None,
-        "created_at": _iso(key.created_at),
-        "last_used_at": _iso(key.last_used_at),
-        "revoked_at": _iso(key.revoked_at),
+        "created_at": iso(key.created_at),
+        "last_used_at": iso(key.last_used_at),
+        "revoked_at": iso(key.revoked_at),
     }
 
 
@@ -45,7 +46,7 @@ def list_keys():
     """Every API key, admin and merchant, revoked ones included (admin only)."""
     auth.require_admin()
     with _store().read() as session:
-        return jsonify(_page(session, select(ApiKey), ApiKey.id, key_json))
+        return jsonify(requested_page(session, select(ApiKey), ApiKey.id, key_json))
 
 
 @bp.delete("/api-keys/<key_id>")
@@ -53,10 +54,5 @@ def revoke_key(key_id: str):
     """Revoke a key at once and end the console sessions it opened (admin only); repeating it changes nothing."""
     principal = auth.require_admin()
     with _store().write() as session:
-        try:
-            key, newly = auth.revoke_api_key(session, key_id)
-        except LookupError:
-            raise NotFound(f"no API key {key_id}") from None
-        if newly:
-            audit.record(session, principal, "revoke_api_key", key_id, key_merchant_id=key.merchant_id)
+        key, _ = revoke(session, principal, key_id)
         return jsonify(key_json(key))

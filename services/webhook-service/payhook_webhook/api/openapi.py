@@ -21,7 +21,7 @@ from flask import Blueprint, Flask, current_app, jsonify
 from marshmallow import Schema, fields
 
 from payhook_shared import catalog
-from payhook_shared import merchant_settings as ms
+from payhook_shared import merchant_settings
 from payhook_shared.addresses import MAX_LENGTH as MAX_ADDRESS_LENGTH
 from payhook_shared.addresses import EmailAddress
 from payhook_shared.callbacks.gateways import PROVIDERS
@@ -29,7 +29,7 @@ from payhook_shared.callbacks.gateways import PROVIDERS
 from ..params import TimeField
 from . import openapi_events
 from .event_types import api_event
-from .schemas import (
+from ..schemas import (
     MAX_GRACE_SECONDS, DeadLetterFilterSchema, EndpointCreateSchema, EndpointTestSchema, EndpointUpdateSchema,
     EventCreateSchema, HmacConfigSchema, MerchantCreateSchema, MerchantUpdateSchema, PriorityField,
     PriorityTestSchema, PurgeSchema, RecoverSchema, RotateSecretSchema, SourceCreateSchema, SourceRotateSchema,
@@ -41,14 +41,14 @@ bp = Blueprint("openapi", __name__)
 REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "MerchantCreate": MerchantCreateSchema,
     "MerchantUpdate": MerchantUpdateSchema,
-    "PriorityRule": ms.PriorityRuleSchema,
-    "MerchantSettings": ms.SettingsSchema,
-    "RetrySettings": ms.RetrySchema,
-    "NotificationSettings": ms.NotificationsSchema,
-    "NoticePreference": ms.NoticeSchema,
-    "ReceiptPreference": ms.ReceiptNoticeSchema,
-    "RetentionSettings": ms.RetentionSchema,
-    "C2BValidationSettings": ms.C2BValidationSchema,
+    "PriorityRule": merchant_settings.PriorityRuleSchema,
+    "MerchantSettings": merchant_settings.SettingsSchema,
+    "RetrySettings": merchant_settings.RetrySchema,
+    "NotificationSettings": merchant_settings.NotificationsSchema,
+    "NoticePreference": merchant_settings.NoticeSchema,
+    "ReceiptPreference": merchant_settings.ReceiptNoticeSchema,
+    "RetentionSettings": merchant_settings.RetentionSchema,
+    "C2BValidationSettings": merchant_settings.C2BValidationSchema,
     "EndpointCreate": EndpointCreateSchema,
     "EndpointUpdate": EndpointUpdateSchema,
     "RotateSecret": RotateSecretSchema,
@@ -69,11 +69,11 @@ _PRIORITIES = ["urgent", "high", "normal", "low"]
 
 def _payhook_fields(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, Any]:
     """apispec attribute function: what the plugin cannot see in Payhook's own fields and validators."""
-    if isinstance(field, (PriorityField, ms.PriorityLabel)):
+    if isinstance(field, (PriorityField, merchant_settings.PriorityLabel)):
         if field.allow_none:
             return {"type": ["string", "null"], "enum": [*_PRIORITIES, None]}
         return {"type": "string", "enum": _PRIORITIES}
-    if isinstance(field, ms.KesAmount):
+    if isinstance(field, merchant_settings.KesAmount):
         kinds = ["string", "number", "null"] if field.allow_none else ["string", "number"]
         return {"type": kinds, "description": "an amount in KES"}
     if isinstance(field, TimeField):

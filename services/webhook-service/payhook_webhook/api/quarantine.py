@@ -12,7 +12,7 @@ from payhook_shared.store import QuarantinedCallback
 
 from .. import auth, quarantine
 from ..errors import NotFound
-from .schemas import QuarantineQuerySchema, query
+from ..schemas import QuarantineQuerySchema, query
 
 bp = Blueprint("quarantine", __name__, url_prefix="/v1")
 bp.before_request(auth.require_api_key)

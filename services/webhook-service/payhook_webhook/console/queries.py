@@ -14,7 +14,7 @@ from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.orm import Session, load_only, selectinload
 
 from payhook_shared import deadletters, ids
-from payhook_shared.callbacks import flutterwave, inbound, mpesa, paystack
+from payhook_shared.callbacks import flutterwave, mpesa, paystack, sources
 from payhook_shared.events import TEST_TYPE
 from payhook_shared.priority import Priority
 from payhook_shared.store import AuditEntry, Delivery, Endpoint, Event, JobState, Merchant
@@ -29,7 +29,7 @@ PENDING, SENDING, DONE, DEAD = (s.value for s in (JobState.PENDING, JobState.SEN
 KNOWN_EVENT_TYPES = frozenset(
     {mpesa.STK_PUSH, mpesa.C2B_VALIDATION, mpesa.C2B_CONFIRMATION, mpesa.B2C, mpesa.B2B, mpesa.REVERSAL,
      mpesa.TRANSACTION_STATUS, mpesa.ACCOUNT_BALANCE, flutterwave.CHARGE_COMPLETED, paystack.TRANSFER_SUCCESS,
-     paystack.TRANSFER_FAILED, TEST_TYPE} | inbound.PAYMENT_TYPES | inbound.REFUND_TYPES | inbound.DISPUTE_TYPES
+     paystack.TRANSFER_FAILED, TEST_TYPE} | sources.PAYMENT_TYPES | sources.REFUND_TYPES | sources.DISPUTE_TYPES
 )
 
 

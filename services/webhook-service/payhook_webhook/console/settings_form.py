@@ -12,20 +12,21 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from payhook_shared import merchant_settings as ms
+from payhook_shared import merchant_settings
 from payhook_shared.callbacks.base import validation_message
 
 #: Blank rule rows offered below the merchant's rules, to add new ones.
 SPARE_RULES = 2
-RETRY_CHOICES = tuple(ms.RETRY_PROFILES)
+RETRY_CHOICES = tuple(merchant_settings.RETRY_PROFILES)
 # An explicit schedule, typed in as seconds.
 CUSTOM = "custom"
 NOTICES = (
-    (ms.PAYMENT_RECEIVED, "Payment received", "to you, for every successful payment"),
-    (ms.PAYMENT_FAILED, "Payment failed", "to you, for every failed payment"),
-    (ms.RECEIPT, "Buyer receipts", "to the buyer named in the payment, for every successful payment"),
-    (ms.ENDPOINT_FAILING, "Endpoint failing", "to you, once per incident, when an endpoint keeps failing"),
-    (ms.ENDPOINT_DISABLED, "Endpoint disabled", "to you, when Payhook stops sending to an endpoint"),
+    (merchant_settings.PAYMENT_RECEIVED, "Payment received", "to you, for every successful payment"),
+    (merchant_settings.PAYMENT_FAILED, "Payment failed", "to you, for every failed payment"),
+    (merchant_settings.RECEIPT, "Buyer receipts", "to the buyer named in the payment, for every successful payment"),
+    (merchant_settings.ENDPOINT_FAILING, "Endpoint failing",
+     "to you, once per incident, when an endpoint keeps failing"),
+    (merchant_settings.ENDPOINT_DISABLED, "Endpoint disabled", "to you, when Payhook stops sending to an endpoint"),
 )
 
 
@@ -42,7 +43,7 @@ def _items(value: str) -> list[str]:
 
 def _rules(form) -> list[dict[str, Any]]:
     rules = []
-    for i in range(ms.MAX_PRIORITY_RULES + SPARE_RULES):
+    for i in range(merchant_settings.MAX_PRIORITY_RULES + SPARE_RULES):
         prefix = f"rule-{i}-"
         if f"{prefix}priority" not in form:
             break
@@ -69,7 +70,7 @@ def _notifications(form) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for kind, _, _ in NOTICES:
         chosen: dict[str, Any] = {"enabled": form.get(f"notice-{kind}-enabled") == "on"}
-        if kind == ms.RECEIPT:
+        if kind == merchant_settings.RECEIPT:
             fallback = form.get(f"notice-{kind}-fallback_email", "").strip()
             if fallback:
                 chosen["fallback_email"] = fallback

@@ -22,21 +22,22 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from payhook_shared import addresses, deadletters, ids, signing
-from payhook_shared import merchant_settings as ms
+from payhook_shared import merchant_settings
 from payhook_shared.priority import Priority
 from payhook_shared.store import Endpoint, JobState, Merchant, QuarantinedCallback
 from payhook_shared.store.models import utcnow
 
 from .. import audit, auth, params, quarantine
-from ..api import events_read
-from ..api import replays as replay_api
-from ..api.event_types import send_test, test_types
-from ..api.management import add_endpoint, change_merchant, change_settings, edit_endpoint, rotate_endpoint_secret
-from ..api.schemas import (
+from ..errors import Forbidden, InvalidPayload, NotFound, WebhookServiceError
+from ..schemas import (
     DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, EndpointCreateSchema, EndpointUpdateSchema, MerchantUpdateSchema, load,
 )
-from ..cli import callback_urls
-from ..errors import Forbidden, InvalidPayload, NotFound, WebhookServiceError
+from ..services import replays
+from ..services.endpoints import (
+    WINDOWS, add_endpoint, circuit_state, edit_endpoint, rotate_endpoint_secret, window_stats,
+)
+from ..services.events import send_test, test_types
+from ..services.merchants import callback_urls, change_merchant, change_settings
 from . import links, queries, security, settings_form
 from .queries import Scope
 
@@ -286,7 +287,7 @@ def event(event_id: str):
 def resend_event(event_id: str):
     """Deliver an event again, to one endpoint or to every endpoint that takes it (same ``webhook-id``)."""
     with _store().write() as session:
-        resent = replay_api.resend_event(session, _scope(), security.current(), event_id,
+        resent = replays.resend_event(session, _scope(), security.current(), event_id,
                                          _text(request.form, "endpoint") or None)
     queued = [ep for ep, outcome in resent.endpoints.items() if outcome == "queued"]
     flash(f"Resend queued to {', '.join(queued)}: delivered within seconds, with the same webhook-id."
@@ -450,11 +451,11 @@ def endpoint_page(endpoint_id: str):
     now = utcnow()
     with _store().read() as session:
         endpoint = queries.endpoint(session, _scope(), endpoint_id)
-        stats = {name: events_read.window_stats(session, endpoint.id, now - span)
-                 for name, span in events_read.WINDOWS.items()}
-        recent = [replay_api.replay_json(r) for r in replay_api.recent_replays(session, endpoint.id)]
+        stats = {name: window_stats(session, endpoint.id, now - span)
+                 for name, span in WINDOWS.items()}
+        recent = [replays.replay_json(r) for r in replays.recent_replays(session, endpoint.id)]
         return render_template("console/endpoint.html", endpoint=endpoint, stats=stats, replays=recent,
-                               circuit=events_read.circuit_state(endpoint, now))
+                               circuit=circuit_state(endpoint, now))
 
 
 @bp.post("/endpoints/<endpoint_id>/replay")
@@ -468,9 +469,9 @@ def replay_endpoint(endpoint_id: str):
     if form["until"] is not None and form["until"] <= form["since"]:
         raise InvalidPayload("until: must be after since")
     with _store().write() as session:
-        replay, message = replay_api.start_replay(session, _scope(), security.current(), endpoint_id, form)
+        replay, message = replays.start_replay(session, _scope(), security.current(), endpoint_id, form)
         replay_id = replay.id
-    replay_api.send(message)
+    replays.send(message)
     flash(f"Replay {replay_id} started: its progress is below.")
     return redirect(url_for("console.endpoint_page", endpoint_id=endpoint_id))
 
@@ -557,11 +558,13 @@ def _settings_page(merchant, merchants, values: dict[str, Any], errors: list[str
     page = render_template(
         "console/settings.html", merchant=merchant, merchants=merchants, values=values, errors=errors or [],
         types=types, statuses=STATUSES, priorities=[p.label for p in Priority],
-        spare_rules=settings_form.SPARE_RULES, profiles=ms.RETRY_PROFILES, custom=settings_form.CUSTOM,
-        describe=settings_form.describe_schedule, notices=settings_form.NOTICES, notice_defaults=ms.NOTICE_DEFAULTS,
-        receipt=ms.RECEIPT, min_days=ms.MIN_RETENTION_DAYS, max_days=ms.MAX_RETENTION_DAYS,
-        max_recipients=ms.MAX_RECIPIENTS, c2b_modes=ms.C2B_MODES, c2b_fallbacks=ms.C2B_FALLBACKS,
-        c2b_max_pattern=ms.MAX_PATTERN_LENGTH, c2b_max_timeout=ms.MAX_FORWARD_TIMEOUT)
+        spare_rules=settings_form.SPARE_RULES, profiles=merchant_settings.RETRY_PROFILES,
+        custom=settings_form.CUSTOM, describe=settings_form.describe_schedule, notices=settings_form.NOTICES,
+        notice_defaults=merchant_settings.NOTICE_DEFAULTS, receipt=merchant_settings.RECEIPT,
+        min_days=merchant_settings.MIN_RETENTION_DAYS, max_days=merchant_settings.MAX_RETENTION_DAYS,
+        max_recipients=merchant_settings.MAX_RECIPIENTS, c2b_modes=merchant_settings.C2B_MODES,
+        c2b_fallbacks=merchant_settings.C2B_FALLBACKS, c2b_max_pattern=merchant_settings.MAX_PATTERN_LENGTH,
+        c2b_max_timeout=merchant_settings.MAX_FORWARD_TIMEOUT)
     return page, status
 
 
@@ -575,7 +578,7 @@ def settings_page():
         if chosen is None:
             return render_template("console/settings.html", merchant=None, merchants=merchants)
         merchant = queries.merchant(session, scope, chosen)
-        values = ms.view(merchant.settings)
+        values = merchant_settings.view(merchant.settings)
     return _settings_page(merchant, merchants, values)
 
 
@@ -589,11 +592,11 @@ def save_settings():
     errors: list[str] = []
     with _store().write() as session:
         merchant = queries.merchant(session, scope, chosen)
-        stored = ms.view(merchant.settings)
+        stored = merchant_settings.view(merchant.settings)
         wanted = settings_form.read(request.form, stored)
         try:
             allow = current_app.extensions["payhook.settings"].endpoint_allowlist
-            changed = settings_form.changes(stored, ms.load(wanted, allow))
+            changed = settings_form.changes(stored, merchant_settings.load(wanted, allow))
         except ValidationError as exc:
             errors = settings_form.explain(exc.messages)
         else:

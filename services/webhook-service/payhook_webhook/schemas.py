@@ -1,4 +1,6 @@
-"""Request schemas of the JSON API (``/v1``), and reading a request through one.
+"""Input schemas of the JSON API (``/v1``) and the console, and reading an API request through one.
+
+The console validates its forms with the same schemas, so both refuse the same input.
 
 Every refusal is a 400 whose message names the offending field, e.g.
 ``url: must be an absolute http(s) URL``.
@@ -22,8 +24,8 @@ from payhook_shared.errors import DecodeError, UnsafeURL
 from payhook_shared.merchant_settings import MAX_PRIORITY_RULES, PriorityRuleSchema
 from payhook_shared.priority import Priority
 
-from ..errors import InvalidPayload, UnsupportedMediaType
-from ..params import TimeField
+from .errors import InvalidPayload, UnsupportedMediaType
+from .params import TimeField
 
 MAX_URL_LENGTH = 2048
 DEFAULT_GRACE_SECONDS = 24 * 3600

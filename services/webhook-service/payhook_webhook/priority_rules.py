@@ -37,15 +37,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from payhook_shared import merchant_settings
-from payhook_shared.callbacks import inbound, mpesa
+from payhook_shared.callbacks import mpesa, sources
 from payhook_shared.events import FAILED, UNKNOWN, NormalisedEvent
 from payhook_shared.priority import Priority
 
 log = logging.getLogger(__name__)
 
 LARGE_PAYMENT_MINOR = 100_000_00  # 100,000.00 in a two-decimal currency
-URGENT_TYPES = frozenset({mpesa.REVERSAL}) | inbound.DISPUTE_TYPES
-HIGH_TYPES = inbound.REFUND_TYPES
+URGENT_TYPES = frozenset({mpesa.REVERSAL}) | sources.DISPUTE_TYPES
+HIGH_TYPES = sources.REFUND_TYPES
 LOW_TYPES = frozenset({mpesa.ACCOUNT_BALANCE, mpesa.C2B_VALIDATION})
 
 Rule = Mapping[str, Any]
@@ -91,7 +91,7 @@ def classify(event: NormalisedEvent, rules: Sequence[Rule] | None = None) -> Pri
         return Priority.LOW
     if event.type in HIGH_TYPES:
         return Priority.HIGH
-    if inbound.passthrough(event):
+    if sources.passthrough(event):
         return Priority.NORMAL
     if event.status in (FAILED, UNKNOWN):
         return Priority.URGENT
