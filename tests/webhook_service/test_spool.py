@@ -137,6 +137,7 @@ def test_callbacks_during_an_outage_are_answered_spooled_then_recorded_and_deliv
                                                 "stk:ws_CO_before"]
     validation = recorded[0]
     assert (validation.details["decision"], validation.details["decision_code"]) == ("rejected", "C2B00013")
+    assert all(e.details["spooled_at"] for e in recorded[:3]) and "spooled_at" not in recorded[3].details
     # Drained again (a drainer stopped before its XDEL): still recorded once.
     redis_client.xadd(spool.STREAM, {"merchant_id": merchant.id, "kind": "stk", "body": stk("a"),
                                      "content_type": "application/json", "request_id": "", "spooled_at": ""})

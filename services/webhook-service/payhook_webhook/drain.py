@@ -88,7 +88,10 @@ class Drainer:
         decision = (c2b.Decision(fields["decision_code"].decode(), fields["decision_reason"].decode())
                     if "decision_code" in fields else None)
         try:
-            received = receive.mpesa(merchant, raw, parse_json(raw), kind, reload, decision=decision)
+            # The event's received_at is when it is recorded (what retention, the live streams' resume and
+            # the delivery latency go by); when Safaricom sent it is kept beside it.
+            received = receive.mpesa(merchant, raw, parse_json(raw), kind, reload, decision=decision,
+                                     details={"spooled_at": fields["spooled_at"].decode()})
         except DecodeError as exc:
             # It passed when spooled: only a schema changed since (a new release) refuses it now.
             self._quarantine(merchant_id, kind, raw, fields, exc)
