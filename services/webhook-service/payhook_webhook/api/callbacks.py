@@ -4,10 +4,10 @@ The path deliberately avoids words Safaricom refuses in callback URLs
 (mpesa, safaricom, exec, cmd, sql, query, …); ids and tokens are hex and the
 kinds (``stk``, ``c2b-confirmation``, ``b2c-result``, …) are chosen to match.
 
-Every kind is recorded before it is answered, or, when the store cannot record it, spooled (``spool``). C2B validation requests are
-recorded too, as ``mpesa.c2b.validation`` events carrying the decision: one
-insert is cheap next to Safaricom's 8 s window, and it leaves a trace of every
-rejection. They are delivered only to endpoints that list that type, and the
+Every kind is recorded before it is answered (or, when the store cannot record
+it, spooled: see ``spool``). C2B validation requests are recorded too, as
+``mpesa.c2b.validation`` events carrying the decision: one insert is cheap next
+to Safaricom's 8 s window, and it leaves a trace of every rejection. They are delivered only to endpoints that list that type, and the
 confirmation, not the validation, is the payment.
 
 A body that fails validation is answered 400 (415 when not declared JSON) and,
