@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
@@ -39,6 +40,9 @@ class Drainer:
         self.app = app
         self.client = app.extensions["payhook.broker"].client
         self._periodic = Periodic(self.client, "spool-drainer", interval, self.drain)
+        # A tick ends well within the leader lock's life (Periodic's: 5 intervals, at least 5 s) and the next
+        # renews it, so a long backlog never has a second process draining the same entries meanwhile.
+        self._budget = 3 * max(interval, 1.0)
 
     def start(self) -> None:
         """Start draining (in a daemon thread: a greenlet under gunicorn's gevent workers)."""
@@ -52,12 +56,15 @@ class Drainer:
         """Record every spooled callback the store takes now; returns how many left the spool.
 
         Stops at the first the store refuses (it is still down): that one and those after it wait for the
-        next call, in order.
+        next call, in order. Stops too after a few seconds, leaving the rest to the next call.
         """
         done = 0
+        deadline = time.monotonic() + self._budget
         with self.app.app_context():
-            while entries := self.client.xrange(STREAM, count=DRAIN_BATCH):
+            while time.monotonic() < deadline and (entries := self.client.xrange(STREAM, count=DRAIN_BATCH)):
                 for entry_id, fields in entries:
+                    if time.monotonic() >= deadline:
+                        break
                     try:
                         outcome = self._record({k.decode(): v for k, v in fields.items()})
                     except (SQLAlchemyError, StoreUnavailable) as exc:
