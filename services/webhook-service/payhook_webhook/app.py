@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from flask import Flask, g, request
@@ -12,7 +13,7 @@ from werkzeug.wsgi import LimitedStream
 from payhook_shared import logs
 from payhook_shared.store import Store
 
-from . import c2b, cli, console, errors, ingest, merchants, metrics, params, stream
+from . import c2b, cli, console, drain, errors, ingest, merchants, metrics, params, spool, stream
 from .api import (
     callbacks, deliveries, event_types, events, events_read, health, inbound, keys, management, openapi, quarantine,
     replays, sources, synthetic,
@@ -98,6 +99,10 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
 
     errors.register(app)
     metrics.register(app, settings.queue_stats_ttl)
+    app.extensions["payhook.queue_registry"].register(
+        metrics.SpoolWaiting(functools.partial(spool.waiting, app.extensions["payhook.broker"].client)))
+    # Started by gunicorn in each web process (gunicorn_conf.post_worker_init), never at import or in tests.
+    app.extensions["payhook.spool_drainer"] = drain.Drainer(app, settings.spool_drain_interval)
     app.register_blueprint(health.bp)
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(management.bp)

@@ -73,7 +73,11 @@ def load(store: Store, merchant_id: str) -> Profile | None:
 
 
 class Directory:
-    """Merchant profiles by id: cached per process on PostgreSQL (at most ``size``), read each time on SQLite."""
+    """Merchant profiles by id: cached per process on PostgreSQL (at most ``size``), read each time on SQLite.
+
+    On both, the last profile read of each merchant is kept for ``last_known``: what authenticates a
+    callback URL while the store cannot be read (``spool``).
+    """
 
     def __init__(self, store: Store, size: int = 10_000):
         self._store = store
@@ -87,13 +91,17 @@ class Directory:
         profile = self._profiles.get(merchant_id) if self._cached else None
         if profile is None:
             profile = load(self._store, merchant_id)
-            if profile is not None and self._cached:
+            if profile is not None:
                 with self._lock:
                     if len(self._profiles) >= self._size:
                         # Oldest first: dicts keep insertion order.
                         self._profiles.pop(next(iter(self._profiles)))
                     self._profiles[merchant_id] = profile
         return profile
+
+    def last_known(self, merchant_id: str) -> Profile | None:
+        """The profile this process last read for ``merchant_id``, however old; ``None`` if it never read one."""
+        return self._profiles.get(merchant_id)
 
     def forget(self, merchant_id: str) -> None:
         """Drop a profile found stale; the next ``get`` reads it again."""

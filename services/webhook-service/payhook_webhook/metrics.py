@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 
+import redis
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
 from payhook_shared import metrics
 from payhook_shared.callbacks import mpesa
@@ -28,7 +31,7 @@ HTTP_REQUESTS = Counter("payhook_http_requests_total", "HTTP requests answered, 
 HTTP_LATENCY = Histogram("payhook_http_request_duration_seconds", "Time to answer an HTTP request.",
                          ["route", "method"], buckets=metrics.REQUEST_BUCKETS)
 CALLBACKS = Counter("payhook_callbacks_total", "Provider callbacks by kind and outcome "
-                    "(accepted, duplicate, invalid, refused, error).", ["kind", "outcome"])
+                    "(accepted, duplicate, spooled, invalid, refused, error).", ["kind", "outcome"])
 VALIDATION_FAILURES = Counter("payhook_validation_failures_total", "Callbacks refused as invalid, by reason: "
                               "the top-level field at fault, or json, content_type, size.", ["kind", "reason"])
 SOURCE_REFUSED = Counter("payhook_source_callbacks_refused_total",
@@ -45,6 +48,14 @@ for _provider in PROVIDERS:
     QUARANTINED.labels(_provider, "webhook")
 for _provider in ("mpesa", *PROVIDERS):
     QUARANTINE_FAILURES.labels(_provider)
+SPOOLED = Counter("payhook_callbacks_spooled_total", "M-Pesa callbacks the store could not record, kept in the "
+                  "Redis spool and answered as accepted.", ["kind"])
+SPOOL_DRAINED = Counter("payhook_spool_drained_total", "Spooled callbacks moved into the store, by outcome "
+                        "(recorded, duplicate, quarantined, unknown_merchant).", ["outcome"])
+for _kind in mpesa.NORMALISERS:
+    SPOOLED.labels(_kind)
+for _outcome in ("recorded", "duplicate", "quarantined", "unknown_merchant"):
+    SPOOL_DRAINED.labels(_outcome)
 INGEST_BATCH = Histogram("payhook_ingest_batch_events", "Events written together in one database write "
                          "(group commit): near 1 when idle, larger under load.", buckets=(1, 2, 4, 8, 16, 32, 64, 100))
 EVENTS = Counter("payhook_events_total", "New events recorded (duplicates excluded), by type and priority.",
@@ -66,6 +77,22 @@ def scrape():
     body, content_type = metrics.exposition(registry)
     extra, _ = metrics.exposition(current_app.extensions["payhook.queue_registry"])
     return Response(body + extra, content_type=content_type)
+
+
+class SpoolWaiting:
+    """``payhook_spool_waiting``: spooled callbacks waiting for the store, read from Redis at each scrape."""
+
+    def __init__(self, waiting: Callable[[], int]):
+        self.waiting = waiting
+
+    def collect(self):
+        """One gauge; none while Redis does not answer (the queue figures' alert covers that)."""
+        try:
+            count = self.waiting()
+        except redis.RedisError:
+            return
+        yield GaugeMetricFamily("payhook_spool_waiting", "Callbacks in the Redis spool waiting for the store "
+                                "(the same figure on every replica: aggregate with max).", value=count)
 
 
 def event_type_label(event_type: str) -> str:
@@ -102,6 +129,11 @@ def note_duplicate() -> None:
     g.metrics_duplicate = True
 
 
+def note_spooled() -> None:
+    """Mark the current callback as spooled (the store refused it), for the after-request count."""
+    g.metrics_spooled = True
+
+
 def _callback_outcome(status: int) -> str:
     if status >= 500:
         return "error"
@@ -109,6 +141,8 @@ def _callback_outcome(status: int) -> str:
         return "invalid"
     if status >= 400:
         return "refused"
+    if g.get("metrics_spooled"):
+        return "spooled"
     return "duplicate" if g.get("metrics_duplicate") else "accepted"
 
 

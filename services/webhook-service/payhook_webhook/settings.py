@@ -88,6 +88,10 @@ class Settings:
     """Events buffered for one live stream whose reader is behind; past it the stream is closed (the client resumes)."""
     stream_resume_window: float = 30.0
     """Seconds before the ``Last-Event-ID`` event a resumed stream sends again, for events stamped earlier that committed later."""
+    spool_require_aof: bool = True
+    """Spool M-Pesa callbacks the store cannot record only into a Redis with ``appendonly yes``; otherwise answer ``503``."""
+    spool_drain_interval: float = 1.0
+    """Seconds between the spool drainer's looks for spooled callbacks to move into the store."""
     bind: str = "127.0.0.1:8640"
     """gunicorn: the address the web server listens on."""
     web_workers: int = 2

@@ -4,10 +4,10 @@ The path deliberately avoids words Safaricom refuses in callback URLs
 (mpesa, safaricom, exec, cmd, sql, query, …); ids and tokens are hex and the
 kinds (``stk``, ``c2b-confirmation``, ``b2c-result``, …) are chosen to match.
 
-Every kind is recorded before it is answered. C2B validation requests are
-recorded too, as ``mpesa.c2b.validation`` events carrying the decision: one
-insert is cheap next to Safaricom's 8 s window, and it leaves a trace of every
-rejection. They are delivered only to endpoints that list that type, and the
+Every kind is recorded before it is answered (or, when the store cannot record
+it, spooled: see ``spool``). C2B validation requests are recorded too, as
+``mpesa.c2b.validation`` events carrying the decision: one insert is cheap next
+to Safaricom's 8 s window, and it leaves a trace of every rejection. They are delivered only to endpoints that list that type, and the
 confirmation, not the validation, is the payment.
 
 A body that fails validation is answered 400 (415 when not declared JSON) and,
@@ -20,6 +20,7 @@ import hmac
 import logging
 
 from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from payhook_shared.callbacks import parse_json
 from payhook_shared.callbacks.mpesa import NORMALISERS
@@ -40,7 +41,15 @@ KINDS = tuple(NORMALISERS)
 
 
 def _merchant(merchant_id: str, token: str) -> merchants.Profile:
-    merchant = current_app.extensions["payhook.merchants"].get(merchant_id)
+    directory = current_app.extensions["payhook.merchants"]
+    try:
+        merchant = directory.get(merchant_id)
+    except SQLAlchemyError:
+        # The store cannot be read: the profile this process last read authenticates the URL, so the
+        # callback can still be spooled (see ``spool``). A process that never read it answers 503.
+        merchant = directory.last_known(merchant_id)
+        if merchant is None:
+            raise
     # Compare even when the merchant is unknown, so timing tells nothing.
     expected = merchant.callback_token if merchant else "0" * 32
     if not hmac.compare_digest(token.encode(), expected.encode()) or merchant is None:
@@ -70,13 +79,15 @@ def _receive(merchant_id: str, token: str, kind: str):
             quarantine.keep(merchant.id, quarantine.MPESA, kind, raw, "json", str(exc))
             raise InvalidPayload(str(exc)) from None
         try:
-            received = receive.mpesa(merchant, raw, payload, kind, reload)
+            received = receive.mpesa(merchant, raw, payload, kind, reload, spool_on_failure=True)
         except DecodeError as exc:
             log.info("refused %s callback: %s", kind, exc)
             metrics.note_invalid(metrics.validation_reason(exc.messages))
             quarantine.keep(merchant.id, quarantine.MPESA, kind, raw, "schema", str(exc), exc.messages)
             raise InvalidPayload(str(exc), exc.messages) from None
-    if received.recorded.duplicate:
+    if received.spooled is not None:
+        metrics.note_spooled()
+    elif received.recorded.duplicate:
         metrics.note_duplicate()
     return jsonify(received.answer)
 
