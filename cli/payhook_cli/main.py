@@ -206,10 +206,11 @@ def _list_types(api_url: str, api_key: str, as_json: bool) -> None:
     _, catalog = call("GET", api_url, api_key, "/v1/event-types", as_json=as_json)
     for entry in catalog["data"]:
         example = entry["example"]["type"]
-        family = f" (example of {entry['type']})" if example != entry["type"] else ""
+        pattern = entry["type"] if entry["type"] != "*" else "any type"
+        note = f" (an example of {pattern})" if example != entry["type"] else ""
         emit(as_json, {"type": example, "family": entry["type"], "provider": entry["provider"],
                        "description": entry["description"]},
-             f"{example:<34} {entry['description']}{family}")
+             f"{example:<34} {entry['description']}{note}")
 
 
 def _record_test_event(event_type: str, amount: str | None, currency: str, status: str, api_url: str, api_key: str,
