@@ -1,7 +1,8 @@
-"""The ``payhook`` commands: ``listen``, ``simulate`` and ``trigger``.
+"""The ``payhook`` commands: ``listen``, ``simulate``, ``trigger`` and ``events``.
 
-Exit codes, for scripts: 0 done; 1 the server (or the local URL) refused;
-2 a usage error (click's); 3 the server could not be reached.
+Exit codes, for scripts: 0 done; 1 the server (or the local URL) refused, or
+the thing named is not found; 2 a usage error (click's); 3 the server could not
+be reached.
 """
 
 from __future__ import annotations
@@ -19,19 +20,18 @@ import click
 import requests
 
 from . import __version__, daraja
+from .common import (EXIT_REFUSED, api_key_option, api_url_option, call, emit, json_option, json_or_text,
+                     merchant_option, unreachable)
+from .events import events
 from .listen import Forwarded, Listener, Refused, State
 
-EXIT_REFUSED = 1
-EXIT_UNREACHABLE = 3
+#: How long ``trigger --endpoint`` waits for the server, which itself waits up to ENDPOINT_TEST_WAIT (20 s).
+TEST_TIMEOUT = 60
 
 
 def _state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(base) / "payhook"
-
-
-def _emit(as_json: bool, document: dict[str, Any], text: str) -> None:
-    click.echo(json.dumps(document) if as_json else text)
 
 
 def _amount(value: str | None) -> Decimal | None:
@@ -44,14 +44,6 @@ def _amount(value: str | None) -> Decimal | None:
     if not amount.is_finite() or amount <= 0:
         raise click.BadParameter("must be a positive amount")
     return amount
-
-
-api_url_option = click.option("--api-url", envvar="PAYHOOK_API_URL", default="http://127.0.0.1:8640",
-                              show_default=True, help="The Payhook server (env PAYHOOK_API_URL).")
-api_key_option = click.option("--api-key", envvar="PAYHOOK_API_KEY", required=True,
-                              help="A merchant or admin API key (env PAYHOOK_API_KEY).")
-merchant_option = click.option("--merchant-id", default=None, help="The merchant, needed with an admin key.")
-json_option = click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of text.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,14 +76,14 @@ def listen(forward_to: str, events: str | None, state_file: Path | None, fresh: 
     state = State(path)
     state.save()
     types = [t.strip() for t in events.split(",") if t.strip()] if events else None
-    _emit(as_json, {"secret": state.secret, "forward_to": forward_to},
+    emit(as_json, {"secret": state.secret, "forward_to": forward_to},
           f"Ready. Forwarding to {forward_to}\nWebhook signing secret for this session: {state.secret}")
 
     def report(done: Forwarded) -> None:
         when = dt.datetime.now().strftime("%H:%M:%S")
         amount = f"{done.currency} {done.amount}" if done.amount is not None else "-"
         outcome = str(done.status) if done.status is not None else done.error
-        _emit(as_json, {"time": dt.datetime.now(dt.timezone.utc).isoformat(), **vars(done)},
+        emit(as_json, {"time": dt.datetime.now(dt.timezone.utc).isoformat(), **vars(done)},
               f"{when}  {done.type:<28} {amount:>14}  -> {outcome:<5} {done.duration_ms:7.0f} ms  {done.id}")
 
     def notify(text: str) -> None:
@@ -143,51 +135,97 @@ def simulate(kind: str, result_code: str | None, amount: str | None, phone: str 
     try:
         response = requests.post(url, json=payload, timeout=30)
     except requests.RequestException as exc:
-        click.echo(f"Error: could not reach {url} ({type(exc).__name__})", err=True)
-        sys.exit(EXIT_UNREACHABLE)
-    answer = _json_or_text(response)
-    _emit(as_json, {"url": url, "status": response.status_code, "answer": answer, "payload": payload},
+        unreachable(url, exc)
+    answer = json_or_text(response)
+    emit(as_json, {"url": url, "status": response.status_code, "answer": answer, "payload": payload},
           f"{kind} -> {url}\n{response.status_code} {json.dumps(answer) if not isinstance(answer, str) else answer}")
     if response.status_code != 200:
         sys.exit(EXIT_REFUSED)
 
 
+main.add_command(events)
+
+
 @main.command()
-@click.argument("event_type")
-@click.option("--amount", default=None, help="Amount in major units (e.g. 10.50).")
-@click.option("--currency", default="KES", show_default=True, help="ISO 4217 currency of the amount.")
-@click.option("--status", type=click.Choice(["succeeded", "failed", "unknown"]), default="succeeded",
-              show_default=True)
+@click.argument("event_type", required=False)
+@click.option("--endpoint", "endpoint_id", default=None,
+              help="Send the catalog's example of EVENT_TYPE to this endpoint only, and print the outcome.")
+@click.option("--list", "list_types", is_flag=True, help="Print the event catalog's types, and exit.")
+@click.option("--amount", default=None, help="Amount in major units (e.g. 10.50); not with --endpoint.")
+@click.option("--currency", default=None, help="ISO 4217 currency of the amount [default: KES]; not with --endpoint.")
+@click.option("--status", type=click.Choice(["succeeded", "failed", "unknown"]), default=None,
+              help="The payment's status [default: succeeded]; not with --endpoint.")
 @api_url_option
 @api_key_option
 @merchant_option
 @json_option
-def trigger(event_type: str, amount: str | None, currency: str, status: str, api_url: str, api_key: str,
-            merchant_id: str | None, as_json: bool) -> None:
-    """Record a test event of EVENT_TYPE for the merchant, delivered like any other (marked "test": true)."""
+def trigger(event_type: str | None, endpoint_id: str | None, list_types: bool, amount: str | None,
+            currency: str | None, status: str | None, api_url: str, api_key: str, merchant_id: str | None,
+            as_json: bool) -> None:
+    """Send a test event of EVENT_TYPE, marked "test": true.
+
+    With --endpoint: the catalog's example of EVENT_TYPE goes to that endpoint
+    only, signed with its secret; prints the attempt's outcome and exits 1 if it
+    was not delivered. Without: a test event with your amount and status is
+    recorded for the merchant and delivered to every endpoint that takes it, and
+    to `payhook listen`. --list prints the types the catalog has examples of.
+    """
+    if list_types:
+        _list_types(api_url, api_key, as_json)
+        return
+    if event_type is None:
+        raise click.UsageError("Missing argument 'EVENT_TYPE' (or use --list).")
+    if endpoint_id is None:
+        _record_test_event(event_type, amount, currency or "KES", status or "succeeded", api_url, api_key,
+                           merchant_id, as_json)
+        return
+    # The endpoint test sends the catalog's own example, so a made-up amount or status has nowhere to go.
+    for name, value in (("--amount", amount), ("--currency", currency), ("--status", status),
+                        ("--merchant-id", merchant_id)):
+        if value is not None:
+            raise click.UsageError(f"{name} does not go with --endpoint: the catalog's example is sent as it is.")
+    code, answer = call("POST", api_url, api_key, f"/v1/endpoints/{endpoint_id}/test", as_json=as_json,
+                        body={"type": event_type}, timeout=TEST_TIMEOUT)
+    if code == 202:
+        text = (f"{event_type} -> {endpoint_id}: no outcome yet (the delivery-worker has not answered); "
+                f"see payhook events show {answer['event_id']}")
+    else:
+        outcome = answer["status"] if answer["status"] is not None else answer.get("error") or "-"
+        verdict = "delivered" if answer["delivered"] else "NOT delivered"
+        text = (f"{event_type} -> {endpoint_id}: {verdict}, {outcome} {answer['category']} "
+                f"{answer['duration_ms']} ms  {answer['event_id']}")
+        if not answer["delivered"] and answer.get("response"):
+            text += f"\n  response: {answer['response']}"
+    emit(as_json, answer, text)
+    if answer["delivered"] is not True:
+        sys.exit(EXIT_REFUSED)
+
+
+def _list_types(api_url: str, api_key: str, as_json: bool) -> None:
+    """Print the catalog: the type to give ``trigger``, and what it is (a family shows its example's type)."""
+    _, catalog = call("GET", api_url, api_key, "/v1/event-types", as_json=as_json)
+    for entry in catalog["data"]:
+        example = entry["example"]["type"]
+        pattern = entry["type"] if entry["type"] != "*" else "any type"
+        note = f" (an example of {pattern})" if example != entry["type"] else ""
+        emit(as_json, {"type": example, "family": entry["type"], "provider": entry["provider"],
+                       "description": entry["description"]},
+             f"{example:<34} {entry['description']}{note}")
+
+
+def _record_test_event(event_type: str, amount: str | None, currency: str, status: str, api_url: str, api_key: str,
+                       merchant_id: str | None, as_json: bool) -> None:
+    """Record a test event through ``POST /v1/events``, delivered like any other and seen by ``payhook listen``.
+
+    The endpoint test cannot stand in for it: that reaches one endpoint, not the
+    merchant's stream, and sends only the catalog's examples.
+    """
     data: dict[str, Any] = {"test": True, "status": status}
     if amount is not None:
         data.update(amount=str(_amount(amount)), currency=currency)
-    # Through POST /v1/events for now: the idempotency key and data.test mark it as a test event.
+    # The idempotency key and data.test mark it as a test event.
     body: dict[str, Any] = {"type": event_type, "data": data, "idempotency_key": f"payhook-trigger:{uuid.uuid4()}"}
     if merchant_id:
         body["merchant_id"] = merchant_id
-    try:
-        response = requests.post(f"{api_url.rstrip('/')}/v1/events", json=body, timeout=30,
-                                 headers={"Authorization": f"Bearer {api_key}"})
-    except requests.RequestException as exc:
-        click.echo(f"Error: could not reach {api_url} ({type(exc).__name__})", err=True)
-        sys.exit(EXIT_UNREACHABLE)
-    answer = _json_or_text(response)
-    if response.status_code not in (200, 201):
-        _emit(as_json, {"status": response.status_code, "answer": answer},
-              f"Error: {response.status_code} {json.dumps(answer)}")
-        sys.exit(EXIT_REFUSED)
-    _emit(as_json, {"id": answer["id"], "type": event_type}, f"Triggered {event_type}: {answer['id']}")
-
-
-def _json_or_text(response: requests.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return response.text
+    _, answer = call("POST", api_url, api_key, "/v1/events", as_json=as_json, body=body)
+    emit(as_json, {"id": answer["id"], "type": event_type}, f"Triggered {event_type}: {answer['id']}")

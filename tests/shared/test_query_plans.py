@@ -305,7 +305,8 @@ def test_an_endpoints_recent_failures_come_from_the_failed_attempts_index(site, 
 @pytest.mark.parametrize("who", ["api", "merchant api"])
 def test_events_with_a_dead_delivery_are_read_a_page_at_a_time(site, who):
     # Newest first from the dead deliveries' event_id index, stopping when the page is full.
+    # (The other read of deliveries is the page's own, for each event's delivery_status.)
     [ids] = [plan for statement, plan in plans(site, who, "/v1/events?delivery=dead")
-             if "FROM deliveries" in statement]
+             if "FROM deliveries" in statement and "DISTINCT" in statement]
     assert _indexes(ids) & {"ix_deliveries_dead_event_id", "ix_deliveries_dead_merchant_id_event_id"}
     assert ids["Node Type"] == "Limit"

@@ -58,6 +58,9 @@ def test_a_callback_is_found_by_its_keys_and_shows_raw_and_attempts(client, stor
                  "until=2000-01-01T00:00:00Z", f"bill_ref={CHECKOUT}"):
         assert ids_of(client, f"/v1/events?{miss}", key) == [], miss
 
+    [summary] = client.get(f"/v1/events?reference={CHECKOUT}", headers=key).get_json()["data"]
+    assert (summary["delivery_status"], summary["amount"], summary["currency"]) == ("delivered", "1.00", "KES")
+
     detail = client.get(f"/v1/events/{event_id}", headers=key).get_json()
     assert detail["raw_payload"] == stk_body().decode()
     assert detail["data"]["reference"] == CHECKOUT and detail["data"]["receipt"] == RECEIPT
@@ -83,6 +86,7 @@ def test_an_event_whose_endpoint_fails_is_found_as_dead(client, store, receiver,
     [event_id] = ids_of(client, "/v1/events?delivery=dead", key)
     assert ids_of(client, "/v1/events?reference=ws_CO_dead1&delivery=dead", key) == [event_id]
     assert ids_of(client, "/v1/events?delivery=delivered", key) == []
+    assert client.get("/v1/events", headers=key).get_json()["data"][0]["delivery_status"] == "dead"
     detail = client.get(f"/v1/events/{event_id}", headers=key).get_json()
     assert detail["delivery_status"] == "dead"
     log = detail["deliveries"][0]["attempt_log"]

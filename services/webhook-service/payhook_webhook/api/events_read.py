@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, load_only, selectinload
 from payhook_shared import ids
 from payhook_shared.callbacks.mpesa import C2B_CONFIRMATION, C2B_VALIDATION
 from payhook_shared.events import webhook_body
+from payhook_shared.money import format_amount
 from payhook_shared.store import Delivery, DeliveryAttempt, Event, JobState
 from payhook_shared.store.models import utcnow
 
@@ -160,12 +161,27 @@ LIST_COLUMNS = (Event.id, Event.merchant_id, Event.provider, Event.type, Event.s
                 Event.currency, Event.receipt, Event.reference, Event.provider_key, Event.phone, Event.received_at)
 
 
-def event_summary(event: Event) -> dict[str, Any]:
-    """An event as a list shows it."""
+def event_summary(event: Event, deliveries: list[Any]) -> dict[str, Any]:
+    """An event as a list shows it, with what became of its ``deliveries`` (rows with state and attempts)."""
+    amount = (format_amount(event.amount_minor, event.currency)
+              if event.amount_minor is not None and event.currency else None)
     return {"id": event.id, "merchant_id": event.merchant_id, "provider": event.provider, "type": event.type,
-            "status": event.status, "amount_minor": event.amount_minor, "currency": event.currency,
+            "status": event.status, "amount": str(amount) if amount is not None else None,
+            "amount_minor": event.amount_minor, "currency": event.currency,
             "receipt": event.receipt, "reference": event.reference, "provider_key": event.provider_key,
-            "phone": event.phone, "received_at": iso(event.received_at)}
+            "phone": event.phone, "received_at": iso(event.received_at),
+            "delivery_status": delivery_status(deliveries)}
+
+
+def page_deliveries(session: Session, event_ids: list[str]) -> dict[str, list[Any]]:
+    """The deliveries of a page of events, by event: one query, from the ``(event_id, endpoint_id)`` index."""
+    by_event: dict[str, list[Any]] = {event_id: [] for event_id in event_ids}
+    if event_ids:
+        rows = session.execute(select(Delivery.event_id, Delivery.state, Delivery.attempts, Delivery.round_start)
+                               .where(Delivery.event_id.in_(event_ids)))
+        for row in rows:
+            by_event[row.event_id].append(row)
+    return by_event
 
 
 def attempt_json(attempt: DeliveryAttempt) -> dict[str, Any]:
@@ -176,8 +192,8 @@ def attempt_json(attempt: DeliveryAttempt) -> dict[str, Any]:
             "response_snippet": attempt.response_snippet}
 
 
-def delivery_status(deliveries: list[Delivery]) -> str:
-    """What became of an event's deliveries, in the words of the ``delivery`` filter (``none``: no endpoint)."""
+def delivery_status(deliveries: list[Any]) -> str:
+    """What became of an event's deliveries (``Delivery`` rows, or rows of their state and attempts), in the words of the ``delivery`` filter (``none``: no endpoint)."""
     states = {d.state for d in deliveries}
     if not states:
         return "none"
@@ -235,7 +251,8 @@ def list_events():
             sort_key = Event.id.concat("")
         rows = list(session.scalars(stmt.order_by(sort_key.desc()).limit(params["limit"] + 1)))
         page = _keyset(rows, params["limit"], lambda e: e.id)
-        return jsonify(data=[event_summary(e) for e in page["rows"]], has_more=page["has_more"],
+        deliveries = page_deliveries(session, [e.id for e in page["rows"]])
+        return jsonify(data=[event_summary(e, deliveries[e.id]) for e in page["rows"]], has_more=page["has_more"],
                        next_after=page["next_after"])
 
 

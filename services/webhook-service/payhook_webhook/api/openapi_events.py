@@ -63,9 +63,11 @@ def components() -> dict[str, Any]:
     return {
         "EventSummary": {"type": "object", "properties": {
             "id": _ID, "merchant_id": _ID, "provider": _TEXT, "type": _TEXT, "status": _TEXT,
+            "amount": {**_TEXT, "description": "major units as an exact decimal string, e.g. \"10.50\""},
             "amount_minor": _INT, "currency": _TEXT, "receipt": _TEXT, "reference": _TEXT,
             "provider_key": {**_TEXT, "description": "the provider's own key (CheckoutRequestID, TransID, …)"},
-            "phone": _TEXT, "received_at": _TIME}},
+            "phone": _TEXT, "received_at": _TIME,
+            "delivery_status": {"type": "string", "enum": [*DELIVERY_STATES, "none"]}}},
         "Attempt": {"type": "object", "properties": {
             "id": _INT, "delivery_id": _ID, "endpoint_id": _ID, "number": _INT, "started_at": _TIME,
             "duration_ms": _INT, "status_code": _INT, "category": _TEXT, "error": _TEXT,
