@@ -16,7 +16,7 @@ from flask import Blueprint, current_app, jsonify
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from payhook_shared import ids, merchant_settings, signing
+from payhook_shared import endpoint_headers, ids, merchant_settings, signing
 from payhook_shared.store import Endpoint, Merchant
 from payhook_shared.store.models import utcnow
 
@@ -49,7 +49,11 @@ def merchant_json(merchant: Merchant) -> dict[str, Any]:
 
 
 def endpoint_json(endpoint: Endpoint) -> dict[str, Any]:
-    """An endpoint as the API shows it; its secrets are never shown again after creation or rotation."""
+    """An endpoint as the API shows it; its secrets are never shown again after creation or rotation.
+
+    Custom headers are shown as set, values too: they are the merchant's own
+    credentials for its receiver, and whoever may read them here may replace them.
+    """
     return {
         "id": endpoint.id,
         "merchant_id": endpoint.merchant_id,
@@ -59,6 +63,7 @@ def endpoint_json(endpoint: Endpoint) -> dict[str, Any]:
         "enabled": endpoint.enabled,
         "rate_limit_per_second": endpoint.rate_limit_per_second,
         "max_in_flight": endpoint.max_in_flight,
+        "custom_headers": endpoint.custom_headers,
         "previous_secret_expires_at": _iso(endpoint.previous_secret_expires_at),
         "created_at": _iso(endpoint.created_at),
         "updated_at": _iso(endpoint.updated_at),
@@ -127,6 +132,13 @@ def change_merchant(session: Session, principal: auth.Principal, merchant: Merch
     audit.record(session, principal, "update_merchant", merchant.id, changes=changed)
 
 
+def _auditable(fields: dict[str, Any]) -> dict[str, Any]:
+    # Custom header values are often credentials: the audit log keeps their names only.
+    if "custom_headers" not in fields:
+        return fields
+    return {**fields, "custom_headers": endpoint_headers.redacted(fields["custom_headers"])}
+
+
 def add_endpoint(session: Session, principal: auth.Principal, merchant: Merchant,
                  body: dict[str, Any]) -> Endpoint:
     """Add an endpoint with the validated ``body`` (``EndpointCreateSchema``), audited as ``principal``'s.
@@ -136,7 +148,7 @@ def add_endpoint(session: Session, principal: auth.Principal, merchant: Merchant
     endpoint = Endpoint(id=ids.new_id("ep"), merchant_id=merchant.id, secret=signing.generate_secret(), **body)
     session.add(endpoint)
     session.flush()
-    audit.record(session, principal, "create_endpoint", endpoint.id, **body)
+    audit.record(session, principal, "create_endpoint", endpoint.id, **_auditable(body))
     return endpoint
 
 
@@ -152,7 +164,7 @@ def edit_endpoint(session: Session, principal: auth.Principal, endpoint: Endpoin
     for name, value in changed.items():
         setattr(endpoint, name, value)
     session.flush()
-    audit.record(session, principal, "update_endpoint", endpoint.id, changes=changed)
+    audit.record(session, principal, "update_endpoint", endpoint.id, changes=_auditable(changed))
 
 
 def _store():
@@ -268,7 +280,7 @@ def get_endpoint(endpoint_id: str):
 
 @bp.patch("/endpoints/<endpoint_id>")
 def update_endpoint(endpoint_id: str):
-    """Change an endpoint's URL, description, event-type filter, or enable/disable it."""
+    """Change an endpoint's URL, description, event-type filter, limits or custom headers, or enable/disable it."""
     _, payload = json_body()
     body = load(EndpointUpdateSchema(), payload)
     with _store().write() as session:

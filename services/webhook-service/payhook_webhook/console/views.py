@@ -21,7 +21,7 @@ from flask import (
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from payhook_shared import addresses, deadletters, ids, signing
+from payhook_shared import addresses, catalog, deadletters, ids, signing
 from payhook_shared import merchant_settings as ms
 from payhook_shared.priority import Priority
 from payhook_shared.store import Endpoint, JobState, Merchant, QuarantinedCallback
@@ -441,7 +441,8 @@ def endpoints():
     with _store().read() as session:
         return render_template("console/endpoints.html", rows=queries.endpoints(session, scope),
                                merchants=queries.merchants(session, scope), now=utcnow(),
-                               grace_choices=GRACE_CHOICES, test_types=test_types())
+                               grace_choices=GRACE_CHOICES, test_types=test_types(),
+                               catalog_types=catalog.selectable(), show_headers=settings_form.show_headers)
 
 
 @bp.get("/endpoints/<endpoint_id>")
