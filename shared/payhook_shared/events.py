@@ -21,6 +21,17 @@ TEST_TYPE = "payhook.test"
 TEST_PREFIX = "test:"
 
 
+def selects(event_types: list[str] | tuple[str, ...] | None, event_type: str) -> bool:
+    """Whether an endpoint's ``event_types`` filter names ``event_type``, exactly or by a family (``stripe.*``).
+
+    ``None`` or empty selects nothing here: callers decide what "no filter" means.
+    """
+    if not event_types:
+        return False
+    return any(chosen == event_type or (chosen.endswith(".*") and event_type.startswith(chosen[:-1]))
+               for chosen in event_types)
+
+
 def is_test(dedupe_key: str) -> bool:
     """Whether an event with this dedupe key is a test event rather than a real payment or notice."""
     return dedupe_key.startswith(TEST_PREFIX)

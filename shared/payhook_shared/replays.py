@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from . import deadletters, ids, jobs
 from .broker import RedisBroker
 from .callbacks.mpesa import C2B_VALIDATION
+from .events import selects
 from .messages import RunReplay
 from .priority import Priority
 from .store import Delivery, Endpoint, Event, JobState, Replay, Store
@@ -58,7 +59,7 @@ def wants(endpoint: Endpoint, event_type: str) -> bool:
     """Whether ``endpoint``'s event-type filter takes ``event_type`` (ingest's rule)."""
     if event_type in OPT_IN_TYPES:
         return bool(endpoint.event_types) and event_type in endpoint.event_types
-    return not endpoint.event_types or event_type in endpoint.event_types
+    return not endpoint.event_types or selects(endpoint.event_types, event_type)
 
 
 def _insert(dialect: str):

@@ -8,7 +8,7 @@ import pytest
 from marshmallow import ValidationError
 
 from factories import api_key, merchant_with_endpoints
-from payhook_shared import signing
+from payhook_shared import endpoint_headers, signing
 from payhook_shared.store import Endpoint, Merchant
 from payhook_shared.store.models import utcnow
 from payhook_webhook.schemas import validate_endpoint_url
@@ -158,6 +158,71 @@ def test_endpoint_event_types_must_be_a_list_of_strings(client, store, admin):
                            json={"url": "https://shop.example/h", "event_types": "mpesa.stk_push"})
     assert response.status_code == 400
     assert "event_types: Not a valid list." in response.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize("event_types, accepted", [
+    (["mpesa.stk_push", "payhook.endpoint.failing", "payhook.test"], True),  # exact catalog types
+    (["stripe.*", "paystack.*", "flutterwave.*"], True),  # the catalog's gateway families
+    (["stripe.customer.created"], True),  # a gateway type its family covers
+    (["order.paid", "invoice.settled"], True),  # a merchant's own senders' types (the catalog's "*")
+    (["mpesa.stk_pushed"], False), (["payhook.endpoint.gone"], False),  # Payhook's namespaces: catalog only
+    (["mpesa.*"], False), (["*"], False), (["order.*"], False),  # patterns: the catalog's families only
+])
+def test_endpoint_event_types_are_the_catalogs(client, store, admin, event_types, accepted):
+    merchant, _ = merchant_with_endpoints(store)
+    response = client.post(f"/v1/merchants/{merchant.id}/endpoints", headers=admin,
+                           json={"url": "https://shop.example/h", "event_types": event_types})
+    if accepted:
+        assert response.status_code == 201 and response.get_json()["event_types"] == event_types
+        return
+    assert response.status_code == 400
+    assert response.get_json()["error"]["message"].startswith(f"event_types.0: {event_types[0]!r} is not ")
+    assert client.get(f"/v1/merchants/{merchant.id}/endpoints", headers=admin).get_json()["data"] == []
+
+
+@pytest.mark.parametrize("headers, problem", [
+    ({"webhook-signature": "v1,x"}, "webhook-signature is set by Payhook"),
+    ({"Webhook-Timestamp": "1"}, "Webhook-Timestamp is set by Payhook"),
+    *(({name: "x"}, f"{name} is set by Payhook") for name in (
+        "Connection", "Keep-Alive", "Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
+        "Host", "Content-Length", "Content-Type", "User-Agent")),
+    ({"X Shop": "x"}, "'X Shop' is not a valid header name"),
+    ({"X-Shop:": "x"}, "'X-Shop:' is not a valid header name"),
+    ({"": "x"}, "'' is not a valid header name"),
+    ({"X-Shop": "a\r\nX-Evil: 1"}, "X-Shop: the value must not contain CR, LF or NUL"),
+    ({"X-Shop": "a" * 1001}, "X-Shop: the value must be at most 1000 characters"),
+    ({"X-Shop": "1", "x-shop": "2"}, "x-shop is given twice"),
+    ({f"X-H{i}": "v" for i in range(21)}, "at most 20 headers"),
+    ({f"X-H{i}": "v" * 900 for i in range(10)}, "together must be at most 8192 bytes"),
+    ({"X-Shop": 5}, "Not a valid string"),
+])
+def test_refused_custom_headers_name_the_field(client, store, admin, headers, problem):
+    merchant, [endpoint] = merchant_with_endpoints(store, "https://shop.example/h")
+    for response in (
+            client.post(f"/v1/merchants/{merchant.id}/endpoints", headers=admin,
+                        json={"url": "https://shop.example/h", "custom_headers": headers}),
+            client.patch(f"/v1/endpoints/{endpoint.id}", headers=admin, json={"custom_headers": headers})):
+        assert response.status_code == 400
+        message = response.get_json()["error"]["message"]
+        assert message.startswith("custom_headers") and problem in message, message
+    assert client.get(f"/v1/endpoints/{endpoint.id}", headers=admin).get_json()["custom_headers"] is None
+
+
+def test_a_nul_in_a_header_value_is_refused_by_the_shared_rule():
+    # JSON bodies with NUL are refused before any schema; the console's form reaches the rule.
+    assert endpoint_headers.problems({"X-Shop": "a\0b"}) == ["X-Shop: the value must not contain CR, LF or NUL"]
+
+
+def test_custom_headers_are_set_shown_replaced_and_cleared(client, store, admin):
+    merchant, [endpoint] = merchant_with_endpoints(store, "https://shop.example/h")
+    url = f"/v1/endpoints/{endpoint.id}"
+    given = {"Authorization": "Basic c2hvcDpzZWNyZXQ=", "X-Shop-Tenant": "north"}
+    assert client.patch(url, headers=admin, json={"custom_headers": given}).get_json()["custom_headers"] == given
+    assert client.get(url, headers=admin).get_json()["custom_headers"] == given
+    # A PATCH replaces the whole set, as it does every other field.
+    assert client.patch(url, headers=admin, json={"custom_headers": {"X-Other": "1"}}).get_json()[
+        "custom_headers"] == {"X-Other": "1"}
+    assert client.patch(url, headers=admin, json={"custom_headers": None}).get_json()["custom_headers"] is None
 
 
 def test_rotate_secret_keeps_the_old_one_signing_for_the_grace_window(client, store, admin):

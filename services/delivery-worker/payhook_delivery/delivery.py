@@ -20,7 +20,7 @@ import dramatiq
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from payhook_shared import jobs, notices, operational, signing
+from payhook_shared import endpoint_headers, jobs, notices, operational, signing
 from payhook_shared.events import is_test, webhook_body
 from payhook_shared.logs import bind
 from payhook_shared.messages import DeliverWebhook
@@ -94,7 +94,9 @@ def deliver(rt: Runtime, message: DeliverWebhook) -> str:
             log.warning("payload too large (%d bytes); delivery dead", len(body))
             metrics.outcome(metrics.DEAD, message.priority)
             return Category.TOO_LARGE.value
-        headers = signing.headers(endpoint.signing_secrets(started), event.id, body)
+        # The merchant's headers go after Payhook's and never replace one (a signature header above all).
+        headers = endpoint_headers.outgoing(endpoint.custom_headers,
+                                            signing.headers(endpoint.signing_secrets(started), event.id, body))
 
         with rt.limiter.slot(endpoint.id, endpoint.rate_limit_per_second, endpoint.max_in_flight) as grant:
             if not grant.granted:

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 
+from payhook_shared.events import selects
 from payhook_shared.store import Endpoint, Merchant, Store
 
 
@@ -33,7 +34,7 @@ class Route:
 
     def accepts(self, event_type: str) -> bool:
         """Whether this endpoint's filter lets ``event_type`` through (as ``Endpoint.accepts``)."""
-        return self.enabled and (not self.event_types or event_type in self.event_types)
+        return self.enabled and (not self.event_types or selects(self.event_types, event_type))
 
 
 @dataclasses.dataclass(frozen=True)

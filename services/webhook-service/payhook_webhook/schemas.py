@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from flask import current_app, request
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from payhook_shared import ssrf
+from payhook_shared import catalog, endpoint_headers, ssrf
 from payhook_shared.addresses import EmailAddress
 from payhook_shared.callbacks import parse_json
 from payhook_shared.callbacks.base import load as load_schema
@@ -69,6 +69,34 @@ def validate_endpoint_url(url: str) -> str:
     return url
 
 
+def validate_event_type(event_type: str) -> str:
+    """Check that an endpoint may list ``event_type`` (``catalog.check_selectable``); return it unchanged."""
+    try:
+        catalog.check_selectable(event_type)
+    except catalog.UnknownType as exc:
+        raise ValidationError(str(exc)) from None
+    return event_type
+
+
+def validate_custom_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Check an endpoint's custom headers (``endpoint_headers.problems``); return them unchanged."""
+    found = endpoint_headers.problems(headers)
+    if found:
+        raise ValidationError(found)
+    return headers
+
+
+def _event_types(**options: Any) -> fields.List:
+    return fields.List(fields.String(validate=[validate.Length(1, 100), validate_event_type]), allow_none=True,
+                       validate=validate.Length(1, 100), **options)
+
+
+def _custom_headers(**options: Any) -> fields.Dict:
+    # Values are checked with their names (the messages name the header), so the inner field takes any string.
+    return fields.Dict(keys=fields.String(), values=fields.String(), allow_none=True,
+                       validate=validate_custom_headers, **options)
+
+
 class PriorityField(fields.Field):
     """A priority given as ``"urgent"``/``"high"``/``"normal"``/``"low"`` (or 0–3); loads as ``Priority``."""
 
@@ -104,13 +132,13 @@ class EndpointCreateSchema(Schema):
 
     url = fields.String(required=True, validate=validate_endpoint_url)
     description = fields.String(load_default="", validate=validate.Length(max=500))
-    event_types = fields.List(fields.String(validate=validate.Length(1, 100)), allow_none=True,
-                              load_default=None, validate=validate.Length(1, 100))
+    event_types = _event_types(load_default=None)
     enabled = fields.Boolean(load_default=True)
     rate_limit_per_second = fields.Integer(strict=True, allow_none=True, load_default=None,
                                            validate=validate.Range(1, MAX_ENDPOINT_LIMIT))
     max_in_flight = fields.Integer(strict=True, allow_none=True, load_default=None,
                                    validate=validate.Range(1, MAX_ENDPOINT_LIMIT))
+    custom_headers = _custom_headers(load_default=None)
 
 
 class EndpointUpdateSchema(Schema):
@@ -118,15 +146,16 @@ class EndpointUpdateSchema(Schema):
 
     url = fields.String(validate=validate_endpoint_url)
     description = fields.String(validate=validate.Length(max=500))
-    event_types = fields.List(fields.String(validate=validate.Length(1, 100)), allow_none=True,
-                              validate=validate.Length(1, 100))
+    event_types = _event_types()
     enabled = fields.Boolean()
     rate_limit_per_second = fields.Integer(strict=True, allow_none=True,
                                            validate=validate.Range(1, MAX_ENDPOINT_LIMIT))
     max_in_flight = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, MAX_ENDPOINT_LIMIT))
+    custom_headers = _custom_headers()
 
     #: Every field, in the order the console's endpoint form shows them.
-    FIELDS = ("url", "description", "event_types", "enabled", "rate_limit_per_second", "max_in_flight")
+    FIELDS = ("url", "description", "event_types", "enabled", "rate_limit_per_second", "max_in_flight",
+              "custom_headers")
 
 
 class RotateSecretSchema(Schema):

@@ -244,6 +244,41 @@ def entry_for(event_type: str, provider: str) -> EventType:
     raise UnknownType(f"no event type {event_type!r} from {provider!r} in the catalog")
 
 
+def selectable() -> list[str]:
+    """What an endpoint's ``event_types`` may name from the catalog: every exact type and gateway family."""
+    return [entry.type for entry in ENTRIES if entry.type != "*"]
+
+
+def _namespaces() -> frozenset[str]:
+    return frozenset(entry.type.split(".", 1)[0] for entry in ENTRIES if entry.type != "*")
+
+
+def check_selectable(event_type: str) -> None:
+    """Check that an endpoint may list ``event_type`` in its ``event_types``.
+
+    Payhook's own namespaces (``mpesa.``, ``payhook.``, one per gateway) hold
+    only what the catalog lists: its exact types, its gateway families
+    (``stripe.*``) and the gateway types a family covers (``stripe.customer.created``).
+    Any other type is one of the merchant's own senders' (``POST /v1/events``,
+    Standard Webhooks and HMAC sources: the catalog's ``*`` entries), which
+    the catalog cannot know in advance; a pattern is only a catalog family.
+
+    Raises:
+      UnknownType: naming the type, and what the catalog offers instead.
+    """
+    if any(entry.type == event_type for entry in ENTRIES if entry.type != "*"):
+        return
+    families = [entry.type for entry in ENTRIES if entry.is_family and entry.type != "*"]
+    if "*" in event_type:
+        raise UnknownType(f"{event_type[:100]!r} is not a family in the catalog; the families are "
+                          f"{', '.join(families)}")
+    if event_type.split(".", 1)[0] not in _namespaces():
+        return
+    if any(fnmatch.fnmatchcase(event_type, family) for family in families):
+        return
+    raise UnknownType(f"{event_type[:100]!r} is not in the catalog; GET /v1/event-types lists the types")
+
+
 def by_example_type(event_type: str) -> EventType:
     """The entry whose example carries ``event_type`` (what ``POST /v1/endpoints/<id>/test`` sends).
 

@@ -18,6 +18,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from ..events import selects
+
 
 def utcnow() -> dt.datetime:
     """The current time, timezone-aware in UTC."""
@@ -121,6 +123,8 @@ class Endpoint(Base):
     # Caps the delivery-worker enforces across all its processes; None means unlimited.
     rate_limit_per_second: Mapped[int | None] = mapped_column(Integer)
     max_in_flight: Mapped[int | None] = mapped_column(Integer)
+    # Sent with every webhook to the endpoint, after Payhook's own (see payhook_shared.endpoint_headers).
+    custom_headers: Mapped[dict[str, str] | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -128,7 +132,7 @@ class Endpoint(Base):
 
     def accepts(self, event_type: str) -> bool:
         """Whether this endpoint's filter lets ``event_type`` through."""
-        return self.enabled and (not self.event_types or event_type in self.event_types)
+        return self.enabled and (not self.event_types or selects(self.event_types, event_type))
 
     def signing_secrets(self, now: dt.datetime | None = None) -> list[str]:
         """The secrets that sign now: the current one, plus the previous one in its grace window."""

@@ -48,7 +48,7 @@ def signed_in(app, merchant_id: str | None):
 
 class FormValues(HTMLParser):
     """What a browser would send for a page's form posting to ``action`` (the settings form by default):
-    inputs, ticked boxes, selected options."""
+    inputs, ticked boxes, selected options, text areas."""
 
     def __init__(self, action: str = "/console/settings"):
         super().__init__()
@@ -58,6 +58,7 @@ class FormValues(HTMLParser):
         self._select: str | None = None
         self._option: tuple[str | None, bool] | None = None
         self._text = ""
+        self._textarea: str | None = None
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
@@ -72,10 +73,14 @@ class FormValues(HTMLParser):
                 self.values[a["name"]] = a.get("value", "on")
         elif tag == "select":
             self._select = a["name"]
+        elif tag == "textarea" and "name" in a:
+            self._textarea, self.values[a["name"]] = a["name"], ""
         elif tag == "option" and self._select:
             self._option, self._text = (a.get("value"), "selected" in a), ""
 
     def handle_data(self, data):
+        if self._textarea is not None:
+            self.values[self._textarea] += data
         if self._option is not None:
             self._text += data
 
@@ -87,6 +92,8 @@ class FormValues(HTMLParser):
             self._option = None
         elif tag == "select":
             self._select = None
+        elif tag == "textarea":
+            self._textarea = None
         elif tag == "form":
             self._in_form = False
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from markupsafe import escape
 from marshmallow import Schema, fields
 from sqlalchemy import select
 
@@ -53,10 +54,30 @@ MERCHANT_FIELDS = [("name", "Renamed Shop"), ("notification_email", "books@shop.
 
 # Endpoint settings as created, then as changed: together they name every field of the endpoint schemas.
 ENDPOINT = {"url": "http://127.0.0.1:9/hooks", "description": "shop hooks",
-            "event_types": ["mpesa.stk_push", "mpesa.c2b.confirmation"], "rate_limit_per_second": 5,
-            "max_in_flight": 2}
+            "event_types": ["mpesa.stk_push", "mpesa.c2b.confirmation", "stripe.*"], "rate_limit_per_second": 5,
+            "max_in_flight": 2,
+            "custom_headers": {"Authorization": "Bearer shop-gateway-token", "X-Shop-Tenant": "north"}}
 ENDPOINT_CHANGED = {"url": "http://127.0.0.2:9/other", "description": "moved",
-                    "event_types": ["mpesa.c2b.validation"], "rate_limit_per_second": 50, "max_in_flight": 10}
+                    "event_types": ["mpesa.c2b.validation", "order.paid"], "rate_limit_per_second": 50,
+                    "max_in_flight": 10, "custom_headers": {"X-Shop-Tenant": "south"}}
+
+
+def as_audited(fields: dict[str, Any]) -> dict[str, Any]:
+    """Endpoint fields as the audit log keeps them: custom header values are credentials, so names only."""
+    if fields.get("custom_headers") is None:
+        return fields
+    return {**fields, "custom_headers": {name: "[redacted]" for name in fields["custom_headers"]}}
+
+
+def typed(fields: dict[str, Any]) -> dict[str, str]:
+    """Endpoint fields as a person types them into the console's form."""
+    def one(value: Any) -> str:
+        if isinstance(value, list):
+            return ", ".join(value)
+        if isinstance(value, dict):
+            return "\n".join(f"{name}: {v}" for name, v in value.items())
+        return str(value)
+    return {name: one(value) for name, value in fields.items()}
 
 
 def leaves(schema: Schema, prefix: str = "") -> set[str]:
@@ -257,48 +278,63 @@ def test_each_endpoint_setting_through_the_api_and_the_console(console_app):
     for name, value in [*ENDPOINT_CHANGED.items(), ("enabled", False)]:
         assert api.patch(f"/v1/endpoints/{by_api}", headers=headers, json={name: value}).status_code == 200
         assert api_endpoint(api, headers, by_api)[name] == console_endpoint(console, by_api)[name] == value
-        assert audited(store, "update_endpoint")[-1].details == {"changes": {name: value}}
+        assert audited(store, "update_endpoint")[-1].details == {"changes": as_audited({name: value})}
     assert audited(store, "create_endpoint")[-1].target == by_api
 
     # Through the console: added with every field, then edited, disabled and enabled.
-    form = {"csrf_token": csrf, **{k: ", ".join(v) if isinstance(v, list) else str(v) for k, v in ENDPOINT.items()}}
+    form = {"csrf_token": csrf, **typed(ENDPOINT)}
     response = console.post("/console/endpoints", data=form)
     assert response.status_code == 200, response.get_data(as_text=True)
     by_console = audited(store, "create_endpoint")[-1].target
     assert by_console != by_api
     assert api_endpoint(api, headers, by_console) == console_endpoint(console, by_console) == {**ENDPOINT,
                                                                                              "enabled": True}
-    changed = {**form, **{k: ", ".join(v) if isinstance(v, list) else str(v) for k, v in ENDPOINT_CHANGED.items()}}
+    changed = {**form, **typed(ENDPOINT_CHANGED)}
     assert console.post(f"/console/endpoints/{by_console}/edit", data=changed).status_code == 302
     assert api_endpoint(api, headers, by_console) == console_endpoint(console, by_console) == {
         **ENDPOINT_CHANGED, "enabled": True}
-    assert audited(store, "update_endpoint")[-1].details == {"changes": ENDPOINT_CHANGED}
+    assert audited(store, "update_endpoint")[-1].details == {"changes": as_audited(ENDPOINT_CHANGED)}
+    assert "shop-gateway-token" not in str([entry.details for entry in audited(store, "create_endpoint")])
     for action, enabled in (("disable", False), ("enable", True)):
         assert console.post(f"/console/endpoints/{by_console}/{action}", data={"csrf_token": csrf}).status_code == 302
         assert api_endpoint(api, headers, by_console)["enabled"] is enabled
         assert console_endpoint(console, by_console)["enabled"] is enabled
-    # Limits cleared in the form mean unlimited again.
-    cleared = {**changed, "rate_limit_per_second": "", "max_in_flight": "", "event_types": ""}
+    # Limits cleared in the form mean unlimited again, and no header lines no custom headers.
+    cleared = {**changed, "rate_limit_per_second": "", "max_in_flight": "", "event_types": "", "custom_headers": ""}
     assert console.post(f"/console/endpoints/{by_console}/edit", data=cleared).status_code == 302
     assert api_endpoint(api, headers, by_console) == {**ENDPOINT_CHANGED, "enabled": True, "event_types": None,
-                                                      "rate_limit_per_second": None, "max_in_flight": None}
+                                                      "rate_limit_per_second": None, "max_in_flight": None,
+                                                      "custom_headers": None}
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("rate_limit_per_second", "0", "rate_limit_per_second"), ("max_in_flight", "many", "max_in_flight"),
-    ("url", "http://10.1.2.3/hooks", "url"),
-])
-def test_the_console_refuses_what_the_api_refuses(console_app, field, value, message):
+# (field, as typed in the console, as sent to the API, what the 400 says in both).
+REFUSED = [
+    ("rate_limit_per_second", "0", 0, "rate_limit_per_second"), ("max_in_flight", "many", "many", "max_in_flight"),
+    ("url", "http://10.1.2.3/hooks", "http://10.1.2.3/hooks", "url"),
+    ("event_types", "mpesa.stk_pushed", ["mpesa.stk_pushed"], "event_types.0: 'mpesa.stk_pushed' is not in the catalog"),
+    ("event_types", "mpesa.*", ["mpesa.*"], "event_types.0: 'mpesa.*' is not a family in the catalog"),
+    ("custom_headers", "Webhook-Signature: v1,forged", {"Webhook-Signature": "v1,forged"},
+     "custom_headers: Webhook-Signature is set by Payhook"),
+    ("custom_headers", "Content-Type: text/plain", {"Content-Type": "text/plain"},
+     "custom_headers: Content-Type is set by Payhook"),
+    ("custom_headers", "Transfer-Encoding: chunked", {"Transfer-Encoding": "chunked"},
+     "custom_headers: Transfer-Encoding is set by Payhook"),
+    ("custom_headers", "Bad Name: 1", {"Bad Name": "1"}, "custom_headers: 'Bad Name' is not a valid header name"),
+]
+
+
+@pytest.mark.parametrize("field, typed_value, api_value, message", REFUSED,
+                         ids=[f"{f}-{i}" for i, (f, _, _, _) in enumerate(REFUSED)])
+def test_the_console_refuses_what_the_api_refuses(console_app, field, typed_value, api_value, message):
     store = console_app.extensions["payhook.store"]
     merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/a")
     console = signed_in(console_app, merchant.id)
     token = FormValues("/console/endpoints")
     token.feed(console.get("/console/endpoints").get_data(as_text=True))
-    form = {"csrf_token": token.values["csrf_token"], "url": "http://127.0.0.1:9/hooks", field: value}
+    form = {"csrf_token": token.values["csrf_token"], "url": "http://127.0.0.1:9/hooks", field: typed_value}
     response = console.post("/console/endpoints", data=form)
-    assert response.status_code == 400 and message in response.get_data(as_text=True)
+    assert response.status_code == 400 and str(escape(message)) in response.get_data(as_text=True)
     api = console_app.test_client()
     response = api.post(f"/v1/merchants/{merchant.id}/endpoints", headers=api_key(store, merchant.id),
-                        json={"url": "http://127.0.0.1:9/hooks",
-                              field: int(value) if value.isdigit() else value})
+                        json={"url": "http://127.0.0.1:9/hooks", field: api_value})
     assert response.status_code == 400 and message in response.get_json()["error"]["message"]

@@ -44,7 +44,11 @@ def merchant_json(merchant: Merchant) -> dict[str, Any]:
 
 
 def endpoint_json(endpoint: Endpoint) -> dict[str, Any]:
-    """An endpoint as the API shows it; its secrets are never shown again after creation or rotation."""
+    """An endpoint as the API shows it; its secrets are never shown again after creation or rotation.
+
+    Custom headers are shown as set, values too: they are the merchant's own
+    credentials for its receiver, and whoever may read them here may replace them.
+    """
     return {
         "id": endpoint.id,
         "merchant_id": endpoint.merchant_id,
@@ -54,6 +58,7 @@ def endpoint_json(endpoint: Endpoint) -> dict[str, Any]:
         "enabled": endpoint.enabled,
         "rate_limit_per_second": endpoint.rate_limit_per_second,
         "max_in_flight": endpoint.max_in_flight,
+        "custom_headers": endpoint.custom_headers,
         "previous_secret_expires_at": iso(endpoint.previous_secret_expires_at),
         "created_at": iso(endpoint.created_at),
         "updated_at": iso(endpoint.updated_at),
@@ -175,7 +180,7 @@ def get_endpoint(endpoint_id: str):
 
 @bp.patch("/endpoints/<endpoint_id>")
 def update_endpoint(endpoint_id: str):
-    """Change an endpoint's URL, description, event-type filter, or enable/disable it."""
+    """Change an endpoint's URL, description, event-type filter, limits or custom headers, or enable/disable it."""
     _, payload = json_body()
     body = load(EndpointUpdateSchema(), payload)
     with _store().write() as session:

@@ -169,6 +169,8 @@ def _answer_schemas() -> dict[str, Any]:
         "enabled": {"type": "boolean"},
         "rate_limit_per_second": {"type": ["integer", "null"]},
         "max_in_flight": {"type": ["integer", "null"]},
+        "custom_headers": {"type": ["object", "null"], "additionalProperties": {"type": "string"},
+                           "description": "sent with every webhook after Payhook's own; values shown as set"},
         "previous_secret_expires_at": _nullable(_TIME),
         "created_at": _TIME, "updated_at": _TIME,
     }}

@@ -136,16 +136,32 @@ def read(form, stored: dict[str, Any]) -> dict[str, Any]:
             "retention": _retention(form), "c2b_validation": _c2b(form)}
 
 
+def _headers(text: str) -> dict[str, str] | None:
+    """``Name: value`` lines as a header map; a line without a colon becomes a name the schema refuses."""
+    headers = {}
+    for line in text.splitlines():
+        if line.strip():
+            name, _, value = line.partition(":")
+            headers[name.strip()] = value.strip()
+    return headers or None
+
+
+def show_headers(headers: dict[str, str] | None) -> str:
+    """A header map as the endpoint form's ``Name: value`` lines (what ``read_endpoint`` reads back)."""
+    return "\n".join(f"{name}: {value}" for name, value in (headers or {}).items())
+
+
 def read_endpoint(form) -> dict[str, Any]:
     """An endpoint form (add or edit) in the shape of the API's endpoint schemas, unvalidated.
 
-    Empty event types mean every type, empty limits mean unlimited.
+    Empty event types mean every type, empty limits mean unlimited, no header lines mean no custom headers.
     """
     out: dict[str, Any] = {"url": form.get("url", "").strip(), "description": form.get("description", "").strip(),
                            "event_types": _items(form.get("event_types", "")) or None}
     for name in ("rate_limit_per_second", "max_in_flight"):
         value = form.get(name, "").strip()
         out[name] = _whole(value) if value else None
+    out["custom_headers"] = _headers(form.get("custom_headers", ""))
     return out
 
 

@@ -21,7 +21,7 @@ from flask import (
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from payhook_shared import addresses, deadletters, ids, signing
+from payhook_shared import addresses, catalog, deadletters, ids, signing
 from payhook_shared import merchant_settings
 from payhook_shared.priority import Priority
 from payhook_shared.store import Endpoint, JobState, Merchant, QuarantinedCallback
@@ -442,7 +442,8 @@ def endpoints():
     with _store().read() as session:
         return render_template("console/endpoints.html", rows=queries.endpoints(session, scope),
                                merchants=queries.merchants(session, scope), now=utcnow(),
-                               grace_choices=GRACE_CHOICES, test_types=test_types())
+                               grace_choices=GRACE_CHOICES, test_types=test_types(),
+                               catalog_types=catalog.selectable(), show_headers=settings_form.show_headers)
 
 
 @bp.get("/endpoints/<endpoint_id>")
@@ -503,7 +504,7 @@ def test_endpoint(endpoint_id: str):
     outcome = send_test(endpoint.id, endpoint.merchant_id, event_type)
     _audited("test_endpoint", endpoint_id, type=event_type, delivery_id=outcome["delivery_id"])
     if outcome["delivered"]:
-        flash(f"Test {event_type} delivered to {endpoint_id}: HTTP {outcome['status']} in {outcome['duration_ms']} ms.")
+        flash(f"Test {event_type} delivered to {endpoint_id}: HTTP {outcome['status']} in {outcome['duration_ms']} merchant_settings.")
     elif outcome["delivered"] is None:
         flash(f"Test {event_type} to {endpoint_id} is still waiting for the delivery-worker "
               f"(delivery {outcome['delivery_id']}).")

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from payhook_shared import ids, signing
+from payhook_shared import endpoint_headers, ids, signing
 from payhook_shared.store import DeliveryAttempt, Endpoint, Merchant
 from payhook_shared.store.models import utcnow
 
@@ -47,6 +47,13 @@ def endpoint_in_scope(session: Session, scope: Scope, endpoint_id: str) -> Endpo
     return row
 
 
+def _auditable(fields: dict[str, Any]) -> dict[str, Any]:
+    # Custom header values are often credentials: the audit log keeps their names only.
+    if "custom_headers" not in fields:
+        return fields
+    return {**fields, "custom_headers": endpoint_headers.redacted(fields["custom_headers"])}
+
+
 def add_endpoint(session: Session, principal: auth.Principal, merchant: Merchant,
                  body: dict[str, Any]) -> Endpoint:
     """Add an endpoint with the validated ``body`` (``EndpointCreateSchema``), audited as ``principal``'s.
@@ -56,7 +63,7 @@ def add_endpoint(session: Session, principal: auth.Principal, merchant: Merchant
     endpoint = Endpoint(id=ids.new_id("ep"), merchant_id=merchant.id, secret=signing.generate_secret(), **body)
     session.add(endpoint)
     session.flush()
-    audit.record(session, principal, "create_endpoint", endpoint.id, **body)
+    audit.record(session, principal, "create_endpoint", endpoint.id, **_auditable(body))
     return endpoint
 
 
@@ -72,7 +79,7 @@ def edit_endpoint(session: Session, principal: auth.Principal, endpoint: Endpoin
     for name, value in changed.items():
         setattr(endpoint, name, value)
     session.flush()
-    audit.record(session, principal, "update_endpoint", endpoint.id, changes=changed)
+    audit.record(session, principal, "update_endpoint", endpoint.id, changes=_auditable(changed))
 
 
 def rotate_endpoint_secret(endpoint: Endpoint, grace_seconds: int) -> str:
