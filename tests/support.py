@@ -233,10 +233,14 @@ def environ_database_url() -> str | None:
     return os.environ.get("TEST_DATABASE_URL") or None
 
 
+def csrf_token(page: str) -> str:
+    """The CSRF token a console page's forms carry."""
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
 def console_sign_in(client, api_key: str) -> str:
     """Sign ``client`` (a Flask test client) in to the console with ``api_key``; the session's CSRF token."""
-    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/console/login").get_data(as_text=True))
-    response = client.post("/console/login", data={"api_key": api_key, "csrf_token": token.group(1)})
+    token = csrf_token(client.get("/console/login").get_data(as_text=True))
+    response = client.post("/console/login", data={"api_key": api_key, "csrf_token": token})
     assert response.status_code == 302, response.get_data(as_text=True)[:300]
-    page = client.get("/console/dead-letters").get_data(as_text=True)
-    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    return csrf_token(client.get("/console/dead-letters").get_data(as_text=True))

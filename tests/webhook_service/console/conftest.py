@@ -45,6 +45,31 @@ class ConsoleServer:
 
 
 @pytest.fixture
+def console_app_with(database_url, redis_url):
+    """Build the webhook-service app (console included) on the test store, with setting overrides."""
+    from payhook_webhook.app import create_app
+
+    apps = []
+
+    def build(**overrides):
+        app = create_app({"database_url": database_url, "redis_url": redis_url, "log_format": "text",
+                          "console_cookie_secure": False, **overrides})
+        app.config["TESTING"] = True
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.extensions["payhook.store"].dispose()
+
+
+@pytest.fixture
+def console_app(console_app_with):
+    """The webhook-service app with its console, cookies allowed over plain HTTP."""
+    return console_app_with()
+
+
+@pytest.fixture
 def console_server(database_url, redis_url):
     """The webhook-service with its console, on a free port, for a browser to visit; emailed sign-in
     links point at it."""

@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import html
-import re
 
-import pytest
 from sqlalchemy import select
 
 from factories import merchant_with_endpoints
 from payhook_shared.store import AuditEntry
-from payhook_webhook.app import create_app
 from payhook_webhook.auth import create_api_key
-from support import Receiver
-
-
-@pytest.fixture
-def console_app(database_url, redis_url):
-    app = create_app({"database_url": database_url, "redis_url": redis_url, "log_format": "text",
-                      "console_cookie_secure": False})
-    app.config["TESTING"] = True
-    yield app
-    app.extensions["payhook.store"].dispose()
-
-
-def _csrf(page: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+from support import Receiver, csrf_token
 
 
 def _signed_in(app, merchant_id):
     _, key = create_api_key(app.extensions["payhook.store"], merchant_id, "shop")
     client = app.test_client()
-    token = _csrf(client.get("/console/login").get_data(as_text=True))
+    token = csrf_token(client.get("/console/login").get_data(as_text=True))
     assert client.post("/console/login", data={"api_key": key, "csrf_token": token}).status_code == 302
     return client
 
@@ -46,7 +30,7 @@ def test_the_button_sends_a_test_and_shows_the_outcome(console_app, receiver, de
         client = _signed_in(console_app, merchant.id)
         page = client.get("/console/endpoints").get_data(as_text=True)
         assert "Send test event" in page and '<option value="mpesa.c2b.confirmation">' in page
-        token = _csrf(page)
+        token = csrf_token(page)
         done = client.post(f"/console/endpoints/{working.id}/test", data={"type": "mpesa.c2b.confirmation",
                                                                           "csrf_token": token},
                            follow_redirects=True).get_data(as_text=True)
@@ -68,7 +52,7 @@ def test_another_merchants_endpoint_cannot_be_tested(console_app, receiver):
     mine, _ = merchant_with_endpoints(store, receiver.url)
     _, [theirs] = merchant_with_endpoints(store, receiver.url)
     client = _signed_in(console_app, mine.id)
-    token = _csrf(client.get("/console/endpoints").get_data(as_text=True))
+    token = csrf_token(client.get("/console/endpoints").get_data(as_text=True))
     response = client.post(f"/console/endpoints/{theirs.id}/test", data={"type": "mpesa.stk_push",
                                                                          "csrf_token": token})
     assert response.status_code == 404 and receiver.received == []

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from factories import merchant_with_endpoints, record_payment
-from support import console_sign_in
+from support import console_sign_in, csrf_token
 from payhook_shared import ids
 from payhook_shared.store import AuditEntry, Delivery, Event
 from payhook_webhook.app import create_app
@@ -19,20 +19,12 @@ from payhook_webhook.console import queries
 
 
 @pytest.fixture
-def console_app(database_url, redis_url):
-    app = create_app({"database_url": database_url, "redis_url": redis_url, "log_format": "text",
-                      "console_cookie_secure": False, "console_login_attempts": 3})
-    app.config["TESTING"] = True
-    yield app
-    app.extensions["payhook.store"].dispose()
-
-
-def _csrf(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+def console_app(console_app_with):
+    return console_app_with(console_login_attempts=3)
 
 
 def sign_in(client, key: str):
-    token = _csrf(client.get("/console/login").get_data(as_text=True))
+    token = csrf_token(client.get("/console/login").get_data(as_text=True))
     return client.post("/console/login", data={"api_key": key, "csrf_token": token})
 
 
@@ -110,7 +102,7 @@ def test_a_merchant_sees_only_its_own_rows(console_app, receiver):
         assert client.get(path).status_code == 404
     # Asking for the other merchant in a filter changes nothing: the scope wins.
     assert their_event not in client.get(f"/console/events?merchant={theirs.id}").get_data(as_text=True)
-    token = _csrf(listing)
+    token = csrf_token(listing)
     assert client.post(f"/console/endpoints/{their_endpoint.id}/disable",
                        data={"csrf_token": token}).status_code == 404
     assert client.post(f"/console/deliveries/{their_delivery}/retry", data={"csrf_token": token}).status_code == 404
@@ -124,7 +116,7 @@ def test_operator_actions_are_audited(console_app, receiver):
     key_row, key = create_api_key(store, None, "ops")
     client = console_app.test_client()
     sign_in(client, key)
-    token = _csrf(client.get("/console/endpoints").get_data(as_text=True))
+    token = csrf_token(client.get("/console/endpoints").get_data(as_text=True))
     assert client.post(f"/console/endpoints/{endpoint.id}/disable", data={"csrf_token": token}).status_code == 302
     rotated = client.post(f"/console/endpoints/{endpoint.id}/rotate",
                           data={"csrf_token": token, "grace_period_seconds": "0"})

@@ -20,22 +20,16 @@ from factories import merchant_with_endpoints
 from payhook_shared import notices, sign_in
 from payhook_shared.store import AuditEntry, Base, Email, Merchant, SignInLink
 from payhook_shared.store.models import utcnow
-from payhook_webhook.app import create_app
 from payhook_webhook.console import links
-from support import wait_until
+from support import csrf_token, wait_until
 
 OPERATOR = "Ops@Payhook.test"
 CONSOLE = "https://console.payhook.test"
 
 
 @pytest.fixture
-def console_app(database_url, redis_url):
-    app = create_app({"database_url": database_url, "redis_url": redis_url, "log_format": "text",
-                      "console_cookie_secure": False, "console_login_attempts": 6,
-                      "console_operator_emails": (OPERATOR,), "console_public_url": CONSOLE + "/"})
-    app.config["TESTING"] = True
-    yield app
-    app.extensions["payhook.store"].dispose()
+def console_app(console_app_with):
+    return console_app_with(console_login_attempts=6, console_operator_emails=(OPERATOR,), console_public_url=CONSOLE + "/")
 
 
 def parts(app):
@@ -59,10 +53,6 @@ def send(app, email: str) -> list[str]:
     return [link["url"].rsplit("/", 1)[1] for link in context["links"]]
 
 
-def _csrf(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
-
-
 def ask(client, email: str, csrf_token: str | None):
     """Ask for a link at the sign-in page; the answer, closed as a server closes it, which sends the email."""
     data = {"email": email} if csrf_token is None else {"email": email, "csrf_token": csrf_token}
@@ -74,7 +64,7 @@ def ask(client, email: str, csrf_token: str | None):
 def use(client, token: str):
     page = client.get(f"/console/sign-in/{token}")
     assert page.status_code == 200, page.get_data(as_text=True)
-    return client.post(f"/console/sign-in/{token}", data={"csrf_token": _csrf(page.get_data(as_text=True))})
+    return client.post(f"/console/sign-in/{token}", data={"csrf_token": csrf_token(page.get_data(as_text=True))})
 
 
 def test_a_link_is_random_stored_hashed_and_points_at_the_console(console_app):
@@ -142,7 +132,7 @@ def test_a_link_works_once(console_app):
     again = console_app.test_client()
     for response in (again.get(f"/console/sign-in/{token}"),
                      again.post(f"/console/sign-in/{token}",
-                                data={"csrf_token": _csrf(again.get("/console/login").get_data(as_text=True))})):
+                                data={"csrf_token": csrf_token(again.get("/console/login").get_data(as_text=True))})):
         assert response.status_code == 410
         assert "has been used already: each link works once" in response.get_data(as_text=True)
     assert again.get("/console/").status_code == 302  # not signed in
@@ -157,7 +147,7 @@ def test_expired_and_unknown_links_are_refused_clearly(console_app):
     client = console_app.test_client()
     response = client.get(f"/console/sign-in/{token}")
     assert response.status_code == 410 and "has expired: links work for 15 minutes" in response.get_data(as_text=True)
-    response = client.post(f"/console/sign-in/{token}", data={"csrf_token": _csrf(response.get_data(as_text=True))})
+    response = client.post(f"/console/sign-in/{token}", data={"csrf_token": csrf_token(response.get_data(as_text=True))})
     assert response.status_code == 410
     response = client.get("/console/sign-in/" + "A" * 43)
     assert response.status_code == 410 and "This sign-in link is not valid" in response.get_data(as_text=True)
@@ -193,7 +183,7 @@ def test_asking_answers_the_same_for_any_address_and_is_rate_limited(console_app
     store = console_app.extensions["payhook.store"]
     merchant_with_endpoints(store, "https://shop.example/a", email="owner@shop.test")
     client = console_app.test_client()
-    token = _csrf(client.get("/console/login").get_data(as_text=True))
+    token = csrf_token(client.get("/console/login").get_data(as_text=True))
     answers = [ask(client, email, token) for email in ("owner@shop.test", "nobody@shop.test")]
     assert [a.status_code for a in answers] == [200, 200]
     assert answers[0].get_data() == answers[1].get_data()
@@ -265,7 +255,7 @@ def test_no_usable_sign_in_token_rests_anywhere_and_the_emailed_link_works_once(
     merchant, _ = merchant_with_endpoints(store, "https://shop.example/a", email="owner@shop.test")
     monitor = RedisMonitor(console_app.extensions["payhook.settings"].redis_url).start()
     client = console_app.test_client()
-    ask(client, "owner@shop.test", _csrf(client.get("/console/login").get_data(as_text=True)))
+    ask(client, "owner@shop.test", csrf_token(client.get("/console/login").get_data(as_text=True)))
     queued = at_rest(store, redis_client)  # the email waits in the store and its message in Redis
 
     smtp_server.script = ["451 4.3.0 try later"]  # the first send fails, so the email is sent again
@@ -296,7 +286,7 @@ def test_no_usable_sign_in_token_rests_anywhere_and_the_emailed_link_works_once(
     assert f"Merchant {merchant.id} · owner@shop.test" in client.get("/console/").get_data(as_text=True)
     again = console_app.test_client()
     refused = again.post(url.replace(CONSOLE, ""), data={
-        "csrf_token": _csrf(again.get("/console/login").get_data(as_text=True))})
+        "csrf_token": csrf_token(again.get("/console/login").get_data(as_text=True))})
     assert refused.status_code == 410 and "has been used already" in refused.get_data(as_text=True)
 
 

@@ -3,34 +3,19 @@
 from __future__ import annotations
 
 import html
-import re
 
-import pytest
 from sqlalchemy import select
 
 from factories import callback_url, merchant_with_endpoints
 from payhook_shared.store import AuditEntry, QuarantinedCallback
-from payhook_webhook.app import create_app
 from payhook_webhook.auth import create_api_key
+from support import csrf_token
 
 INVALID = b'{"Body": {"stkCallback": {"ResultCode": "<script>alert(1)</script>"}}}'
 
 
-@pytest.fixture
-def console_app(database_url, redis_url):
-    app = create_app({"database_url": database_url, "redis_url": redis_url, "log_format": "text",
-                      "console_cookie_secure": False})
-    app.config["TESTING"] = True
-    yield app
-    app.extensions["payhook.store"].dispose()
-
-
-def _csrf(page: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-
-
 def sign_in(client, key: str):
-    return client.post("/console/login", data={"api_key": key, "csrf_token": _csrf(
+    return client.post("/console/login", data={"api_key": key, "csrf_token": csrf_token(
         client.get("/console/login").get_data(as_text=True))})
 
 
@@ -55,11 +40,11 @@ def test_a_merchant_sees_and_reprocesses_its_quarantined_callbacks(console_app):
     assert "<script>alert(1)</script>" not in detail and html.escape("<script>alert(1)</script>") in detail
     assert 'id="reprocess"' in detail
 
-    response = client.post(f"/console/quarantine/{mine}/reprocess", data={"csrf_token": _csrf(detail)})
+    response = client.post(f"/console/quarantine/{mine}/reprocess", data={"csrf_token": csrf_token(detail)})
     assert response.status_code == 302
     after = client.get(response.headers["Location"]).get_data(as_text=True)
     assert "Still invalid:" in after
     with store.read() as session:
         assert session.get(QuarantinedCallback, mine).attempts == 1
         assert session.scalars(select(AuditEntry.action).where(AuditEntry.target == mine)).all() == ["reprocess"]
-    assert client.post(f"/console/quarantine/{theirs}/reprocess", data={"csrf_token": _csrf(detail)}).status_code == 404
+    assert client.post(f"/console/quarantine/{theirs}/reprocess", data={"csrf_token": csrf_token(detail)}).status_code == 404

@@ -2,35 +2,25 @@
 
 from __future__ import annotations
 
-import re
 
 import pytest
 from sqlalchemy import select
 
 from factories import fixture_bytes, merchant_with_endpoints, stk_url
 from payhook_shared.store import AuditEntry, Delivery, Event
-from payhook_webhook.app import create_app
 from payhook_webhook.auth import create_api_key
-from support import Receiver, wait_until
+from support import Receiver, csrf_token, wait_until
 
 
 @pytest.fixture
-def console_app(database_url, redis_url):
-    app = create_app({"database_url": database_url, "redis_url": redis_url, "log_format": "text",
-                      "console_cookie_secure": False, "endpoint_allowlist": ("127.0.0.0/8",)})
-    app.config["TESTING"] = True
-    yield app
-    app.extensions["payhook.store"].dispose()
-
-
-def _csrf(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+def console_app(console_app_with):
+    return console_app_with(endpoint_allowlist=("127.0.0.0/8",))
 
 
 def signed_in(app, merchant_id: str | None):
     _, key = create_api_key(app.extensions["payhook.store"], merchant_id, "console")
     client = app.test_client()
-    token = _csrf(client.get("/console/login").get_data(as_text=True))
+    token = csrf_token(client.get("/console/login").get_data(as_text=True))
     assert client.post("/console/login", data={"api_key": key, "csrf_token": token}).status_code == 302
     return client
 
@@ -51,7 +41,7 @@ def test_resend_button_delivers_the_event_again(console_app, receiver, delivery_
     page = client.get(f"/console/events/{event_id}").get_data(as_text=True)
     assert 'id="resend-form"' in page
     assert client.post(f"/console/events/{event_id}/resend", data={}).status_code == 403
-    response = client.post(f"/console/events/{event_id}/resend", data={"csrf_token": _csrf(page)})
+    response = client.post(f"/console/events/{event_id}/resend", data={"csrf_token": csrf_token(page)})
     assert response.status_code == 302
     second = receiver.wait_for(2)[1]
     assert second.headers["webhook-id"] == event_id
@@ -74,7 +64,7 @@ def test_replay_form_delivers_the_range_to_a_new_endpoint(console_app, receiver,
         client = signed_in(console_app, merchant.id)
         page = client.get(f"/console/endpoints/{endpoint.id}").get_data(as_text=True)
         assert 'id="replay-form"' in page and "No replays yet." in page
-        form = {"csrf_token": _csrf(page), "since": "2000-01-01", "types": "mpesa.stk_push"}
+        form = {"csrf_token": csrf_token(page), "since": "2000-01-01", "types": "mpesa.stk_push"}
         assert client.post(f"/console/endpoints/{endpoint.id}/replay", data={**form, "csrf_token": "x"}
                            ).status_code == 403
         assert client.post(f"/console/endpoints/{endpoint.id}/replay", data=form).status_code == 302
@@ -96,7 +86,7 @@ def test_another_merchants_event_and_endpoint_answer_404(console_app):
     with store.read() as session:
         their_event = session.scalar(select(Delivery.event_id))
     client = signed_in(console_app, mine.id)
-    token = _csrf(client.get("/console/events").get_data(as_text=True))
+    token = csrf_token(client.get("/console/events").get_data(as_text=True))
     for path in (f"/console/endpoints/{their_endpoint.id}", "/console/endpoints/ep_unknown"):
         assert client.get(path).status_code == 404, path
     for path, data in ((f"/console/events/{their_event}/resend", {}), ("/console/events/evt_unknown/resend", {}),

@@ -8,37 +8,22 @@ would replay it.
 from __future__ import annotations
 
 import datetime as dt
-import re
 
-import pytest
 from sqlalchemy import select, update
 
 from factories import merchant_with_endpoints
 from payhook_shared.store import ApiKey, AuditEntry, ConsoleSession
 from payhook_shared.store.models import utcnow
-from payhook_webhook.app import create_app
 from payhook_webhook.auth import create_api_key
+from support import csrf_token
 
 COOKIE = "payhook_console"
-
-
-@pytest.fixture
-def console_app(database_url, redis_url):
-    app = create_app({"database_url": database_url, "redis_url": redis_url, "log_format": "text",
-                      "console_cookie_secure": False})
-    app.config["TESTING"] = True
-    yield app
-    app.extensions["payhook.store"].dispose()
-
-
-def _csrf(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
 
 def signed_in(app, key: str):
     """A test client signed in to the console with ``key``."""
     client = app.test_client()
-    token = _csrf(client.get("/console/login").get_data(as_text=True))
+    token = csrf_token(client.get("/console/login").get_data(as_text=True))
     response = client.post("/console/login", data={"api_key": key, "csrf_token": token})
     assert response.status_code == 302 and response.headers["Location"].endswith("/console/")
     return client
@@ -52,7 +37,7 @@ def copy_of(app, client):
 
 
 def post(client, path: str, page: str = "/console/"):
-    return client.post(path, data={"csrf_token": _csrf(client.get(page).get_data(as_text=True))})
+    return client.post(path, data={"csrf_token": csrf_token(client.get(page).get_data(as_text=True))})
 
 
 def test_a_copied_cookie_is_dead_after_sign_out(console_app):

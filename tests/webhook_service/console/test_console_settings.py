@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import re
 from html.parser import HTMLParser
 
 import pytest
@@ -19,29 +18,20 @@ from factories import fixture_bytes, merchant_with_endpoints, stk_url
 from payhook_shared import merchant_settings
 from payhook_shared import retention
 from payhook_shared.store import AuditEntry, Delivery, DeliveryAttempt, Email, Event, JobState, Merchant
-from payhook_webhook.app import create_app
 from payhook_webhook.auth import create_api_key
-from support import wait_until
+from support import csrf_token, wait_until
 
 
 @pytest.fixture
-def console_app(database_url, redis_url):
-    app = create_app({"database_url": database_url, "redis_url": redis_url, "log_format": "text",
-                      "console_cookie_secure": False, "endpoint_allowlist": ("127.0.0.0/8",)})
-    app.config["TESTING"] = True
-    yield app
-    app.extensions["payhook.store"].dispose()
-
-
-def _csrf(html: str) -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+def console_app(console_app_with):
+    return console_app_with(endpoint_allowlist=("127.0.0.0/8",))
 
 
 def signed_in(app, merchant_id: str | None):
     """A test client signed in with a new key: an admin key, or ``merchant_id``'s."""
     _, key = create_api_key(app.extensions["payhook.store"], merchant_id, "console")
     client = app.test_client()
-    token = _csrf(client.get("/console/login").get_data(as_text=True))
+    token = csrf_token(client.get("/console/login").get_data(as_text=True))
     assert client.post("/console/login", data={"api_key": key, "csrf_token": token}).status_code == 302
     return client
 
@@ -197,7 +187,7 @@ def test_scope_an_operator_picks_a_merchant_who_sees_only_its_own(console_app):
     assert merchant.get(f"/console/settings?merchant={theirs.id}").status_code == 200  # its own, whatever it asks
     assert f"Settings of Test Shop <small>{mine.id}" in merchant.get(
         f"/console/settings?merchant={theirs.id}").get_data(as_text=True)
-    token = _csrf(merchant.get("/console/settings").get_data(as_text=True))
+    token = csrf_token(merchant.get("/console/settings").get_data(as_text=True))
     merchant.post("/console/settings", data={"csrf_token": token, "merchant": theirs.id, "retry-profile": "fast"})
     assert stored(store, theirs.id)["retry"] == {"profile": "gentle"}
     assert stored(store, mine.id)["retry"] == {"profile": "fast"}
