@@ -9,8 +9,9 @@ the health server, and one actor per priority level.
 from __future__ import annotations
 
 import functools
+import dataclasses
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import dramatiq
 from dramatiq.middleware import default_middleware
@@ -75,6 +76,19 @@ class WorkerRuntime:
             self.health.stop()
         self.release()
         self.store.dispose()
+
+
+R = TypeVar("R", bound=WorkerRuntime)
+
+
+@dataclasses.dataclass(frozen=True)
+class Worker(Generic[R]):
+    """A configured worker: its settings, its broker, its actors, and the runtime each process builds on first use."""
+
+    settings: Any
+    broker: RedisBroker
+    runtime: PerProcess[R]
+    actors: dict[Priority, dramatiq.Actor]
 
 
 class Lifecycle(dramatiq.Middleware):

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 from collections.abc import Callable
 
-import dramatiq
-
-from payhook_shared.broker import RedisBroker
 from payhook_shared.lazy import PerProcess
-from payhook_shared.priority import Priority
 from payhook_shared.store.models import utcnow
+from payhook_shared.workers import Worker
 
 from . import actors
 from .broker import create_broker
@@ -19,17 +15,7 @@ from .runtime import Runtime
 from .settings import Settings
 
 
-@dataclasses.dataclass(frozen=True)
-class Worker:
-    """A configured delivery worker: its broker, its actors, and the runtime each process builds on first use."""
-
-    settings: Settings
-    broker: RedisBroker
-    runtime: PerProcess[Runtime]
-    actors: dict[Priority, dramatiq.Actor]
-
-
-def setup(settings: Settings | None = None, clock: Callable[[], dt.datetime] = utcnow) -> Worker:
+def setup(settings: Settings | None = None, clock: Callable[[], dt.datetime] = utcnow) -> Worker[Runtime]:
     """Build the delivery worker from ``settings`` (the environment when omitted); nothing connects yet.
 
     The runtime (store, HTTP pool, sweeper) is built lazily, after Dramatiq has forked, so no connection is

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
-
-import dramatiq
-
-from payhook_shared.broker import RedisBroker
 from payhook_shared.lazy import PerProcess
-from payhook_shared.priority import Priority
+from payhook_shared.workers import Worker
 
 from . import actors
 from .broker import create_broker
@@ -16,17 +11,7 @@ from .runtime import Runtime
 from .settings import Settings
 
 
-@dataclasses.dataclass(frozen=True)
-class Worker:
-    """A configured mail worker: its broker, its actors, and the runtime each process builds on first use."""
-
-    settings: Settings
-    broker: RedisBroker
-    runtime: PerProcess[Runtime]
-    actors: dict[Priority, dramatiq.Actor]
-
-
-def setup(settings: Settings | None = None) -> Worker:
+def setup(settings: Settings | None = None) -> Worker[Runtime]:
     """Build the mail worker from ``settings`` (the environment when omitted); nothing connects yet.
 
     ``dramatiq payhook_mail.app:setup`` calls it in each worker process. The runtime (store, transport,

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Select, func
 
+from payhook_shared import ids
 from payhook_shared.store import Event
 
 from .auth import Principal
@@ -55,3 +56,12 @@ def phone_suffix(dialect: str, digits: str) -> Any:
         # A suffix is a prefix of the reversed number: ix_events_phone_reversed answers it.
         return func.reverse(Event.phone).like(f"{digits[::-1]}%")
     return Event.phone.like(f"%{digits}")
+
+
+def received_between(stmt: Select, since: dt.datetime | None, until: dt.datetime | None) -> Select:
+    """``stmt`` narrowed to events received in ``[since, until)``, as an id range too so the id index serves it."""
+    if since:
+        stmt = stmt.where(Event.received_at >= since, Event.id >= ids.earliest("evt", since - ID_TIME_MARGIN))
+    if until:
+        stmt = stmt.where(Event.received_at < until, Event.id < ids.earliest("evt", until + ID_TIME_MARGIN))
+    return stmt

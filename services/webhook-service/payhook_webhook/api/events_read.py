@@ -18,7 +18,6 @@ from marshmallow import Schema, ValidationError, fields, validate, validates
 from sqlalchemy import Select, and_, exists, func, select, tuple_
 from sqlalchemy.orm import Session, load_only, selectinload
 
-from payhook_shared import ids
 from payhook_shared.callbacks.mpesa import C2B_CONFIRMATION, C2B_VALIDATION
 from payhook_shared.events import webhook_body
 from payhook_shared.money import format_amount
@@ -27,7 +26,7 @@ from payhook_shared.store.models import utcnow
 
 from .. import auth
 from ..errors import NotFound
-from ..reads import ID_TIME_MARGIN, RARE_SUFFIX_DIGITS, Scope, phone_suffix
+from ..reads import RARE_SUFFIX_DIGITS, Scope, phone_suffix, received_between
 from .deliveries import delivery_json
 from ..schemas import DEFAULT_PAGE, MAX_PAGE, query
 from ..services.common import iso
@@ -128,12 +127,7 @@ def events_statement(scope: Scope, filters: dict[str, Any], dialect: str = "post
         stmt = stmt.where(Event.reference == filters["bill_ref"], Event.type.in_(_C2B_TYPES))
     if filters.get("phone_suffix"):
         stmt = stmt.where(phone_suffix(dialect, filters["phone_suffix"]))
-    if filters.get("since"):
-        stmt = stmt.where(Event.received_at >= filters["since"],
-                          Event.id >= ids.earliest("evt", filters["since"] - ID_TIME_MARGIN))
-    if filters.get("until"):
-        stmt = stmt.where(Event.received_at < filters["until"],
-                          Event.id < ids.earliest("evt", filters["until"] + ID_TIME_MARGIN))
+    stmt = received_between(stmt, filters.get("since"), filters.get("until"))
     if filters.get("delivery"):
         stmt = stmt.where(_delivery_filter(scope, merchant, filters["delivery"]))
     return stmt

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.orm import Session, load_only, selectinload
 
-from payhook_shared import deadletters, ids
+from payhook_shared import deadletters
 from payhook_shared.callbacks import flutterwave, mpesa, paystack, sources
 from payhook_shared.events import TEST_TYPE
 from payhook_shared.priority import Priority
@@ -21,7 +21,7 @@ from payhook_shared.store import AuditEntry, Delivery, Endpoint, Event, JobState
 from payhook_shared.store.models import utcnow
 
 from ..errors import NotFound
-from ..reads import ID_TIME_MARGIN, RARE_SUFFIX_DIGITS, Scope, phone_suffix
+from ..reads import RARE_SUFFIX_DIGITS, Scope, phone_suffix, received_between
 
 PAGE = 50
 PENDING, SENDING, DONE, DEAD = (s.value for s in (JobState.PENDING, JobState.SENDING, JobState.DONE, JobState.DEAD))
@@ -147,12 +147,7 @@ def events_statement(scope: Scope, filters: dict[str, Any], dialect: str = "post
         stmt = stmt.where(or_(Event.receipt == q, Event.reference == q, Event.id == q))
     if filters.get("phone"):
         stmt = stmt.where(phone_suffix(dialect, filters["phone"]))
-    if filters.get("since"):
-        stmt = stmt.where(Event.received_at >= filters["since"],
-                          Event.id >= ids.earliest("evt", filters["since"] - ID_TIME_MARGIN))
-    if filters.get("until"):
-        stmt = stmt.where(Event.received_at < filters["until"],
-                          Event.id < ids.earliest("evt", filters["until"] + ID_TIME_MARGIN))
+    stmt = received_between(stmt, filters.get("since"), filters.get("until"))
     return stmt
 
 
