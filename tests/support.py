@@ -193,6 +193,13 @@ def check_webhooks(received: list[Received]) -> None:
                                f"{error.message} at {list(error.absolute_path)}")
 
 
+def queued_deliveries(redis_client, queue: str) -> list[str]:
+    """The delivery ids named by the messages waiting on ``queue`` (a message names up to ``MAX_DELIVERIES``)."""
+    ids = redis_client.lrange(f"dramatiq:{queue}", 0, -1)
+    bodies = redis_client.hmget(f"dramatiq:{queue}.msgs", ids) if ids else []
+    return [d for body in bodies for d in json.loads(body)["kwargs"]["delivery_ids"]]
+
+
 def wait_until(predicate: Callable[[], object], timeout: float = 10, interval: float = 0.05, what: str = "condition"):
     """Poll ``predicate`` until it returns something truthy."""
     deadline = time.monotonic() + timeout

@@ -40,9 +40,14 @@ log = logging.getLogger(__name__)
 PENDING, SENDING = JobState.PENDING.value, JobState.SENDING.value
 
 
-def plan(message: _Message) -> dramatiq.Message:
-    """A Dramatiq message for ``message`` with its Redis id fixed in advance."""
-    return message.to_dramatiq(**{REDIS_ID: str(uuid.uuid4())})
+def plan(message: _Message, redis_id: str | None = None) -> dramatiq.Message:
+    """A Dramatiq message for ``message`` with its Redis id fixed in advance (``redis_id``, or a new one)."""
+    return message.to_dramatiq(**{REDIS_ID: redis_id or new_redis_id()})
+
+
+def new_redis_id() -> str:
+    """A Redis id for a message to be planned later: rows can name it before the message exists."""
+    return str(uuid.uuid4())
 
 
 def record(job: Any, message: dramatiq.Message) -> None:
@@ -51,10 +56,15 @@ def record(job: Any, message: dramatiq.Message) -> None:
     job.message_id = message.options[REDIS_ID]
 
 
-def new_row(message: dramatiq.Message, now: dt.datetime, **columns: Any) -> dict[str, Any]:
-    """The columns of a new job due ``now``, carried by ``message``, for a Core insert."""
-    return {**columns, "state": PENDING, "attempts": 0, "next_attempt_at": now, "queue_name": message.queue_name,
-            "message_id": message.options[REDIS_ID], "created_at": now, "updated_at": now}
+def new_row(message: dramatiq.Message | None, now: dt.datetime, **columns: Any) -> dict[str, Any]:
+    """The columns of a new job due ``now``, carried by ``message``, for a Core insert.
+
+    Without a message, the caller names the carrying message itself (``queue_name``, ``message_id``).
+    """
+    carried = ({"queue_name": message.queue_name, "message_id": message.options[REDIS_ID]} if message is not None
+               else {"queue_name": None, "message_id": None})
+    return {**carried, **columns, "state": PENDING, "attempts": 0, "next_attempt_at": now, "created_at": now,
+            "updated_at": now}
 
 
 def claiming(model: type, job_id: Any, lease_until: Any, now: Any) -> Any:
@@ -159,7 +169,8 @@ class Periodic:
 class Sweeper:
     """Re-enqueues due jobs whose Redis message is gone, and frees expired claims.
 
-    ``build`` turns a job row (id, merchant_id, priority and any event_id) into its protocol message. One sweeper per job
+    ``build`` turns job rows (id, merchant_id, priority and any event_id), all of one priority and at most
+    ``group`` of them, into the protocol message that carries them. One sweeper per job
     family does the work at a time (see ``Periodic``), so any number of worker
     processes may run one. ``fetched_grace`` is how long a fetched message may
     wait in a worker before its claim; pass the job's lease. ``clock`` tells what is due (tests move it
@@ -167,8 +178,9 @@ class Sweeper:
     """
 
     def __init__(self, store: Store, broker: RedisBroker, model: type, family: str,
-                 build: Callable[[Any], _Message], *, interval: float = 1.0, grace: float = 5.0,
-                 fetched_grace: float = 60.0, batch: int = 500, clock: Callable[[], dt.datetime] = utcnow):
+                 build: Callable[[list[Any]], _Message], *, interval: float = 1.0, grace: float = 5.0,
+                 fetched_grace: float = 60.0, batch: int = 500, group: int = 1,
+                 clock: Callable[[], dt.datetime] = utcnow):
         self.clock = clock
         self.store = store
         self.broker = broker
@@ -179,6 +191,7 @@ class Sweeper:
         self.grace = dt.timedelta(seconds=grace)
         self.fetched_grace = dt.timedelta(seconds=fetched_grace)
         self.batch = batch
+        self.group = group
         # (job id, message id) -> when this sweeper first saw the message fetched with its job unclaimed.
         self._fetched_since: dict[tuple[Any, str], dt.datetime] = {}
         self._periodic = Periodic(broker.client, f"sweeper-{family}", interval, self._tick)
@@ -244,22 +257,27 @@ class Sweeper:
         return stranded
 
     def _enqueue(self, jobs: list[Any]) -> int:
-        sent = 0
+        by_priority: dict[int, list[Any]] = {}
         for job in jobs:
-            message = plan(self.build(job))
+            by_priority.setdefault(job.priority, []).append(job)
+        groups = [rows[i:i + self.group] for rows in by_priority.values() for i in range(0, len(rows), self.group)]
+        sent = 0
+        for group in groups:
+            redis_id = new_redis_id()
+            queue = self.build(group[:1]).queue_name
             with self.store.write() as session:
                 # Compare-and-set: if a worker touched the row since we read it, it is not ours to resend.
-                changed = session.execute(
+                mine = [job for job in group if session.execute(
                     update(self.model)
                     .where(self.model.id == job.id, self.model.state == PENDING,
                            self.model.message_id.is_(None) if job.message_id is None
                            else self.model.message_id == job.message_id)
-                    .values(queue_name=message.queue_name, message_id=message.options[REDIS_ID])
+                    .values(queue_name=queue, message_id=redis_id)
                     .execution_options(synchronize_session=False)
-                ).rowcount
-            if changed:
-                self.broker.enqueue(message)
-                sent += 1
+                ).rowcount]
+            if mine:
+                self.broker.enqueue(plan(self.build(mine), redis_id))
+                sent += len(mine)
         if sent:
             log.info("sweeper enqueued %d %s job(s)", sent, self.family)
         return sent

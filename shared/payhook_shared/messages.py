@@ -15,7 +15,7 @@ import dataclasses
 from typing import Any, ClassVar
 
 import dramatiq
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, pre_load, validate
 
 from .errors import DecodeError
 from .priority import DELIVERY, MAIL, Priority, actor_name, queue_name
@@ -23,14 +23,30 @@ from .priority import DELIVERY, MAIL, Priority, actor_name, queue_name
 _PRIORITY_LABELS = [p.label for p in Priority]
 
 
-class _MessageSchema(Schema):
+#: The most deliveries one ``DeliverWebhook`` names. Claiming and recording a batch costs the database
+#: about what one delivery does (docs/performance.md); a batch's POSTs run concurrently.
+MAX_DELIVERIES = 16
+
+
+class _PrioritySchema(Schema):
     priority = fields.String(required=True, validate=validate.OneOf(_PRIORITY_LABELS))
+
+
+class _MessageSchema(_PrioritySchema):
     merchant_id = fields.String(required=True, validate=validate.Length(1, 64))
 
 
-class DeliverWebhookSchema(_MessageSchema):
-    delivery_id = fields.String(required=True, validate=validate.Length(1, 64))
-    event_id = fields.String(required=True, validate=validate.Length(1, 64))
+class DeliverWebhookSchema(_PrioritySchema):
+    delivery_ids = fields.List(fields.String(validate=validate.Length(1, 64)), required=True,
+                               validate=validate.Length(1, MAX_DELIVERIES))
+
+    @pre_load
+    def _one_delivery(self, data: Any, **_: Any) -> Any:
+        # A message sent before batches named one delivery (``delivery_id``, ``event_id``, ``merchant_id``):
+        # still accepted, so a rolling upgrade loses none in flight.
+        if isinstance(data, dict) and "delivery_ids" not in data and "delivery_id" in data:
+            return {"delivery_ids": [data["delivery_id"]], "priority": data.get("priority")}
+        return data
 
 
 class SendEmailSchema(_MessageSchema):
@@ -55,6 +71,10 @@ class _Message:
         return self.schema.dump(data)
 
     @classmethod
+    def _loaded(cls, loaded: dict[str, Any]) -> dict[str, Any]:
+        return loaded
+
+    @classmethod
     def decode(cls, data: Any) -> "_Message":
         """Validate keyword arguments received by an actor.
 
@@ -68,7 +88,7 @@ class _Message:
         except ValidationError as exc:
             raise DecodeError(f"invalid {cls.__name__}: {exc.messages}", exc.messages) from exc
         loaded["priority"] = Priority.parse(loaded["priority"])
-        return cls(**loaded)
+        return cls(**cls._loaded(loaded))
 
     @property
     def queue_name(self) -> str:
@@ -93,15 +113,21 @@ class _Message:
 
 @dataclasses.dataclass(frozen=True)
 class DeliverWebhook(_Message):
-    """Deliver one delivery (an event to one endpoint) now."""
+    """Deliver these deliveries (each an event to one endpoint) now: one to ``MAX_DELIVERIES`` of one priority."""
 
     family: ClassVar[str] = DELIVERY
     schema: ClassVar[Schema] = DeliverWebhookSchema()
 
-    delivery_id: str
-    event_id: str
-    merchant_id: str
+    delivery_ids: tuple[str, ...]
     priority: Priority
+
+    def encode(self) -> dict[str, Any]:
+        """The message as its actor's JSON-ready keyword arguments."""
+        return {"delivery_ids": list(self.delivery_ids), "priority": Priority.parse(self.priority).label}
+
+    @classmethod
+    def _loaded(cls, loaded: dict[str, Any]) -> dict[str, Any]:
+        return {**loaded, "delivery_ids": tuple(loaded["delivery_ids"])}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -127,8 +127,7 @@ def stage(session: Session, merchant_id: str, event: NormalisedEvent, *, about_e
     messages, deliveries = [], []
     for endpoint_id in targets:
         delivery_id = ids.new_id("dlv")
-        message = jobs.plan(DeliverWebhook(delivery_id=delivery_id, event_id=event_id, merchant_id=merchant_id,
-                                           priority=PRIORITY))
+        message = jobs.plan(DeliverWebhook(delivery_ids=(delivery_id,), priority=PRIORITY))
         deliveries.append(jobs.new_row(message, now, id=delivery_id, event_id=event_id, endpoint_id=endpoint_id,
                                        merchant_id=merchant_id, priority=int(PRIORITY), round_start=0))
         messages.append(message)

@@ -21,8 +21,10 @@ def post_payment(client, merchant, fixture="mpesa/stk_success.json"):
     assert response.status_code == 200
 
 
-def delivery(store) -> Delivery:
+def delivery(store, delivery_id: str | None = None) -> Delivery:
     with store.read() as session:
+        if delivery_id is not None:
+            return session.get(Delivery, delivery_id)
         return session.scalars(select(Delivery)).one()
 
 
@@ -118,11 +120,42 @@ def test_duplicate_messages_deliver_once(client, store, receiver, delivery_worke
     d = delivery(store)
     before = skipped(Priority(d.priority))
     for _ in range(5):
-        rt.broker.enqueue(plan(DeliverWebhook(delivery_id=d.id, event_id=d.event_id, merchant_id=d.merchant_id,
-                                              priority=Priority(d.priority))))
+        rt.broker.enqueue(plan(DeliverWebhook(delivery_ids=(d.id,), priority=Priority(d.priority))))
     receiver.wait_for(1)
     wait_until(lambda: skipped(Priority(d.priority)) == before + 5, what="every duplicate handled")
     assert len(receiver.received) == 1
+
+
+def post_payments(client, merchant, n: int) -> None:
+    for i in range(n):
+        body = fixture_bytes("mpesa/stk_success.json").replace(b"ws_CO_191220191020363925", f"ws_CO_{i}".encode())
+        assert client.post(stk_url(merchant), data=body, content_type="application/json").status_code == 200
+
+
+def test_one_message_names_many_deliveries_and_each_is_sent_once(client, store, receiver, redis_client,
+                                                                 delivery_worker):
+    """A message naming several deliveries claims them together and POSTs them side by side; ids repeated,
+    unknown or already delivered are skipped, and a slow endpoint does not hold the others back."""
+    merchant, _ = merchant_with_endpoints(store, receiver.url)
+    post_payments(client, merchant, 6)
+    redis_client.flushall()  # the messages ingest sent: this test sends its own
+    with store.read() as session:
+        ids = session.scalars(select(Delivery.id).order_by(Delivery.id)).all()
+    slow_event = delivery(store, ids[0]).event_id
+    receiver.respond = lambda req: (time.sleep(2.0) if req.headers["webhook-id"] == slow_event else None,
+                                    (200, {}, b"ok"))[1]
+    rt = delivery_worker(threads=8)
+    priority = Priority(delivery(store, ids[0]).priority)
+    before = skipped(priority)
+    started = time.time()
+    rt.broker.enqueue(plan(DeliverWebhook(delivery_ids=(*ids, ids[1], "dlv_unknown"), priority=priority)))
+    wait_until(lambda: all_done(store, 6), timeout=20, what="all 6 delivered")
+    # Side by side: the five quick ones did not wait for the slow one.
+    assert max(r.at for r in receiver.received if r.headers["webhook-id"] != slow_event) - started < 1.5
+    rt.broker.enqueue(plan(DeliverWebhook(delivery_ids=tuple(ids[:2]), priority=priority)))
+    wait_until(lambda: skipped(priority) == before + 3, what="the repeat, the unknown id and the done ones skipped")
+    assert len(receiver.received) == len({r.headers["webhook-id"] for r in receiver.received}) == 6
+    assert sorted(a.delivery_id for a in attempts(store)) == sorted(ids)
 
 
 def test_sweeper_restores_deliveries_after_redis_is_flushed(client, store, receiver, redis_client, delivery_worker):

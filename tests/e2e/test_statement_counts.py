@@ -13,9 +13,13 @@ import contextlib
 import threading
 
 import psycopg
+import pytest
 from sqlalchemy import event, select
 
 from factories import fixture_bytes, fixture_json, merchant_with_endpoints, stk_url
+from payhook_shared.jobs import plan
+from payhook_shared.messages import DeliverWebhook
+from payhook_shared.priority import Priority
 from payhook_shared.store import Delivery, JobState
 from support import wait_until
 
@@ -24,7 +28,8 @@ from support import wait_until
 # nothing to save): the merchant read, then BEGIN, three inserts, COMMIT.
 CALLBACK_ROUND_TRIPS = {"postgresql": ["SELECT"],
                         "sqlite": ["BEGIN", "SELECT", "ROLLBACK", "BEGIN", "INSERT", "INSERT", "INSERT", "COMMIT"]}
-# PostgreSQL attempt: claim and load in one statement (1); record the attempt and the outcome in one (1).
+# PostgreSQL attempt: claim and load in one statement (1); record the attempt and the outcome in one (1); the
+# same two for all the deliveries one message names.
 ATTEMPT_ROUND_TRIPS = {"postgresql": ["WITH", "WITH"],
                        "sqlite": ["BEGIN", "UPDATE", "SELECT", "COMMIT", "BEGIN", "INSERT", "UPDATE", "COMMIT"]}
 
@@ -115,3 +120,27 @@ def test_statements_per_delivery_attempt(client, store, receiver, delivery_worke
     expected = ATTEMPT_ROUND_TRIPS[store.dialect]
     trips = statements.of_thread_that_ran("INSERT INTO delivery_attempts")
     assert trips[:len(expected)] == expected, trips
+
+
+def test_a_message_of_many_deliveries_costs_the_round_trips_of_one(client, store, receiver, redis_client,
+                                                                   delivery_worker):
+    """Six successes named by one message: one claim and one record on PostgreSQL, as for a single delivery."""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite claims and records each delivery in turn, in one transaction per step")
+    merchant, _ = merchant_with_endpoints(store, receiver.url, email=None)
+    for n in range(6):
+        body = fixture_bytes("mpesa/stk_success.json").replace(b"ws_CO_191220191020363925", f"ws_CO_{n}".encode())
+        assert client.post(stk_url(merchant), data=body, content_type="application/json").status_code == 200
+    redis_client.flushall()  # ingest's messages (one per callback here): this test sends one naming all six
+    with store.read() as session:
+        ids = tuple(session.scalars(select(Delivery.id)))
+    rt = delivery_worker(threads=8)
+    with counting(rt.store.engine) as statements:
+        rt.broker.enqueue(plan(DeliverWebhook(delivery_ids=ids, priority=Priority.NORMAL)))
+
+        def delivered():
+            with store.read() as session:
+                return set(session.scalars(select(Delivery.state))) == {JobState.DONE.value}
+        wait_until(delivered, what="the six deliveries")
+    trips = statements.of_thread_that_ran("INSERT INTO delivery_attempts")
+    assert trips == ATTEMPT_ROUND_TRIPS["postgresql"], trips

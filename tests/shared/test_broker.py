@@ -11,8 +11,7 @@ from payhook_shared.priority import Priority
 
 
 def _planned(n: int, priority: Priority = Priority.NORMAL) -> list[dramatiq.Message]:
-    return [jobs.plan(DeliverWebhook(delivery_id=f"dlv_{i}", event_id=f"evt_{i}", merchant_id="mch_1",
-                                     priority=priority)) for i in range(n)]
+    return [jobs.plan(DeliverWebhook(delivery_ids=(f"dlv_{i}",), priority=priority)) for i in range(n)]
 
 
 def _state(client, queue: str) -> tuple[list[bytes], dict[bytes, bytes]]:

@@ -14,9 +14,8 @@ from payhook_shared.priority import DELIVERY, Priority
 from payhook_shared.store import Delivery
 
 
-def _message(row) -> DeliverWebhook:
-    return DeliverWebhook(delivery_id=row.id, event_id=row.event_id, merchant_id=row.merchant_id,
-                          priority=Priority(row.priority))
+def _message(rows) -> DeliverWebhook:
+    return DeliverWebhook(delivery_ids=tuple(row.id for row in rows), priority=Priority(rows[0].priority))
 
 
 def _delivery(store) -> Delivery:

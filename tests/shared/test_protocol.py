@@ -16,17 +16,26 @@ from payhook_shared.priority import Priority, queue_names
 
 
 def test_message_round_trip_and_routing():
-    msg = DeliverWebhook(delivery_id="dlv_1", event_id="evt_1", merchant_id="mch_1", priority=Priority.URGENT)
+    msg = DeliverWebhook(delivery_ids=("dlv_1", "dlv_2"), priority=Priority.URGENT)
     assert DeliverWebhook.decode(msg.encode()) == msg
     dm = msg.to_dramatiq()
     assert (dm.queue_name, dm.actor_name, dm.kwargs["priority"]) == ("delivery.urgent", "delivery_urgent", "urgent")
     assert SendEmail.decode(SendEmail(email_id="e", merchant_id="m", priority=Priority.LOW).encode()).event_id is None
 
 
+def test_a_message_from_before_batches_still_decodes():
+    """A rolling upgrade: messages of one delivery, enqueued by the previous version, are still delivered."""
+    old = {"delivery_id": "dlv_1", "event_id": "evt_1", "merchant_id": "mch_1", "priority": "high"}
+    assert DeliverWebhook.decode(old) == DeliverWebhook(delivery_ids=("dlv_1",), priority=Priority.HIGH)
+
+
 @pytest.mark.parametrize("data, field", [
-    ({"event_id": "e", "merchant_id": "m", "priority": "normal"}, "delivery_id"),
-    ({"delivery_id": "d", "event_id": "e", "merchant_id": "m", "priority": "whenever"}, "priority"),
-    ({"delivery_id": 5, "event_id": "e", "merchant_id": "m", "priority": "low"}, "delivery_id"),
+    ({"priority": "normal"}, "delivery_ids"),
+    ({"delivery_ids": [], "priority": "normal"}, "delivery_ids"),
+    ({"delivery_ids": [f"d{i}" for i in range(17)], "priority": "normal"}, "delivery_ids"),
+    ({"delivery_ids": ["d"], "priority": "whenever"}, "priority"),
+    ({"delivery_ids": [5], "priority": "low"}, "delivery_ids"),
+    ({"delivery_id": 5, "event_id": "e", "merchant_id": "m", "priority": "low"}, "delivery_ids"),
 ])
 def test_decode_names_the_bad_field(data, field):
     with pytest.raises(DecodeError) as info:

@@ -119,8 +119,7 @@ def test_workers_consume_only_once_migrated(behind, redis_url, redis_client, scr
     queue alone; once the migration has run, it consumes."""
     broker = create_broker(redis_url)
     if script == "payhook-delivery-worker":
-        message = DeliverWebhook(delivery_id="dl_none", event_id="ev_none", merchant_id="m_none",
-                                 priority=Priority.NORMAL)
+        message = DeliverWebhook(delivery_ids=("dl_none",), priority=Priority.NORMAL)
     else:
         message = SendEmail(email_id="em_none", merchant_id="m_none", priority=Priority.NORMAL)
     broker.enqueue(message.to_dramatiq())

@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 
 from factories import api_key, merchant_with_endpoints
 from payhook_shared.store import Delivery, Email, Event
+from support import queued_deliveries
 
 
 def counts(store) -> tuple[int, int, int]:
@@ -27,7 +28,7 @@ def test_event_is_normalised_recorded_and_queued(client, store, redis_client):
     event_id = response.get_json()["id"]
     assert event_id.startswith("evt_")
     assert counts(store) == (1, 2, 2)  # the merchant's notice and the buyer's receipt
-    assert redis_client.llen("dramatiq:delivery.normal") == 2
+    assert len(queued_deliveries(redis_client, "delivery.normal")) == 2
     with store.read() as session:
         event = session.get(Event, event_id)
     assert (event.provider, event.type, event.status) == ("api", "shop.payment", "succeeded")

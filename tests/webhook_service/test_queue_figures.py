@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from factories import fixture_bytes, merchant_with_endpoints, stk_url
+from support import queued_deliveries
 
 
 @pytest.fixture
@@ -36,13 +37,15 @@ def test_waiting_jobs_are_counted_per_queue(app_with_ttl, store, redis_client):
     _pay(client, merchant, 3, "q")
     report = client.get("/health/queue").get_json()
     normal = report["queues"]["delivery.normal"]
-    assert normal["waiting"] == redis_client.llen("dramatiq:delivery.normal") == 6
+    # Messages: each callback's two deliveries travel in one.
+    assert normal["waiting"] == redis_client.llen("dramatiq:delivery.normal") == 3
+    assert len(queued_deliveries(redis_client, "delivery.normal")) == 6
     assert (normal["active"], normal["delayed"], normal["dead"], normal["completed"]) == (0, 0, 0, 0)
     assert report["queues"]["mail.normal"]["waiting"] == 3
     assert report["queues"]["delivery.urgent"]["waiting"] == 0
     assert report["endpoints"] == {"circuit_open": 0, "disabled": 0}
     metrics = client.get("/metrics").get_data(as_text=True)
-    assert 'payhook_queue_waiting_messages{family="delivery",priority="normal",queue="delivery.normal"} 6.0' in metrics
+    assert 'payhook_queue_waiting_messages{family="delivery",priority="normal",queue="delivery.normal"} 3.0' in metrics
     assert "payhook_queue_stats_up 1.0" in metrics
 
 

@@ -10,6 +10,7 @@ if the endpoint fails continuously for ``disable_after`` and is disabled.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -17,7 +18,8 @@ import types
 from typing import Any
 
 import dramatiq
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import any_, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import SQLAlchemyError
 
 from payhook_shared import endpoint_headers, jobs, notices, operational, signing
@@ -39,98 +41,147 @@ WAITING = "waiting"
 DEFERRED = "deferred"
 
 
-def deliver(rt: Runtime, message: DeliverWebhook) -> str:
-    """Attempt one delivery; returns the attempt's category, ``"skipped"``, ``"waiting"`` or ``"deferred"``.
+def deliver(rt: Runtime, message: DeliverWebhook) -> dict[str, str]:
+    """Attempt the deliveries ``message`` names; returns each one's outcome by id: the attempt's category,
+    ``"skipped"``, ``"waiting"`` or ``"deferred"``.
 
-    Skips when the delivery is not ours to attempt — already delivered, dead,
+    Skips a delivery that is not ours to attempt — already delivered, dead,
     not yet due, or claimed by another worker — so a duplicate message never
-    sends twice. Without spending an attempt, it waits while the endpoint's
-    circuit is open, and defers when the endpoint is at its rate limit or
-    concurrency cap.
+    sends twice. Without spending an attempt, a delivery waits while its
+    endpoint's circuit is open, and is deferred when the endpoint is at its
+    rate limit or concurrency cap. The message's deliveries are claimed in one
+    statement, POSTed side by side, and their plain outcomes (a success, or a
+    retry that changes no endpoint's health) recorded in one statement.
     """
-    settings = rt.settings
-    with bind(delivery_id=message.delivery_id, event_id=message.event_id, merchant_id=message.merchant_id):
-        started = rt.clock()
-        loaded = _claim(rt.store, message.delivery_id, dt.timedelta(seconds=settings.lease_seconds), started)
-        if loaded is None:
+    started = rt.clock()
+    claimed = _claim(rt.store, message.delivery_ids, dt.timedelta(seconds=rt.settings.lease_seconds), started)
+    outcomes: dict[str, str] = {}
+    for delivery_id in set(message.delivery_ids) - {loaded[0].id for loaded in claimed}:
+        with bind(delivery_id=delivery_id):
             log.debug("delivery not due or already handled; skipping")
-            metrics.outcome(SKIPPED, message.priority)
-            return SKIPPED
-        delivery, endpoint, event, merchant = loaded
-        if not endpoint.enabled:
-            with rt.store.write() as session:
-                _set(session, delivery.id, state=JobState.DEAD.value, lease_until=None, dead_at=started,
-                     last_category=Category.DISABLED.value, last_error="endpoint disabled",
-                     attempts=delivery.attempts - 1)
-                messages = _dead_event(session, delivery, endpoint, event, attempts=delivery.attempts - 1,
-                                       category=Category.DISABLED.value, status=None, error="endpoint disabled",
-                                       now=started)
-            _enqueue(rt, messages)
-            log.info("endpoint disabled; delivery kept as a dead letter for recovery")
-            metrics.outcome(metrics.DEAD, message.priority)
-            return Category.DISABLED.value
-        # A test is the merchant asking whether the endpoint works now: it does not wait for the circuit.
-        wait_until = (None if is_test(event.dedupe_key)
-                      else _circuit_wait(rt.store, endpoint, started, settings.circuit_cooldown))
-        if wait_until is not None:
-            with rt.store.write() as session:
-                jobs.release(session, Delivery, delivery.id, wait_until)
-            log.debug("circuit open for endpoint %s; waiting until %s", endpoint.id, wait_until.isoformat())
-            metrics.outcome(WAITING, message.priority)
-            return WAITING
-        attempt_no = delivery.attempts
-        in_round = attempt_no - delivery.round_start
-        schedule = policy.schedule_for(merchant.settings, settings.retry_schedule)
-        body = webhook_body(event)
-        if len(body) > settings.max_payload_bytes:
-            with rt.store.write() as session:
-                _set(session, delivery.id, state=JobState.DEAD.value, lease_until=None, dead_at=started,
-                     last_category=Category.TOO_LARGE.value, attempts=delivery.attempts - 1,
-                     last_error=f"payload of {len(body)} bytes exceeds {settings.max_payload_bytes}")
-                messages = _dead_event(session, delivery, endpoint, event, attempts=delivery.attempts - 1,
-                                       category=Category.TOO_LARGE.value, status=None,
-                                       error=f"payload of {len(body)} bytes", now=started)
-            _enqueue(rt, messages)
-            log.warning("payload too large (%d bytes); delivery dead", len(body))
-            metrics.outcome(metrics.DEAD, message.priority)
-            return Category.TOO_LARGE.value
-        # The merchant's headers go after Payhook's and never replace one (a signature header above all).
-        headers = endpoint_headers.outgoing(endpoint.custom_headers,
-                                            signing.headers(endpoint.signing_secrets(started), event.id, body))
-
-        with rt.limiter.slot(endpoint.id, endpoint.rate_limit_per_second, endpoint.max_in_flight) as grant:
-            if not grant.granted:
-                limits.defer(rt.store, delivery.id, grant.wait, rt.clock())
-                metrics.outcome(DEFERRED, message.priority)
-                return DEFERRED
-            result = http.post(
-                rt.http, endpoint.url, body, headers, connect_timeout=settings.connect_timeout,
-                total_timeout=settings.total_timeout, snippet_bytes=settings.response_snippet_bytes,
-                allow=settings.endpoint_allowlist,
-            )
-        _record(rt, delivery, endpoint, merchant, event, attempt_no, in_round, schedule, started, result)
-        return result.category.value
+        metrics.outcome(SKIPPED, message.priority)
+        outcomes[delivery_id] = SKIPPED
+    if len(claimed) == 1:
+        tried = [_attempt_or_error(rt, claimed[0], started)]
+    else:
+        tried = list(rt.posts.map(lambda loaded: _attempt_or_error(rt, loaded, started), claimed))
+    failures = [t for t in tried if isinstance(t, BaseException)]
+    attempts = [t for t in tried if isinstance(t, _Tried)]
+    outcomes.update((loaded[0].id, t) for loaded, t in zip(claimed, tried) if isinstance(t, str))
+    outcomes.update((t.delivery.id, t.result.category.value) for t in attempts)
+    _record_all(rt, attempts)
+    if failures:  # the rest are recorded; these deliveries' claims free themselves at the lease's end
+        raise failures[0]
+    return outcomes
 
 
-def _claim(store: Store, delivery_id: str, lease: dt.timedelta,
-           now: dt.datetime) -> tuple[Any, Any, Any, Any] | None:
-    """Claim the delivery and load it with its endpoint, event and merchant; ``None`` if it is not ours.
+@dataclasses.dataclass(frozen=True)
+class _Tried:
+    """One attempt made and not yet recorded, with what its record needs."""
 
-    On PostgreSQL the claim and the load are one statement (the UPDATE in a
-    CTE, joined) run on the driver connection, so one round trip and no ORM;
-    the rows come back as detached, read-only copies. The claim holds the row
-    by its lease, not by a transaction.
+    delivery: Any
+    endpoint: Any
+    merchant: Any
+    event: Any
+    attempt_no: int
+    in_round: int
+    schedule: tuple[float, ...]
+    started: dt.datetime
+    result: http.AttemptResult
+
+
+def _attempt_or_error(rt: Runtime, loaded: tuple[Any, Any, Any, Any], started: dt.datetime) -> str | _Tried | Exception:
+    """``_attempt``, with an error returned rather than raised, so it costs no other delivery of the message its record."""
+    delivery, _, event, _ = loaded
+    with bind(delivery_id=delivery.id, event_id=event.id, merchant_id=delivery.merchant_id):
+        try:
+            return _attempt(rt, loaded, started)
+        except Exception as exc:
+            log.exception("delivery attempt failed before its outcome was known; its claim frees at the lease's end")
+            return exc
+
+
+def _attempt(rt: Runtime, loaded: tuple[Any, Any, Any, Any], started: dt.datetime) -> str | _Tried:
+    """Attempt one claimed delivery: the POST made (``_Tried``), or why not (recorded already)."""
+    settings = rt.settings
+    delivery, endpoint, event, merchant = loaded
+    priority = delivery.priority
+    if not endpoint.enabled:
+        with rt.store.write() as session:
+            _set(session, delivery.id, state=JobState.DEAD.value, lease_until=None, dead_at=started,
+                 last_category=Category.DISABLED.value, last_error="endpoint disabled",
+                 attempts=delivery.attempts - 1)
+            messages = _dead_event(session, delivery, endpoint, event, attempts=delivery.attempts - 1,
+                                   category=Category.DISABLED.value, status=None, error="endpoint disabled",
+                                   now=started)
+        _enqueue(rt, messages)
+        log.info("endpoint disabled; delivery kept as a dead letter for recovery")
+        metrics.outcome(metrics.DEAD, priority)
+        return Category.DISABLED.value
+    # A test is the merchant asking whether the endpoint works now: it does not wait for the circuit.
+    wait_until = (None if is_test(event.dedupe_key)
+                  else _circuit_wait(rt.store, endpoint, started, settings.circuit_cooldown))
+    if wait_until is not None:
+        with rt.store.write() as session:
+            jobs.release(session, Delivery, delivery.id, wait_until)
+        log.debug("circuit open for endpoint %s; waiting until %s", endpoint.id, wait_until.isoformat())
+        metrics.outcome(WAITING, priority)
+        return WAITING
+    attempt_no = delivery.attempts
+    in_round = attempt_no - delivery.round_start
+    schedule = policy.schedule_for(merchant.settings, settings.retry_schedule)
+    body = webhook_body(event)
+    if len(body) > settings.max_payload_bytes:
+        with rt.store.write() as session:
+            _set(session, delivery.id, state=JobState.DEAD.value, lease_until=None, dead_at=started,
+                 last_category=Category.TOO_LARGE.value, attempts=delivery.attempts - 1,
+                 last_error=f"payload of {len(body)} bytes exceeds {settings.max_payload_bytes}")
+            messages = _dead_event(session, delivery, endpoint, event, attempts=delivery.attempts - 1,
+                                   category=Category.TOO_LARGE.value, status=None,
+                                   error=f"payload of {len(body)} bytes", now=started)
+        _enqueue(rt, messages)
+        log.warning("payload too large (%d bytes); delivery dead", len(body))
+        metrics.outcome(metrics.DEAD, priority)
+        return Category.TOO_LARGE.value
+    # The merchant's headers go after Payhook's and never replace one (a signature header above all).
+    headers = endpoint_headers.outgoing(endpoint.custom_headers,
+                                        signing.headers(endpoint.signing_secrets(started), event.id, body))
+
+    with rt.limiter.slot(endpoint.id, endpoint.rate_limit_per_second, endpoint.max_in_flight) as grant:
+        if not grant.granted:
+            limits.defer(rt.store, delivery.id, grant.wait, rt.clock())
+            metrics.outcome(DEFERRED, priority)
+            return DEFERRED
+        result = http.post(
+            rt.http, endpoint.url, body, headers, connect_timeout=settings.connect_timeout,
+            total_timeout=settings.total_timeout, snippet_bytes=settings.response_snippet_bytes,
+            allow=settings.endpoint_allowlist,
+        )
+    return _Tried(delivery, endpoint, merchant, event, attempt_no, in_round, schedule, started, result)
+
+
+def _claim(store: Store, delivery_ids: tuple[str, ...], lease: dt.timedelta,
+           now: dt.datetime) -> list[tuple[Any, Any, Any, Any]]:
+    """Claim the deliveries that are ours and load each with its endpoint, event and merchant.
+
+    On PostgreSQL the claim and the load are one statement for them all (the
+    UPDATE in a CTE, joined) run on the driver connection, so one round trip
+    and no ORM; the rows come back as detached, read-only copies. A claim holds
+    its row by its lease, not by a transaction.
     """
-    params = {"delivery_id": delivery_id, "lease_until": now + lease, "now": now}
     if store.dialect == "postgresql":
         statement = _claim_and_load(store.engine.dialect)
         with store.driver() as conn:
-            row = conn.execute(statement.sql, statement.params(params)).fetchone()
-        return statement.objects(row) if row is not None else None
+            rows = conn.execute(statement.sql, statement.params(
+                {"delivery_ids": list(delivery_ids), "lease_until": now + lease, "now": now})).fetchall()
+        return [statement.objects(row) for row in rows]
+    claimed = []
     with store.write() as session:
-        if session.execute(_claiming(), params).rowcount != 1:
-            return None
-        return tuple(session.execute(_loading().where(Delivery.id == delivery_id)).one())
+        for delivery_id in dict.fromkeys(delivery_ids):
+            params = {"delivery_id": delivery_id, "lease_until": now + lease, "now": now}
+            if session.execute(_claiming(), params).rowcount == 1:
+                claimed.append(tuple(session.execute(_loading().where(Delivery.id == delivery_id)).one()))
+    return claimed
 
 
 class _EndpointRow(types.SimpleNamespace):
@@ -147,7 +198,9 @@ def _claiming() -> Any:
 
 @functools.cache
 def _claim_and_load(dialect: Any) -> Compiled:
-    claimed = _claiming().returning(*Delivery.__table__.columns).cte("claimed")
+    ids = any_(bindparam("delivery_ids", type_=postgresql.ARRAY(Delivery.__table__.c.id.type)))
+    claimed = (jobs.claiming(Delivery, ids, bindparam("lease_until"), bindparam("now"))
+               .returning(*Delivery.__table__.columns).cte("claimed"))
     tables = (claimed, Endpoint.__table__, Event.__table__, Merchant.__table__)
     statement = (select(*(c for t in tables for c in t.columns))
                  .join_from(claimed, Endpoint.__table__, claimed.c.endpoint_id == Endpoint.id)
@@ -189,54 +242,104 @@ def _circuit_wait(store: Store, endpoint: Endpoint, now: dt.datetime, cooldown: 
     return None if won else next_probe
 
 
-def _record(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Merchant, event: Event,
-            attempt_no: int, in_round: int, schedule: tuple[float, ...], started: dt.datetime,
-            result: http.AttemptResult) -> None:
-    """Record one attempt's outcome; once a POST has been made, only the outcome itself must reach the store."""
-    settings = rt.settings
+@dataclasses.dataclass
+class _Record:
+    """What recording one attempt writes: the delivery's new values and the attempt's row."""
+
+    tried: _Tried
+    values: dict[str, Any]
+    attempt: dict[str, Any]
+    outcome: str
+    health: bool
+
+    @property
+    def plain(self) -> bool:
+        """Whether this record changes only its own rows (no endpoint health, no dead letter)."""
+        return not self.health and self.values["state"] != JobState.DEAD.value
+
+
+def _record_all(rt: Runtime, attempts: list[_Tried]) -> None:
+    """Record attempts' outcomes; once a POST has been made, only the outcome itself must reach the store.
+
+    Plain outcomes are written together; a health change or a dead letter each in a transaction of its own
+    with the operational events it raises.
+    """
     now = rt.clock()
-    # A test event gets one attempt and leaves the endpoint's health alone: it asks, it does not count.
-    test = is_test(event.dedupe_key)
-    outcome = metrics.DELIVERED
-    # updated_at too: the one-statement record on PostgreSQL is built once and takes every value as a parameter.
-    values: dict = {"lease_until": None, "last_status": result.status, "last_category": result.category.value,
-                    "updated_at": now}
-    if result.category is Category.SUCCESS:
-        values.update(state=JobState.DONE.value, delivered_at=now, last_error=None)
-        log.info("delivered on attempt %d (%s, %d ms)", attempt_no, result.status, result.duration_ms)
-    else:
-        error = storable(result.error) or f"HTTP {result.status}"
-        delay = None if test else policy.next_delay(
-            in_round, result.category, schedule, settings.retry_jitter,
-            retry_after=policy.parse_retry_after(result.retry_after, now),
-            retry_after_bounds=(settings.retry_after_min, settings.retry_after_max),
-        )
-        if delay is None:
-            values.update(state=JobState.DEAD.value, dead_at=now, last_error=error)
-            outcome = metrics.DEAD
-            log.warning("delivery dead after attempt %d (%s): %s", attempt_no, result.category.value, error)
+    records = [_decide(rt, tried, now) for tried in attempts]
+    alone = records
+    plain = [r for r in records if r.plain]
+    if len(plain) > 1 and rt.store.dialect == "postgresql":
+        try:
+            _write_plain(rt, [(r.values, r.attempt) for r in plain])
+            alone = [r for r in records if not r.plain]
+        except Exception:  # one row's details, or the database: each on its own below, with the fallbacks
+            log.exception("could not record %d attempts together; recording them one by one", len(plain))
+    messages = [m for record in alone for m in _record_one(rt, record, now)]
+    for record in records:
+        _observe(record)
+    _enqueue(rt, messages)
+
+
+def _decide(rt: Runtime, tried: _Tried, now: dt.datetime) -> _Record:
+    """The delivery's new state after ``tried``: done, retried on schedule or dead."""
+    settings, result = rt.settings, tried.result
+    delivery = tried.delivery
+    with bind(delivery_id=delivery.id, event_id=tried.event.id, merchant_id=delivery.merchant_id):
+        # A test event gets one attempt and leaves the endpoint's health alone: it asks, it does not count.
+        test = is_test(tried.event.dedupe_key)
+        outcome = metrics.DELIVERED
+        # updated_at too: the one-statement record on PostgreSQL is built once and takes every value as a parameter.
+        values: dict = {"lease_until": None, "last_status": result.status, "last_category": result.category.value,
+                        "updated_at": now}
+        if result.category is Category.SUCCESS:
+            values.update(state=JobState.DONE.value, delivered_at=now, last_error=None)
+            log.info("delivered on attempt %d (%s, %d ms)", tried.attempt_no, result.status, result.duration_ms)
         else:
-            # The sweeper enqueues it when due: no thread or Redis message waits meanwhile.
-            values.update(state=JobState.PENDING.value, next_attempt_at=now + dt.timedelta(seconds=delay),
-                          last_error=error)
-            outcome = metrics.RETRY
-            log.info("attempt %d failed (%s); retry in %.1f s", attempt_no, result.category.value, delay)
-    attempt = {"delivery_id": delivery.id, "endpoint_id": delivery.endpoint_id, "number": attempt_no, "started_at": started,
-               "duration_ms": result.duration_ms, "status_code": result.status, "category": result.category.value,
-               "error": storable(result.error), "response_snippet": storable(result.snippet)}
-    health = not test and _health_changes(endpoint, result)
+            error = storable(result.error) or f"HTTP {result.status}"
+            delay = None if test else policy.next_delay(
+                tried.in_round, result.category, tried.schedule, settings.retry_jitter,
+                retry_after=policy.parse_retry_after(result.retry_after, now),
+                retry_after_bounds=(settings.retry_after_min, settings.retry_after_max),
+            )
+            if delay is None:
+                values.update(state=JobState.DEAD.value, dead_at=now, last_error=error)
+                outcome = metrics.DEAD
+                log.warning("delivery dead after attempt %d (%s): %s", tried.attempt_no, result.category.value,
+                            error)
+            else:
+                # The sweeper enqueues it when due: no thread or Redis message waits meanwhile.
+                values.update(state=JobState.PENDING.value, next_attempt_at=now + dt.timedelta(seconds=delay),
+                              last_error=error)
+                outcome = metrics.RETRY
+                log.info("attempt %d failed (%s); retry in %.1f s", tried.attempt_no, result.category.value, delay)
+    attempt = {"delivery_id": delivery.id, "endpoint_id": delivery.endpoint_id, "number": tried.attempt_no,
+               "started_at": tried.started, "duration_ms": result.duration_ms, "status_code": result.status,
+               "category": result.category.value, "error": storable(result.error),
+               "response_snippet": storable(result.snippet)}
+    return _Record(tried, values, attempt, outcome, not test and _health_changes(tried.endpoint, result))
+
+
+def _record_one(rt: Runtime, record: _Record, now: dt.datetime) -> list[dramatiq.Message]:
+    """Write one record; the messages (emails, operational webhooks) to send once committed."""
+    t = record.tried
     try:
-        messages = _write(rt, delivery, endpoint, merchant, event, result, values, attempt, now, health)
+        return _write(rt, t.delivery, t.endpoint, t.merchant, t.event, t.result, record.values, record.attempt, now,
+                      record.health)
     except Exception:  # the database's refusal, or a value its driver cannot even encode
         # The POST happened: a row left "sending" would be claimed and POSTed again, so keep the outcome.
-        log.exception("could not record attempt %d in full; recording its outcome without details", attempt_no)
-        messages = _write_outcome_only(rt, delivery, endpoint, merchant, event, result, values, attempt, now,
-                                       health)
-    metrics.attempt(result.category.value, delivery.priority, result.duration_ms / 1000)
-    metrics.outcome(outcome, delivery.priority)
-    if outcome == metrics.DELIVERED:
-        metrics.delivered(delivery.priority, event.received_at, now)
-    _enqueue(rt, messages)
+        log.exception("could not record attempt %d of delivery %s in full; recording its outcome without details",
+                      t.attempt_no, t.delivery.id)
+        return _write_outcome_only(rt, t.delivery, t.endpoint, t.merchant, t.event, t.result, record.values,
+                                   record.attempt, now, record.health)
+
+
+def _observe(record: _Record) -> None:
+    """Count one recorded attempt and its outcome."""
+    t = record.tried
+    metrics.attempt(t.result.category.value, t.delivery.priority, t.result.duration_ms / 1000)
+    metrics.outcome(record.outcome, t.delivery.priority)
+    if record.outcome == metrics.DELIVERED:
+        metrics.delivered(t.delivery.priority, t.event.received_at, record.values["updated_at"])
 
 
 def _enqueue(rt: Runtime, messages: list[dramatiq.Message]) -> None:
@@ -257,11 +360,7 @@ def _write(rt: Runtime, delivery: Delivery, endpoint: Endpoint, merchant: Mercha
     """
     dead = values["state"] == JobState.DEAD.value
     if rt.store.dialect == "postgresql" and not health and not dead:
-        # The attempt and the delivery's new state in one statement: one round trip, no transaction.
-        statement = _recording(tuple(values), rt.store.engine.dialect)
-        with rt.store.driver() as conn:
-            conn.execute(statement.sql, statement.params({
-                **{f"attempt_{k}": v for k, v in attempt.items()}, **values, "delivery_id": delivery.id}))
+        _write_plain(rt, [(values, attempt)])
         return []
     # A health change or a dead letter: recorded in one transaction with the operational events it raises.
     with rt.store.write() as session:
@@ -322,16 +421,39 @@ def _dead_event(session, delivery: Delivery, endpoint: Endpoint, event: Event, *
     return operational.stage(session, delivery.merchant_id, dead, about_endpoint_id=endpoint.id, now=now)
 
 
-@functools.cache
-def _recording(columns: tuple[str, ...], dialect: Any) -> Compiled:
-    """``UPDATE deliveries SET <columns>`` with the attempt's INSERT as a CTE, compiled once per set of columns."""
-    attempts = DeliveryAttempt.__table__
-    attempt = insert(attempts).values(
-        {c.key: bindparam(f"attempt_{c.key}", type_=c.type) for c in attempts.columns if c.key != "id"})
-    table = Delivery.__table__
-    return Compiled(update(table).where(table.c.id == bindparam("delivery_id"))
-                     .values({name: bindparam(name, type_=table.c[name].type) for name in columns})
-                     .add_cte(attempt.returning(attempts.c.id).cte("attempt")), dialect)
+def _write_plain(rt: Runtime, rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    """PostgreSQL: plain records' attempts and deliveries' new states (``(values, attempt)`` each) in one statement."""
+    columns = {name: [values.get(name) for values, _ in rows] for name in _PLAIN_COLUMNS}
+    columns.update((f"attempt_{name}", [attempt[name] for _, attempt in rows]) for name in _ATTEMPT_COLUMNS)
+    columns["delivery_id"] = [attempt["delivery_id"] for _, attempt in rows]
+    with rt.store.driver() as conn:
+        conn.execute(_RECORD_PLAIN, columns)
+
+
+_ATTEMPT_COLUMNS = ("delivery_id", "endpoint_id", "number", "started_at", "duration_ms", "status_code", "category",
+                    "error", "response_snippet")
+_PLAIN_COLUMNS = ("state", "last_status", "last_category", "last_error", "next_attempt_at", "delivered_at",
+                  "updated_at")
+# Arrays, one element per record: the same statement (prepared once) whatever the batch's size.
+# A success keeps its due time; a retry sets no delivered_at: NULL elements keep the column.
+_RECORD_PLAIN = """\
+WITH attempt AS (
+  INSERT INTO delivery_attempts (delivery_id, endpoint_id, number, started_at, duration_ms, status_code, category,
+                                 error, response_snippet)
+  SELECT * FROM unnest(%(attempt_delivery_id)s::varchar[], %(attempt_endpoint_id)s::varchar[],
+                       %(attempt_number)s::integer[], %(attempt_started_at)s::timestamptz[],
+                       %(attempt_duration_ms)s::integer[], %(attempt_status_code)s::smallint[],
+                       %(attempt_category)s::varchar[], %(attempt_error)s::text[], %(attempt_response_snippet)s::text[])
+  RETURNING id)
+UPDATE deliveries AS d
+SET state = u.state, lease_until = NULL, last_status = u.last_status, last_category = u.last_category,
+    last_error = u.last_error, next_attempt_at = coalesce(u.next_attempt_at, d.next_attempt_at),
+    delivered_at = coalesce(u.delivered_at, d.delivered_at), updated_at = u.updated_at
+FROM unnest(%(delivery_id)s::varchar[], %(state)s::varchar[], %(last_status)s::smallint[],
+            %(last_category)s::varchar[], %(last_error)s::text[], %(next_attempt_at)s::timestamptz[],
+            %(delivered_at)s::timestamptz[], %(updated_at)s::timestamptz[])
+     AS u(id, state, last_status, last_category, last_error, next_attempt_at, delivered_at, updated_at)
+WHERE d.id = u.id"""
 
 
 def _health_changes(endpoint: Endpoint, result: http.AttemptResult) -> bool:

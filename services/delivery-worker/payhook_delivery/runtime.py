@@ -6,13 +6,14 @@ import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import urllib3
 
 from payhook_shared import replays, retention
 from payhook_shared.broker import RedisBroker
 from payhook_shared.jobs import Periodic, Sweeper
-from payhook_shared.messages import DeliverWebhook
+from payhook_shared.messages import MAX_DELIVERIES, DeliverWebhook
 from payhook_shared.priority import DELIVERY, Priority
 from payhook_shared.store import Delivery, Replay, Store
 from payhook_shared.store.models import utcnow
@@ -23,9 +24,8 @@ from .limits import Limiter
 from .settings import Settings
 
 
-def _message_for(delivery: Delivery) -> DeliverWebhook:
-    return DeliverWebhook(delivery_id=delivery.id, event_id=delivery.event_id,
-                          merchant_id=delivery.merchant_id, priority=Priority(delivery.priority))
+def _message_for(deliveries: list[Delivery]) -> DeliverWebhook:
+    return DeliverWebhook(delivery_ids=tuple(d.id for d in deliveries), priority=Priority(deliveries[0].priority))
 
 
 @dataclasses.dataclass
@@ -41,6 +41,8 @@ class Runtime(WorkerRuntime):
     retention: Periodic | None
     # Replays whose message was lost, or whose worker died mid-batch, are sent again from the store.
     replay_sweeper: Sweeper
+    # The POSTs of a message naming several deliveries, run side by side: THREADS at a time in the process.
+    posts: ThreadPoolExecutor
     # The time attempts are recorded at and retries, leases and circuits are judged by; tests move it.
     clock: Callable[[], dt.datetime] = utcnow
 
@@ -65,15 +67,17 @@ class Runtime(WorkerRuntime):
         store = Store(settings.database_url, pool_size=settings.db_pool_size,
                       prepared=settings.db_prepared_statements)
         sweeper = Sweeper(store, broker, Delivery, DELIVERY, _message_for, interval=settings.sweep_interval,
-                          fetched_grace=settings.lease_seconds, clock=clock)
+                          fetched_grace=settings.lease_seconds, group=MAX_DELIVERIES, clock=clock)
         limiter = Limiter(broker.client, lease=settings.lease_seconds, busy_delay=settings.limit_retry_delay)
         rt = cls(settings, store, broker, http.pool(settings.threads), sweeper, limiter, None,
-                 Sweeper(store, broker, Replay, "replay", replays.message_for, interval=settings.sweep_interval,
-                         clock=clock), clock)
+                 Sweeper(store, broker, Replay, "replay", lambda rows: replays.message_for(rows[0]),
+                         interval=settings.sweep_interval, clock=clock),
+                 ThreadPoolExecutor(settings.threads, thread_name_prefix="post"), clock)
         if settings.retention_interval > 0:
             rt.retention = Periodic(broker.client, "retention", settings.retention_interval, rt.purge_once)
         return rt
 
     def release(self) -> None:
-        """Close the HTTP pool."""
+        """Let the POSTs in flight finish, then close the HTTP pool."""
+        self.posts.shutdown(wait=True)
         self.http.clear()

@@ -40,8 +40,8 @@ from payhook_shared.broker import RedisBroker
 from payhook_shared.callbacks import mpesa, sources
 from payhook_shared.events import TEST_TYPE, NormalisedEvent
 from payhook_shared.logs import bind
-from payhook_shared.messages import DeliverWebhook
-from payhook_shared.priority import Priority
+from payhook_shared.messages import MAX_DELIVERIES, DeliverWebhook
+from payhook_shared.priority import DELIVERY, Priority, queue_name
 from payhook_shared.store import Delivery, Email, Event, Store
 from payhook_shared.store.models import utcnow
 
@@ -80,10 +80,13 @@ class Recorded:
 
 @dataclasses.dataclass
 class _Rows:
-    """What one new event writes: its row, its deliveries' and its emails' rows, and their messages."""
+    """What one new event writes: its row, its deliveries' rows, and its emails' rows with their messages.
+
+    The deliveries' messages are planned for the whole batch (``_carry``), a few deliveries to a message.
+    """
 
     event: dict[str, Any]
-    deliveries: list[tuple[dict[str, Any], dramatiq.Message]]
+    deliveries: list[dict[str, Any]]
     emails: list[tuple[dict[str, Any], dramatiq.Message]]
 
 
@@ -98,9 +101,9 @@ class _Write:
     email_ids: set[str] = dataclasses.field(default_factory=set)
     error: BaseException | None = None
 
-    def messages(self) -> list[dramatiq.Message]:
-        """The messages to send once written: every delivery's, and the emails' that were new."""
-        return [m for _, m in self.rows.deliveries] + [m for row, m in self.rows.emails if row["id"] in self.email_ids]
+    def email_messages(self) -> list[dramatiq.Message]:
+        """The messages of the emails that were new, to send once written."""
+        return [m for row, m in self.rows.emails if row["id"] in self.email_ids]
 
 
 def record(store: Store, broker: RedisBroker, merchant: Profile, event: NormalisedEvent,
@@ -217,11 +220,8 @@ def _plan(merchant: Profile, event: NormalisedEvent, raw_body: bytes, priority: 
     for endpoint in merchant.endpoints:
         if not _wants(endpoint, event.type):
             continue
-        delivery_id = ids.new_id("dlv")
-        message = jobs.plan(DeliverWebhook(delivery_id=delivery_id, event_id=event_id,
-                                           merchant_id=merchant.id, priority=priority))
-        deliveries.append((jobs.new_row(message, now, id=delivery_id, event_id=event_id, endpoint_id=endpoint.id,
-                                        merchant_id=merchant.id, priority=int(priority), round_start=0), message))
+        deliveries.append(jobs.new_row(None, now, id=ids.new_id("dlv"), event_id=event_id, endpoint_id=endpoint.id,
+                                       merchant_id=merchant.id, priority=int(priority), round_start=0))
     emails = [notices.planned(email, now) for email in _notifications(merchant, event, event_id)]
     return _Rows(values, deliveries, emails)
 
@@ -229,6 +229,7 @@ def _plan(merchant: Profile, event: NormalisedEvent, raw_body: bytes, priority: 
 def _write_and_send(store: Store, broker: RedisBroker, writes: list[_Write]) -> None:
     """Write ``writes`` together, then send the messages of those newly written."""
     write = _write_postgresql if store.dialect == "postgresql" else _write_sqlite
+    carriers = _carry(writes)
     try:
         write(store, writes)
     except DBAPIError as exc:
@@ -242,8 +243,34 @@ def _write_and_send(store: Store, broker: RedisBroker, writes: list[_Write]) -> 
                 write(store, [w])
             except DBAPIError as one:
                 w.error = one
-    _send(broker, [m for w in writes if w.inserted for m in w.messages()],
+    written = {row["id"] for w in writes if w.inserted for row in w.rows.deliveries}
+    deliveries = [jobs.plan(DeliverWebhook(delivery_ids=ids_, priority=priority), redis_id)
+                  for redis_id, priority, rows in carriers
+                  if (ids_ := tuple(row["id"] for row in rows if row["id"] in written))]
+    _send(broker, deliveries + [m for w in writes if w.inserted for m in w.email_messages()],
           [stream.notice(w.rows.event) for w in writes if w.inserted])
+
+
+def _carry(writes: Sequence[_Write]) -> list[tuple[str, Priority, list[dict[str, Any]]]]:
+    """Name on each new delivery the message that will carry it: one per ``MAX_DELIVERIES`` of one priority.
+
+    Returns each message's Redis id, priority and rows; the message itself is made once the rows are
+    written, naming only those that were.
+    """
+    by_priority: dict[int, list[dict[str, Any]]] = {}
+    for w in writes:
+        for row in w.rows.deliveries:
+            by_priority.setdefault(row["priority"], []).append(row)
+    carriers = []
+    for level, rows in by_priority.items():
+        priority = Priority(level)
+        queue = queue_name(DELIVERY, priority)
+        for start in range(0, len(rows), MAX_DELIVERIES):
+            redis_id, chunk = jobs.new_redis_id(), rows[start:start + MAX_DELIVERIES]
+            for row in chunk:
+                row.update(queue_name=queue, message_id=redis_id)
+            carriers.append((redis_id, priority, chunk))
+    return carriers
 
 
 def _one_events_fault(exc: DBAPIError) -> bool:
@@ -261,7 +288,7 @@ def _write_postgresql(store: Store, writes: Sequence[_Write]) -> None:
     encoding the rows is one pass of the C JSON encoder.
     """
     events = json.dumps([{**w.rows.event, "profile_version": w.version} for w in writes], default=_json_value)
-    deliveries = json.dumps([row for w in writes for row, _ in w.rows.deliveries], default=_json_value)
+    deliveries = json.dumps([row for w in writes for row in w.rows.deliveries], default=_json_value)
     emails = json.dumps([row for w in writes for row, _ in w.rows.emails], default=_json_value)
     with store.driver() as conn:
         returned = conn.execute(RECORD_EVENTS, (events, deliveries, emails)).fetchall()
@@ -297,7 +324,7 @@ def _write_sqlite(store: Store, writes: Sequence[_Write]) -> None:
             if inserted is None:
                 continue
             if rows.deliveries:
-                session.execute(insert(Delivery), [row for row, _ in rows.deliveries])
+                session.execute(insert(Delivery), rows.deliveries)
             for row, _ in rows.emails:
                 stmt = (sqlite_insert(Email).values(**row).on_conflict_do_nothing(index_elements=["dedupe_key"])
                         .returning(Email.id))

@@ -99,8 +99,7 @@ def send_test(endpoint_id: str, merchant_id: str, event_type: str) -> dict:
     event.dedupe_key = catalog.new_test_key()
     now = utcnow()
     event_id, delivery_id = ids.new_id("evt"), ids.new_id("dlv")
-    message = jobs.plan(DeliverWebhook(delivery_id=delivery_id, event_id=event_id, merchant_id=merchant_id,
-                                       priority=PRIORITY))
+    message = jobs.plan(DeliverWebhook(delivery_ids=(delivery_id,), priority=PRIORITY))
     with store.write() as session:
         session.add(Event(id=event_id, merchant_id=merchant_id, priority=int(PRIORITY), received_at=now,
                           raw_payload=catalog.raw_payload(entry).decode(), **vars(event)))
