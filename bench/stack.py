@@ -42,8 +42,6 @@ def _per_pool(variable: str) -> dict[str, str]:
 # The Procfile's pools: (process name, pool, threads). BENCH_THREADS=urgent=4,standard=16 tries other
 # thread counts; BENCH_REPLICAS=standard=2 runs that pool as more processes, as its Deployment scales.
 _THREADS, _REPLICAS = _per_pool("BENCH_THREADS"), _per_pool("BENCH_REPLICAS")
-# As in the Procfile: the urgent pool polls its idle queues every 10 ms.
-POLL_INTERVAL_MS = {"urgent": "10"}
 POOLS = tuple((name if replica == 1 else f"{name}-{replica}", pool, int(_THREADS.get(pool, threads)))
               for name, pool, threads in (("delivery-urgent", "urgent", 4), ("delivery", "standard", 8),
                                           ("delivery-low", "low", 2))
@@ -312,8 +310,7 @@ class Stack:
                 continue
             proc = self.procs.get(name) or self._proc(
                 name, [str(BIN / "payhook-delivery-worker")],
-                {**self.env, "POOL": pool, "THREADS": str(threads),
-                 **({"POLL_INTERVAL_MS": POLL_INTERVAL_MS[pool]} if pool in POLL_INTERVAL_MS else {})})
+                {**self.env, "POOL": pool, "THREADS": str(threads)})
             if not proc.alive:
                 proc.start()
 

@@ -1,22 +1,33 @@
 """The Redis broker every service uses, and what the store needs to know of it.
 
-The only change from Dramatiq's broker: a message may arrive with its Redis id
-already chosen. The store records that id in the same transaction that creates
+Two changes from Dramatiq's broker. A message may arrive with its Redis id
+already chosen: the store records that id in the same transaction that creates
 the job, so a sweeper can later ask Redis whether the job's message still
-exists — and enqueue it again if Redis lost it.
+exists — and enqueue it again if Redis lost it. And an idle consumer sleeps in
+``BLPOP`` on its queue's wake-up list, which every enqueue pushes to, instead of
+polling: a message is fetched the moment it is sent, and an idle worker costs
+nothing but one wake-up per ``timeout``.
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterable, Sequence
 
 import dramatiq
 import redis
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker as _DramatiqRedisBroker
+from dramatiq.brokers.redis import _RedisConsumer
 from dramatiq.common import current_millis
+from dramatiq.errors import ConnectionClosed
 
 REDIS_ID = "redis_message_id"
+# Wake-up tokens kept per queue: enough to wake every consumer of a burst, few enough to cost nothing.
+WAKE_TOKENS = 64
+# The longest BLPOP: well inside redis-py's 5 s socket timeout, which a blocking command does not extend.
+MAX_BLOCK_SECONDS = 2.0
 
 
 def with_redis_id(message: dramatiq.Message) -> dramatiq.Message:
@@ -30,11 +41,28 @@ class RedisBroker(_DramatiqRedisBroker):
     def enqueue(self, message: dramatiq.Message, *, delay: int | None = None) -> dramatiq.Message:
         """Enqueue ``message``; keep its preset Redis id when it has one and is not delayed."""
         if delay is not None or REDIS_ID not in message.options:
-            return super().enqueue(message, delay=delay)
-        self.emit_before("enqueue", message, delay)
-        self.do_enqueue(message.queue_name, message.options[REDIS_ID], message.encode())
-        self.emit_after("enqueue", message, delay)
+            message = super().enqueue(message, delay=delay)
+        else:
+            self.emit_before("enqueue", message, delay)
+            self.do_enqueue(message.queue_name, message.options[REDIS_ID], message.encode())
+            self.emit_after("enqueue", message, delay)
+        if delay is None:
+            pipe = self.client.pipeline(transaction=False)
+            self._wake(pipe, message.queue_name)
+            pipe.execute()
         return message
+
+    def wake_key(self, queue_name: str) -> str:
+        """The list an idle consumer of ``queue_name`` blocks on, and each enqueue pushes to."""
+        return f"{self.namespace}:{queue_name}.wake"
+
+    def _wake(self, pipe: redis.client.Pipeline, queue_name: str) -> None:
+        pipe.lpush(self.wake_key(queue_name), 1)
+        pipe.ltrim(self.wake_key(queue_name), 0, WAKE_TOKENS - 1)
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> "_WakingConsumer":
+        """A consumer of ``queue_name`` that waits for wake-ups, not a timer, when it has nothing to do."""
+        return _WakingConsumer(self, queue_name, prefetch, timeout)
 
     def enqueue_many(self, messages: Sequence[dramatiq.Message],
                      publish: Sequence[tuple[str, str]] = ()) -> None:
@@ -55,6 +83,8 @@ class RedisBroker(_DramatiqRedisBroker):
             pipe.evalsha(sha, 1, self.namespace, "enqueue", current_millis(), message.queue_name, self.broker_id,
                          self.heartbeat_timeout, self.dead_message_ttl, self._should_do_maintenance("enqueue"),
                          self._max_unpack_size(), message.options[REDIS_ID], message.encode())
+        for queue_name in dict.fromkeys(m.queue_name for m in messages):
+            self._wake(pipe, queue_name)
         try:
             pipe.execute()
         except redis.exceptions.NoScriptError:
@@ -98,6 +128,55 @@ class RedisBroker(_DramatiqRedisBroker):
         for queue in names:
             pipe.llen(f"{self.namespace}:{queue}")
         return dict(zip(names, pipe.execute()))
+
+
+class _WakingConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer, waiting on wake-ups instead of sleeping between polls.
+
+    With nothing to fetch it blocks in ``BLPOP`` on the queue's wake-up list;
+    with every prefetched message still in a worker thread it waits for one to
+    be acknowledged. Either wait ends after ``timeout`` ms at the latest, so the
+    worker's heartbeat, its delayed messages and its shutdown are seen to.
+    """
+
+    def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int):
+        super().__init__(broker, queue_name, prefetch, timeout)
+        self._wake_key = broker.wake_key(queue_name)
+        self._freed = threading.Event()
+
+    def ack(self, message: MessageProxy) -> None:
+        try:
+            super().ack(message)
+        finally:
+            self._freed.set()
+
+    def nack(self, message: MessageProxy) -> None:
+        try:
+            super().nack(message)
+        finally:
+            self._freed.set()
+
+    def __next__(self) -> MessageProxy | None:
+        try:
+            while True:
+                if self.message_cache:
+                    data = self.message_cache.pop(0)
+                    if data is None:  # Dramatiq's fetch may return a hole for a message gone meanwhile
+                        continue
+                    message = dramatiq.Message.decode(data)
+                    self.queued_message_ids.add(message.message_id)
+                    return MessageProxy(message)
+                self._freed.clear()
+                room = self.prefetch - self.outstanding_message_count
+                if room <= 0:
+                    self._freed.wait(self.timeout / 1000)
+                    return None
+                self.message_cache = self.broker.do_fetch(self.queue_name, room)
+                if not self.message_cache:
+                    self.broker.client.blpop([self._wake_key], timeout=min(self.timeout / 1000, MAX_BLOCK_SECONDS))
+                    return None
+        except redis.ConnectionError as exc:
+            raise ConnectionClosed(exc) from None
 
 
 def create_broker(url: str, *, heartbeat_timeout_ms: int = 30_000, middleware: list | None = None) -> RedisBroker:

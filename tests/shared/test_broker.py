@@ -1,6 +1,8 @@
-"""The broker's batch enqueue leaves Redis exactly as Dramatiq's own enqueue does, on a real Redis."""
+"""The broker on a real Redis: batch enqueue leaves Redis as Dramatiq's own enqueue does; consumers wait on wake-ups."""
 
 from __future__ import annotations
+
+import time
 
 import dramatiq
 
@@ -69,3 +71,58 @@ def test_enqueued_messages_are_consumed_by_a_worker(redis_url):
     finally:
         worker.stop()
     assert sorted(seen) == ["dlv_0", "dlv_1", "dlv_2"]
+
+
+def _evalsha_calls(redis_client) -> int:
+    return redis_client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+
+
+def test_an_idle_consumer_waits_for_a_wake_up_not_a_timer(redis_url, redis_client):
+    """Idle, a worker does not poll (one fetch per ``worker_timeout`` at most); a message sent wakes it at once."""
+    broker = create_broker(redis_url, middleware=[])
+    done = []
+
+    @dramatiq.actor(broker=broker, actor_name="deliver", queue_name="delivery.normal")
+    def deliver(**kwargs):
+        done.append(time.monotonic())
+
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=5_000)
+    worker.start()
+    try:
+        time.sleep(0.3)  # the consumer's first fetch finds nothing; it now blocks on the wake-up list
+        before = _evalsha_calls(redis_client)
+        time.sleep(1.0)
+        assert _evalsha_calls(redis_client) - before <= 1  # Dramatiq's own back-off would have fetched ~6 times
+        sent = time.monotonic()
+        broker.enqueue(dramatiq.Message(queue_name="delivery.normal", actor_name="deliver", args=(), kwargs={},
+                                        options={REDIS_ID: "rid-wake"}))
+        deadline = time.monotonic() + 3
+        while not done and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert done and done[0] - sent < 0.5
+    finally:
+        worker.stop()
+
+
+def test_a_full_consumer_fetches_again_as_soon_as_a_message_is_acknowledged(redis_url):
+    """With every prefetched message in a thread, the consumer waits for an acknowledgement, not a timer."""
+    broker = create_broker(redis_url, middleware=[])
+    done = []
+
+    @dramatiq.actor(broker=broker, actor_name="deliver", queue_name="delivery.normal")
+    def deliver(**kwargs):
+        time.sleep(0.02)
+        done.append(1)
+
+    broker.enqueue_many([dramatiq.Message(queue_name="delivery.normal", actor_name="deliver", args=(), kwargs={},
+                                          options={REDIS_ID: f"rid-full-{i}"}) for i in range(30)])
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=5_000)  # prefetches 2 at a time
+    started = time.monotonic()
+    worker.start()
+    try:
+        while len(done) < 30 and time.monotonic() - started < 20:
+            time.sleep(0.01)
+    finally:
+        worker.stop()
+    assert len(done) == 30
+    assert time.monotonic() - started < 3  # 30 × 20 ms of work; timed waits would add up to seconds

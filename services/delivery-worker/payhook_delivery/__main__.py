@@ -1,9 +1,8 @@
 """``payhook-delivery-worker``: one worker process serving one pool of delivery queues.
 
-Dramatiq's own CLI fixes an idle queue's poll back-off at up to a second, too
-slow for URGENT; this runner embeds Dramatiq's Worker with a short poll
-instead. Scale by running more processes (replicas); each pool is its own
-Deployment so its capacity is reserved.
+This runner embeds Dramatiq's Worker so a process serves exactly its pool's
+queues, and sees to the schema and SIGTERM. Scale by running more processes
+(replicas); each pool is its own Deployment so its capacity is reserved.
 """
 
 from __future__ import annotations

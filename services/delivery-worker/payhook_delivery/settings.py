@@ -75,8 +75,8 @@ class Settings:
     """Which pool of priority queues this process serves: ``urgent``, ``standard``, ``low`` or ``all``."""
     threads: int = 8
     """Worker threads of this process."""
-    poll_interval_ms: int = 100
-    """Milliseconds between polls of an idle queue (the most an urgent message waits for a free thread)."""
+    poll_interval_ms: int = 1000
+    """Longest an idle consumer blocks waiting for a wake-up before it looks at its queue anyway; a message sent wakes it at once."""
     shutdown_timeout: float = 30.0
     """Seconds SIGTERM waits for the deliveries in flight."""
 
