@@ -228,9 +228,11 @@ class Sweeper:
         # A job enqueued moments ago may not have reached Redis yet; leave it be.
         settled = [r for r in rows if r.message_id is None or r.updated_at <= now - self.grace]
         with_message = [r for r in settled if r.message_id]
-        alive = self.broker.existing([(r.queue_name, r.message_id) for r in with_message])
-        lost = [r for r, ok in zip(with_message, alive) if not ok]
-        stranded = self._stranded([r for r, ok in zip(with_message, alive) if ok], now)
+        # Asked once per message: one carries several deliveries.
+        carriers = list(dict.fromkeys((r.queue_name, r.message_id) for r in with_message))
+        alive = dict(zip(carriers, self.broker.existing(carriers)))
+        lost = [r for r in with_message if not alive[(r.queue_name, r.message_id)]]
+        stranded = self._stranded([r for r in with_message if alive[(r.queue_name, r.message_id)]], now)
         orphans = [r for r in settled if r.message_id is None] + lost + stranded
         return self._enqueue(orphans)
 
@@ -240,11 +242,12 @@ class Sweeper:
         Redis does not say when a message was fetched, so the clock starts
         when a sweep first finds it fetched; a new leader starts afresh.
         """
-        fetched = self.broker.fetched([(r.queue_name, r.message_id) for r in held])
+        carriers = list(dict.fromkeys((r.queue_name, r.message_id) for r in held))
+        fetched = dict(zip(carriers, self.broker.fetched(carriers)))
         since = {}
         stranded = []
-        for job, was_fetched in zip(held, fetched):
-            if not was_fetched:
+        for job in held:
+            if not fetched[(job.queue_name, job.message_id)]:
                 continue
             key = (job.id, job.message_id)
             since[key] = self._fetched_since.get(key, now)
