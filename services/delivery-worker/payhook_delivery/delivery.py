@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import json
 import logging
 import types
 from typing import Any
@@ -422,38 +423,45 @@ def _dead_event(session, delivery: Delivery, endpoint: Endpoint, event: Event, *
 
 
 def _write_plain(rt: Runtime, rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
-    """PostgreSQL: plain records' attempts and deliveries' new states (``(values, attempt)`` each) in one statement."""
-    columns = {name: [values.get(name) for values, _ in rows] for name in _PLAIN_COLUMNS}
-    columns.update((f"attempt_{name}", [attempt[name] for _, attempt in rows]) for name in _ATTEMPT_COLUMNS)
-    columns["delivery_id"] = [attempt["delivery_id"] for _, attempt in rows]
+    """PostgreSQL: plain records' attempts and deliveries' new states (``(values, attempt)`` each) in one statement.
+
+    The rows travel as one JSON array: one parameter whatever the batch, which the driver passes as text
+    (converting arrays of each column cost more client CPU than the statement itself).
+    """
+    records = json.dumps([{**{name: values.get(name) for name in _PLAIN_COLUMNS}, **attempt}
+                          for values, attempt in rows], default=_json_value)
     with rt.store.driver() as conn:
-        conn.execute(_RECORD_PLAIN, columns)
+        conn.execute(_RECORD_PLAIN, (records,))
 
 
-_ATTEMPT_COLUMNS = ("delivery_id", "endpoint_id", "number", "started_at", "duration_ms", "status_code", "category",
-                    "error", "response_snippet")
+def _json_value(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 _PLAIN_COLUMNS = ("state", "last_status", "last_category", "last_error", "next_attempt_at", "delivered_at",
                   "updated_at")
-# Arrays, one element per record: the same statement (prepared once) whatever the batch's size.
-# A success keeps its due time; a retry sets no delivered_at: NULL elements keep the column.
+# A success keeps its due time; a retry sets no delivered_at: NULL keeps the column.
 _RECORD_PLAIN = """\
-WITH attempt AS (
+WITH record AS (
+  SELECT * FROM jsonb_to_recordset(%s::jsonb) AS r(
+    delivery_id varchar, endpoint_id varchar, number integer, started_at timestamptz, duration_ms integer,
+    status_code smallint, category varchar, error text, response_snippet text, state varchar,
+    last_status smallint, last_category varchar, last_error text, next_attempt_at timestamptz,
+    delivered_at timestamptz, updated_at timestamptz)),
+attempt AS (
   INSERT INTO delivery_attempts (delivery_id, endpoint_id, number, started_at, duration_ms, status_code, category,
                                  error, response_snippet)
-  SELECT * FROM unnest(%(attempt_delivery_id)s::varchar[], %(attempt_endpoint_id)s::varchar[],
-                       %(attempt_number)s::integer[], %(attempt_started_at)s::timestamptz[],
-                       %(attempt_duration_ms)s::integer[], %(attempt_status_code)s::smallint[],
-                       %(attempt_category)s::varchar[], %(attempt_error)s::text[], %(attempt_response_snippet)s::text[])
+  SELECT delivery_id, endpoint_id, number, started_at, duration_ms, status_code, category, error, response_snippet
+  FROM record
   RETURNING id)
 UPDATE deliveries AS d
-SET state = u.state, lease_until = NULL, last_status = u.last_status, last_category = u.last_category,
-    last_error = u.last_error, next_attempt_at = coalesce(u.next_attempt_at, d.next_attempt_at),
-    delivered_at = coalesce(u.delivered_at, d.delivered_at), updated_at = u.updated_at
-FROM unnest(%(delivery_id)s::varchar[], %(state)s::varchar[], %(last_status)s::smallint[],
-            %(last_category)s::varchar[], %(last_error)s::text[], %(next_attempt_at)s::timestamptz[],
-            %(delivered_at)s::timestamptz[], %(updated_at)s::timestamptz[])
-     AS u(id, state, last_status, last_category, last_error, next_attempt_at, delivered_at, updated_at)
-WHERE d.id = u.id"""
+SET state = r.state, lease_until = NULL, last_status = r.last_status, last_category = r.last_category,
+    last_error = r.last_error, next_attempt_at = coalesce(r.next_attempt_at, d.next_attempt_at),
+    delivered_at = coalesce(r.delivered_at, d.delivered_at), updated_at = r.updated_at
+FROM record AS r
+WHERE d.id = r.delivery_id"""
 
 
 def _health_changes(endpoint: Endpoint, result: http.AttemptResult) -> bool:
