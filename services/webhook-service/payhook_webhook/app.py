@@ -15,11 +15,12 @@ from payhook_shared.store import Store
 
 from . import c2b, cli, console, drain, errors, ingest, merchants, metrics, params, spool, stream
 from .api import (
-    callbacks, deliveries, event_types, events, events_read, health, inbound, keys, management, openapi, quarantine,
-    replays, sources, synthetic,
+    callbacks, deliveries, event_types, events, events_read, health, inbound, keys, management, mpesa, openapi,
+    quarantine, replays, sources, synthetic,
 )
 from .api import stream as stream_api
 from .broker import broker_for
+from .services import daraja
 from .settings import Settings
 from .source_ip import SourcePolicy
 
@@ -77,6 +78,7 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
         app.extensions["payhook.broker"].client, settings.stream_max_per_key, 3 * settings.stream_heartbeat_seconds)
     app.extensions["payhook.http"] = c2b.http_pool()
     app.extensions["payhook.source_policy"] = SourcePolicy.from_settings(settings)
+    app.extensions["payhook.daraja"] = daraja.build_client(settings, app.extensions["payhook.broker"].client)
 
     @app.before_request
     def _correlate() -> None:
@@ -117,6 +119,7 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     app.register_blueprint(sources.bp)
     app.register_blueprint(inbound.bp)
     app.register_blueprint(quarantine.bp)
+    app.register_blueprint(mpesa.bp)
     app.register_blueprint(openapi.bp)
     console.init_app(app)
     app.register_blueprint(console.bp)
