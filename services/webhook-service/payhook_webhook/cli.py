@@ -1,5 +1,5 @@
 """``flask --app payhook_webhook.app`` commands: migrate, seed a demo merchant, create, list and revoke API keys,
-reprocess quarantined callbacks."""
+reprocess quarantined callbacks, rotate the key of the Daraja credentials."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from flask import Flask, current_app
 from sqlalchemy import select
 
 from payhook_shared import ids, signing
+from payhook_shared.daraja import crypto
+from payhook_shared.daraja.errors import CredentialsError
 from payhook_shared.store import ApiKey, Endpoint, Merchant
 from payhook_shared.store.migrate import upgrade
 
 from . import auth, quarantine
 from .errors import NotFound
+from .services import daraja
 from .services.keys import revoke
 from .services.merchants import callback_urls
 
@@ -125,6 +128,27 @@ def register(app: Flask) -> None:
         click.echo(f"{len(todo) - still_invalid} resolved, {still_invalid} still quarantined", err=True)
         if still_invalid:
             raise SystemExit(1)
+
+    @app.cli.group("credentials")
+    def credentials_group() -> None:
+        """Merchants' Daraja credentials, encrypted with the keys in CREDENTIALS_KEYS."""
+
+    @credentials_group.command("rotate")
+    def rotate_credentials() -> None:
+        """Re-encrypt every stored Daraja credential with the first key of CREDENTIALS_KEYS.
+
+        Put the new key first and keep the old ones after it; once this has run, the old keys can go.
+        """
+        try:
+            rotated = daraja.rotate_credentials(current_app.extensions["payhook.store"], daraja.cipher())
+        except CredentialsError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"re-encrypted the Daraja credentials of {rotated} merchant(s) with the first key")
+
+    @credentials_group.command("generate-key")
+    def generate_key() -> None:
+        """Print a new random key to put first in CREDENTIALS_KEYS."""
+        click.echo(crypto.generate_key())
 
     @app.cli.command("seed-demo")
     @click.option("--receiver-url", required=True, help="Endpoint URL of the demo merchant receiver.")
