@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import threading
 
 import pytest
 from cryptography.fernet import Fernet
@@ -173,6 +174,21 @@ def test_the_same_idempotency_key_gives_the_same_answer_without_calling_daraja_a
     assert daraja.count(daraja_client.STK_PUSH_PATH) == 1
     assert push(http, headers, idempotency_key="order-2").status_code == 201
     assert daraja.count(daraja_client.STK_PUSH_PATH) == 2
+
+
+def test_concurrent_pushes_with_one_key_make_one_daraja_call(app, http, shop, daraja):
+    merchant, headers = shop
+    put_credentials(http, merchant, headers)
+    daraja.delay[daraja_client.STK_PUSH_PATH] = 0.3  # the second request arrives while the first is at Daraja
+    answers = []
+    threads = [threading.Thread(target=lambda: answers.append(push(app.test_client(), headers))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(a.status_code for a in answers) == [200, 200, 201]
+    assert len({a.get_json()["id"] for a in answers}) == 1
+    assert daraja.count(daraja_client.STK_PUSH_PATH) == 1
 
 
 @pytest.mark.parametrize("changes, field", [

@@ -14,7 +14,7 @@ from payhook_shared.daraja import client as daraja_client
 from payhook_shared.daraja.client import DarajaClient, normalise_phone
 from payhook_shared.daraja.errors import DarajaAuthError, DarajaRateLimited, DarajaRejected, DarajaUnavailable
 from support import free_port
-from support_daraja import CONSUMER_KEY, CONSUMER_SECRET, PASSKEY, SHORTCODE, FakeDaraja, credentials, token_in_process
+from support_daraja import CONSUMER_SECRET, PASSKEY, SHORTCODE, FakeDaraja, credentials, token_in_process
 
 OAUTH = "/oauth/v1/generate"
 

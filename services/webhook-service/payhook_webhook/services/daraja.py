@@ -11,23 +11,25 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from payhook_shared import ids, money
+from payhook_shared.callbacks.mpesa import STK_PUSH
 from payhook_shared.daraja.client import DarajaClient
 from payhook_shared.daraja.credentials import SECRET_FIELDS, DarajaCredentials
 from payhook_shared.daraja.crypto import Cipher
 from payhook_shared.events import SUCCEEDED
 from payhook_shared.logs import mask_phone
 from payhook_shared.store import DarajaCredential, Event, IntentState, Merchant, PaymentIntent, Store
-from payhook_shared.callbacks.mpesa import STK_PUSH
 from payhook_shared.store.models import utcnow
 
 from .. import audit, auth
 from ..errors import InvalidPayload, NotFound
+from ..settings import Settings
 from .common import iso
 from .merchants import callback_urls
 
@@ -36,8 +38,6 @@ log = logging.getLogger(__name__)
 API = "api"
 REGISTERED = "registered"
 IDEMPOTENCY_LOCK = "payhook:stk-push:{}:{}"
-# Longer than one push can take (the client's connect and read timeouts, twice: OAuth, then the push).
-IDEMPOTENCY_LOCK_SECONDS = 90
 
 
 def cipher() -> Cipher:
@@ -58,7 +58,7 @@ def client() -> DarajaClient:
     return current_app.extensions["payhook.daraja"]
 
 
-def build_client(settings: Any, redis_client: Any) -> DarajaClient:
+def build_client(settings: Settings, redis_client: redis.Redis) -> DarajaClient:
     """A Daraja client for ``settings``' base URLs, timeouts and rate limit, caching tokens in ``redis_client``."""
     return DarajaClient({"sandbox": settings.daraja_sandbox_url, "production": settings.daraja_production_url},
                         redis_client, connect_timeout=settings.daraja_connect_timeout,
@@ -239,9 +239,12 @@ def stk_push(store: Store, merchant_id: str, body: dict[str, Any]) -> tuple[Paym
       InvalidPayload: when the merchant has no credentials with a passkey.
     """
     daraja = client()
+    settings = current_app.extensions["payhook.settings"]
+    # Longer than one push can take: waiting for another process's token, OAuth, then the push itself.
+    hold = 3 * (settings.daraja_connect_timeout + settings.daraja_read_timeout) + 10
     # Two requests with one key at once: the second waits for the first's intent rather than pushing again.
-    with daraja.redis.lock(IDEMPOTENCY_LOCK.format(merchant_id, body["idempotency_key"]),
-                           timeout=IDEMPOTENCY_LOCK_SECONDS, blocking_timeout=IDEMPOTENCY_LOCK_SECONDS):
+    with daraja.redis.lock(IDEMPOTENCY_LOCK.format(merchant_id, body["idempotency_key"]), timeout=hold,
+                           blocking_timeout=hold):
         return _stk_push_once(store, daraja, merchant_id, body)
 
 
