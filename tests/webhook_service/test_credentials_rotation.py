@@ -96,11 +96,3 @@ def test_generate_key_prints_a_usable_key(database_url, redis_url):
     app.extensions["payhook.store"].dispose()
     assert Fernet(key.encode()).decrypt(Fernet(key.encode()).encrypt(b"x")) == b"x"
 
-
-def test_without_keys_development_keeps_one_in_an_owner_only_file(tmp_path):
-    from payhook_shared.daraja.crypto import Cipher
-
-    key_file = tmp_path / "var" / "credentials.key"
-    first = Cipher.configured((), str(key_file))
-    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
-    assert Cipher.configured((), str(key_file)).decrypt(first.encrypt("secret")) == "secret"
