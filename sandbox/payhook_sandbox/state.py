@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from payhook_cli import daraja
@@ -332,7 +333,8 @@ class Sandbox:
         except requests.RequestException as exc:
             error = type(exc).__name__
         ok = status is not None and 200 <= status < 300
-        log.info("%s callback to %s: %s", kind, url, status or error)
+        # The host only: a callback URL's path may hold a secret (Payhook's carry the merchant's callback token).
+        log.info("%s callback to %s: %s", kind, urlsplit(url).netloc, status or error)
         with self._lock:
             self.counts["callbacks"]["sent" if ok else "failed"] += 1
             self.callback_log.append({"kind": kind, "url": url, "status": status, "error": error,
