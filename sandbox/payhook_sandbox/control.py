@@ -14,7 +14,6 @@ from flask import Blueprint, abort, jsonify, request
 
 from .errors import SandboxError
 from .routes import ENDPOINTS, sandbox
-from .scenarios import Mix
 
 blueprint = Blueprint("control", __name__, url_prefix="/_sandbox")
 

@@ -68,6 +68,6 @@ def decide(mix: Mix, rng: random.Random, *fields: object) -> Scenario:
     match = named(*fields)
     if match is None:
         return Scenario(drawn_code, drawn_fate, mix.callback_delay)
-    fate = {"D": "drop", "L": "late", "T": "timeout", None: "callback"}[(match["fate"] or "").upper() or None]
+    fate = {"D": "drop", "L": "late", "T": "timeout"}.get((match["fate"] or "").upper(), "callback")
     delay = float(match["wait"]) if match["wait"] else mix.callback_delay
     return Scenario(str(int(match["code"])), fate, delay)
