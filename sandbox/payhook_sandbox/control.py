@@ -68,7 +68,7 @@ def put_config():
         outcomes = body["outcomes"]
         if not isinstance(outcomes, dict) or not outcomes or not all(
                 isinstance(code, str) and code.isdigit() and isinstance(weight, (int, float))
-                and not isinstance(weight, bool) and weight >= 0 for code, weight in outcomes.items()) \
+                and not isinstance(weight, bool) and 0 <= weight < math.inf for code, weight in outcomes.items()) \
                 or not sum(outcomes.values()) > 0:
             raise SandboxError('outcomes must map result codes to weights, e.g. {"0": 8, "1032": 2}')
         changes["outcomes"] = tuple((code, float(weight)) for code, weight in outcomes.items())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import math
 import re
 import time
 import uuid
@@ -118,7 +119,9 @@ def _amount(value: object, whole: bool) -> Decimal | None:
         amount = Decimal(str(value))
     except InvalidOperation:
         return None
-    if not amount.is_finite() or amount < 1 or (whole and amount != amount.to_integral_value()):
+    # Beyond a float's range, a callback could not carry it as the number Safaricom sends.
+    if not amount.is_finite() or amount < 1 or not math.isfinite(float(amount)) \
+            or (whole and amount != amount.to_integral_value()):
         return None
     return amount
 
