@@ -152,7 +152,9 @@ class Sandbox:
     def issue_token(self, consumer_key: str, consumer_secret: str) -> tuple[str, int] | None:
         """A new access token and its lifetime, or None when the key and secret are not an app's."""
         with self._lock:
-            if consumer_key not in self.apps or not secrets.compare_digest(self.apps[consumer_key], consumer_secret):
+            # Bytes, as compare_digest refuses strings with non-ASCII characters.
+            if consumer_key not in self.apps or not secrets.compare_digest(self.apps[consumer_key].encode(),
+                                                                           consumer_secret.encode()):
                 return None
             token = secrets.token_urlsafe(21)
             self.tokens[token] = time.monotonic() + self.token_expires_in
@@ -172,7 +174,7 @@ class Sandbox:
         if passkey is None:
             return None
         expected = base64.b64encode(f"{shortcode}{passkey}{timestamp}".encode()).decode()
-        return secrets.compare_digest(expected, password)
+        return secrets.compare_digest(expected.encode(), password.encode())
 
     # -- STK Push -----------------------------------------------------------------------------
 

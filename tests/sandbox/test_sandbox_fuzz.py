@@ -121,3 +121,14 @@ def test_the_valid_bodies_the_fuzz_starts_from_are_accepted(sandbox_client):
             assert answer.get_json()["errorMessage"] == "Bad Request - Invalid CheckoutRequestID"
         else:
             assert answer.status_code == 200, (path, answer.get_json())
+
+
+def test_non_ascii_secrets_and_passwords_are_refused_not_crashed_on(sandbox_client):
+    """Found by the fuzz: comparing a non-ASCII password or secret must be a 400, not a 500."""
+    client, headers = sandbox_client
+    push = client.post("/mpesa/stkpush/v1/processrequest", headers=headers,
+                       json={**VALID["/mpesa/stkpush/v1/processrequest"], "Password": "é"})
+    assert (push.status_code, push.get_json()["errorMessage"]) == (400, "Bad Request - Invalid Password")
+    basic = base64.b64encode("payhook-sandbox-key:é".encode()).decode()
+    oauth = client.get("/oauth/v1/generate?grant_type=client_credentials", headers={"Authorization": f"Basic {basic}"})
+    assert (oauth.status_code, oauth.get_json()["errorCode"]) == (400, "400.008.01")
