@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import requests
 
+from payhook_sandbox.settings import load
 from support import free_port, wait_until
 
 BIN = Path(sys.executable).parent
@@ -30,12 +31,11 @@ class DarajaSandbox:
     its command-line flags.
     """
 
-    consumer_key = "payhook-sandbox-key"
-    consumer_secret = "payhook-sandbox-secret"
-    shortcode = "174379"
-    passkey = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
-
     def __init__(self, log: Path, **settings: Any):
+        # The credentials the process will accept: its defaults, or those the test chose.
+        chosen = load({}, **settings)
+        self.consumer_key, self.consumer_secret = chosen.consumer_key, chosen.consumer_secret
+        self.shortcode, self.passkey = chosen.shortcode, chosen.passkey
         self.port = free_port()
         self.log = log
         self.settings = settings

@@ -62,3 +62,12 @@ def test_the_token_lifetime_and_more_apps_are_set_through_the_control_api(daraja
     sandbox.control("POST", "reset", expect=204)
     assert _generate(sandbox, ("merchant-2", "s2")).status_code == 400
     assert sandbox.counters()["tokens_issued"] == 0
+
+
+def test_the_app_and_short_code_are_the_ones_the_sandbox_was_started_with(daraja_sandbox, receiver):
+    sandbox = daraja_sandbox(consumer_key="shop-7", consumer_secret="s7", shortcode="600777", passkey="pk7",
+                             callback_delay=0)
+    assert _generate(sandbox, ("payhook-sandbox-key", "payhook-sandbox-secret")).status_code == 400
+    answer = sandbox.stk_push(receiver.url, PartyB=600777)
+    assert receiver.wait_for(1)[0].json()["Body"]["stkCallback"]["CheckoutRequestID"] == answer["CheckoutRequestID"]
+    assert sandbox.control("GET", "config")["shortcodes"] == ["600777"]
