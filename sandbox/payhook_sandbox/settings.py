@@ -36,7 +36,7 @@ class Settings:
     token_expires_in: int = 3599
     """Seconds an access token lives (Daraja: 3599)."""
     seed: int = 0
-    """Seed of the outcome draws and generated ids: the same seed and requests give the same outcomes."""
+    """Seed of the outcome draws (and of most generated ids): the same seed and requests give the same outcomes."""
     callback_delay: float = 2.0
     """Seconds between an accepted request and its callback (the customer typing a PIN)."""
     late_delay: float = 60.0
