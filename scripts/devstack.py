@@ -1,6 +1,6 @@
 """``make run``: migrate, seed the demo merchant, show how to try it, then run every process.
 
-Everything runs on project ports (Redis 6479, web 8640, demo receiver 8641) so
+Everything runs on project ports (Redis 6479, web 8640, demo receiver 8641, Daraja sandbox 8645) so
 a Redis, PostgreSQL or anything else already on the standard ports is left alone.
 """
 
@@ -19,12 +19,14 @@ BIN = Path(sys.executable).parent
 REDIS_PORT = int(os.environ.get("PAYHOOK_REDIS_PORT", "6479"))
 WEB_PORT = 8640
 RECEIVER_PORT = int(os.environ.get("PAYHOOK_RECEIVER_PORT", "8641"))
+SANDBOX_PORT = int(os.environ.get("PAYHOOK_SANDBOX_PORT", "8645"))
 
 DEFAULTS = {
     "DATABASE_URL": "sqlite:///var/payhook.db",
     "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
     "PAYHOOK_REDIS_PORT": str(REDIS_PORT),
     "PAYHOOK_RECEIVER_PORT": str(RECEIVER_PORT),
+    "PAYHOOK_SANDBOX_PORT": str(SANDBOX_PORT),
     "BIND": f"127.0.0.1:{WEB_PORT}",
     "PUBLIC_BASE_URL": f"http://127.0.0.1:{WEB_PORT}",
     "LOG_FORMAT": "text",
@@ -52,7 +54,7 @@ def main() -> None:
     env = {**DEFAULTS, **os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     # One console key shared by every gunicorn worker of this run, so a session works on each of them.
     env.setdefault("CONSOLE_SECRET_KEY", secrets.token_hex(32))
-    busy = [p for p in (REDIS_PORT, WEB_PORT, RECEIVER_PORT) if _busy(p)]
+    busy = [p for p in (REDIS_PORT, WEB_PORT, RECEIVER_PORT, SANDBOX_PORT) if _busy(p)]
     if busy:
         sys.exit(f"port(s) {busy} already in use on 127.0.0.1: is another `make run` still up?")
     for folder in ("var/redis", "var/outbox"):
@@ -87,6 +89,7 @@ Payhook is starting.
   for a sign-in link for {env["CONSOLE_OPERATOR_EMAILS"].split(",")[0]} (operator) or merchant@demo.payhook.test
   (the demo merchant): it lands in var/outbox/)
   Demo admin API key: {demo["admin_api_key"]}
+  Daraja sandbox (a local Safaricom, docs/sandbox.md): http://127.0.0.1:{SANDBOX_PORT}
   Ctrl-C stops everything.
 """, flush=True)
     os.execve(str(BIN / "honcho"), [str(BIN / "honcho"), "start", "-f", "Procfile"], env)

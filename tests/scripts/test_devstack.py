@@ -115,3 +115,32 @@ def test_the_worker_images_serve_health_on_every_interface_for_the_probes(servic
     assert "HEALTH_HOST=0.0.0.0" in dockerfile.split("\nFROM ")[-1]  # in the image that runs
     # Outside the images (`make run`, a worker started by hand) the default is loopback.
     assert DeliverySettings.from_env({}).health_host == MailSettings.from_env({}).health_host == "127.0.0.1"
+
+
+def test_make_run_s_daraja_sandbox_runs_from_the_procfile_on_loopback(tmp_path):
+    """The Procfile's ``sandbox`` line, with make run's environment, serves the sandbox on 127.0.0.1 only."""
+    from payhook_sandbox.settings import Settings
+    from support import wait_until
+
+    env = devstack_env()
+    assert env["PAYHOOK_SANDBOX_PORT"] == str(Settings().port) == "8645"
+    line = next(l for l in (ROOT / "Procfile").read_text().splitlines() if l.startswith("sandbox:"))
+    port = free_port()
+    words = [w.replace("$PAYHOOK_SANDBOX_PORT", str(port)) for w in shlex.split(line.partition(":")[2])]
+    assert words[0] == "python"
+    with (tmp_path / "sandbox.log").open("wb") as log:
+        process = subprocess.Popen([sys.executable, *words[1:]], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, **env, "PAYHOOK_SANDBOX_PORT": str(port)})
+    try:
+        def listening() -> bool:
+            assert process.poll() is None, (tmp_path / "sandbox.log").read_text()
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", port)) == 0
+        wait_until(listening, timeout=20, what="the sandbox listening")
+        outward = outward_address()
+        if outward is not None:
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((outward, port), timeout=5).close()
+    finally:
+        process.terminate()
+        process.wait(10)
