@@ -40,6 +40,10 @@ DEFAULTS = {
     "CONSOLE_OPERATOR_EMAILS": "ops@demo.payhook.test",
     # The workers' health and metrics ports are for this machine only.
     "HEALTH_HOST": "127.0.0.1",
+    # STK Pushes go to the local Daraja sandbox; a dropped callback is reconciled within seconds, not minutes.
+    "DARAJA_SANDBOX_URL": f"http://127.0.0.1:{SANDBOX_PORT}",
+    "RECONCILE_AFTER": "10",
+    "RECONCILE_INTERVAL": "1",
 }
 
 
@@ -61,7 +65,8 @@ def main() -> None:
         (ROOT / folder).mkdir(parents=True, exist_ok=True)
     flask = [str(BIN / "flask"), "--app", "payhook_webhook.app"]
     subprocess.run([*flask, "migrate"], env=env, check=True)
-    subprocess.run([*flask, "seed-demo", "--receiver-url", f"http://127.0.0.1:{RECEIVER_PORT}/webhooks"],
+    subprocess.run([*flask, "seed-demo", "--daraja-sandbox", "--receiver-url",
+                    f"http://127.0.0.1:{RECEIVER_PORT}/webhooks"],
                    env=env, check=True, stdout=subprocess.DEVNULL)
     demo = json.loads((ROOT / "var/demo.json").read_text())
     stk_url = demo["callback_urls"]["stk"]
@@ -78,6 +83,15 @@ Payhook is starting.
     curl -sS -H 'Content-Type: application/json' --data @tests/fixtures/mpesa/stk_success.json {stk_url}
 
   The same callback again is a duplicate: accepted, but not delivered twice.
+
+  Or let Payhook make an STK Push at the local Daraja sandbox; its callback comes back about 2 s later
+  and is delivered. With "account_reference": "SBX0D" the sandbox drops the callback, and Payhook's
+  reconciler asks Daraja (STK Push Query) after RECONCILE_AFTER ({env["RECONCILE_AFTER"]} s here) and delivers the answer,
+  marked "source": "query" in its details (docs/mpesa.md#reconciliation):
+
+    curl -sS http://127.0.0.1:{WEB_PORT}/v1/mpesa/stk-push -H "Authorization: Bearer {demo["admin_api_key"]}" \
+      -H 'Content-Type: application/json' -d '{{"merchant_id": "{demo["merchant_id"]}", "amount": 100, \
+      "phone": "0708374149", "account_reference": "INV-1", "description": "Order 1", "idempotency_key": "demo-1"}}'
 
   Or receive the demo merchant's events on your own machine, signed with a session secret
   (docs/cli.md), and send it any Daraja callback:

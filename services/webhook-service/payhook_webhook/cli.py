@@ -14,7 +14,7 @@ from sqlalchemy import select
 from payhook_shared import ids, signing
 from payhook_shared.daraja import crypto
 from payhook_shared.daraja.errors import CredentialsError
-from payhook_shared.store import ApiKey, Endpoint, Merchant
+from payhook_shared.store import ApiKey, DarajaCredential, Endpoint, Merchant
 from payhook_shared.store.migrate import upgrade
 
 from . import auth, quarantine
@@ -32,6 +32,21 @@ def _with_receipt_fallback(settings: dict, customer_email: str) -> dict:
     notifications = dict(settings.get("notifications") or {})
     notifications["receipt"] = {**(notifications.get("receipt") or {}), "fallback_email": customer_email}
     return {**settings, "notifications": notifications}
+
+
+# What payhook-daraja-sandbox accepts by default (docs/sandbox.md): its app, and Safaricom's public
+# sandbox till with its published passkey. Test values, not secrets.
+SANDBOX_CREDENTIALS = {"consumer_key": "payhook-sandbox-key", "consumer_secret": "payhook-sandbox-secret",
+                       "passkey": "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"}
+SANDBOX_SHORTCODE = "174379"
+
+
+def _sandbox_credentials(merchant_id: str) -> DarajaCredential:
+    """The demo merchant's Daraja credentials for the local sandbox, encrypted as any merchant's are."""
+    box = daraja.cipher()
+    return DarajaCredential(id=ids.new_id("dcr"), merchant_id=merchant_id, environment="sandbox",
+                            shortcode=SANDBOX_SHORTCODE, version=1,
+                            **{f"{name}_enc": box.encrypt(value) for name, value in SANDBOX_CREDENTIALS.items()})
 
 
 def _demo_admin_key(store, previous: Path) -> str:
@@ -157,7 +172,10 @@ def register(app: Flask) -> None:
                   help="Where the demo sends buyer receipts for payments that carry no customer email.")
     @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("var/demo.json"),
                   show_default=True, help="Where to write the demo merchant's ids and secrets.")
-    def seed_demo(receiver_url: str, email: str, customer_email: str, out: Path) -> None:
+    @click.option("--daraja-sandbox", is_flag=True,
+                  help="Give the demo merchant (once) Daraja sandbox credentials: those payhook-daraja-sandbox "
+                       "accepts by default (docs/sandbox.md), called at DARAJA_SANDBOX_URL.")
+    def seed_demo(receiver_url: str, email: str, customer_email: str, out: Path, daraja_sandbox: bool) -> None:
         """Create (once) a demo merchant whose endpoint is the demo receiver; print its callback URL."""
         settings = current_app.extensions["payhook.settings"]
         store = current_app.extensions["payhook.store"]
@@ -178,6 +196,9 @@ def register(app: Flask) -> None:
                 endpoint = Endpoint(id=ids.new_id("ep"), merchant_id=merchant.id, url=receiver_url,
                                     description="demo merchant receiver", secret=signing.generate_secret())
                 session.add(endpoint)
+            if daraja_sandbox and daraja.stored_credentials(session, merchant.id) is None:
+                session.flush()
+                session.add(_sandbox_credentials(merchant.id))
             demo = {
                 "base_url": settings.public_base_url,
                 "merchant_id": merchant.id,

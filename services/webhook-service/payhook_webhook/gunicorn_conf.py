@@ -61,7 +61,7 @@ def child_exit(server, worker) -> None:
 
 
 def post_worker_init(worker) -> None:
-    """Start the spool drainer; on a stop (SIGTERM), end the worker's live streams at once (``GET /v1/stream``).
+    """Start the spool drainer and the reconciler; on a stop (SIGTERM), end the worker's live streams at once (``GET /v1/stream``).
 
     A stream never finishes by itself, so a graceful stop would otherwise wait out
     ``GRACEFUL_TIMEOUT`` for every one; ended, their clients reconnect to another
@@ -78,3 +78,5 @@ def post_worker_init(worker) -> None:
     signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn has it: a stop must not interrupt requests' system calls
     # Every process runs the spool drainer; one at a time (a Redis lock) does the work.
     worker.wsgi.extensions["payhook.spool_drainer"].start()
+    # Every process reconciles too, without a leader: each intent is claimed with a lease in the store.
+    worker.wsgi.extensions["payhook.reconciler"].start()

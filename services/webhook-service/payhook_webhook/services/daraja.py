@@ -8,6 +8,7 @@ credentials' environment, with the merchant's own Payhook STK callback URL.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
@@ -200,6 +201,13 @@ def _settle_from_event(session: Session, intent: PaymentIntent) -> None:
         intent.result_code, intent.event_id, intent.resolved_at = event.result_code, event.id, event.received_at
 
 
+def _first_check() -> dict[str, Any]:
+    """A new intent's creation time and when the reconciler first asks Daraja about it (``RECONCILE_AFTER`` later)."""
+    now = utcnow()
+    after = current_app.extensions["payhook.settings"].reconcile_after
+    return {"created_at": now, "next_check_at": now + dt.timedelta(seconds=after)}
+
+
 def _insert_intent(store: Store, intent: PaymentIntent) -> PaymentIntent:
     """Insert ``intent``; one that repeats an idempotency key or a CheckoutRequestID returns the stored one.
 
@@ -268,7 +276,7 @@ def _stk_push_once(store: Store, daraja: DarajaClient, merchant_id: str,
         merchant_request_id=accepted.merchant_request_id, amount_minor=money.to_minor(body["amount"], "KES"),
         currency="KES", phone=mask_phone(body["phone"]), account_reference=body["account_reference"],
         description=body["description"], state=IntentState.PENDING.value, source=API,
-        idempotency_key=body["idempotency_key"], checks=0)
+        idempotency_key=body["idempotency_key"], checks=0, **_first_check())
     stored = _insert_intent(store, intent)
     return stored, stored.id == intent.id
 
@@ -286,7 +294,8 @@ def register_intent(store: Store, merchant_id: str, body: dict[str, Any]) -> tup
         amount_minor=money.to_minor(amount, "KES") if amount is not None else None, currency="KES",
         phone=mask_phone(body["phone"]) if body.get("phone") else None,
         account_reference=body.get("account_reference"), description=body.get("description"),
-        state=IntentState.PENDING.value, source=REGISTERED, idempotency_key=body.get("idempotency_key"), checks=0)
+        state=IntentState.PENDING.value, source=REGISTERED, idempotency_key=body.get("idempotency_key"), checks=0,
+        **_first_check())
     stored = _insert_intent(store, intent)
     return stored, stored.id == intent.id
 
