@@ -13,7 +13,7 @@ import threading
 import pytest
 from cryptography.fernet import Fernet
 from prometheus_client import REGISTRY
-from sqlalchemy import select
+from sqlalchemy import select, update
 from werkzeug.serving import make_server
 
 from factories import api_key, merchant_with_endpoints
@@ -269,3 +269,20 @@ def test_a_claim_whose_process_died_is_taken_again_once_its_lease_ends(stack):
         assert s.intent(dropped).state == "completed"
     finally:
         replica.app.extensions["payhook.store"].dispose()
+
+
+def test_an_intent_its_callback_raced_past_is_settled_from_the_event_without_a_query(stack):
+    s = stack(reconcile_after=30)
+    merchant, headers = s.merchant()
+    paid = s.push(headers, "a", "SBX0")
+    wait_until(lambda: s.intent(paid).state == "completed", what="the callback")
+    # As when the callback's write and the intent's insert ran at once and neither saw the other.
+    with s.store.write() as session:
+        session.execute(update(PaymentIntent).where(PaymentIntent.checkout_request_id == paid)
+                        .values(state="pending", event_id=None, result_code=None, resolved_at=None))
+    reconciler = s.app.extensions["payhook.reconciler"]
+    reconciler.clock = lambda: utcnow() + dt.timedelta(seconds=31)
+    assert reconciler.tick() == 1
+    [event] = s.stk_events(paid)
+    assert (s.intent(paid).state, s.intent(paid).event_id, s.intent(paid).result_code) == ("completed", event.id, "0")
+    assert s.sandbox.counters()["queries"].get(paid) is None

@@ -38,7 +38,8 @@ from payhook_shared.callbacks import mpesa
 from payhook_shared.daraja.errors import CredentialsError, DarajaError, DarajaRejected
 from payhook_shared.logs import bind
 from payhook_shared.money import format_amount
-from payhook_shared.store import IntentState, Merchant, PaymentIntent
+from payhook_shared.events import SUCCEEDED
+from payhook_shared.store import Event, IntentState, Merchant, PaymentIntent
 from payhook_shared.store.models import utcnow
 
 from . import metrics, receive
@@ -171,6 +172,9 @@ class Reconciler:
 
     def _check(self, claim: _Claim) -> None:
         store = self.app.extensions["payhook.store"]
+        if self._settle_recorded(claim):
+            metrics.RECONCILED.labels("settled").inc()
+            return
         try:
             with store.read() as session:
                 creds = daraja.merchant_credentials(session, claim.merchant_id)
@@ -213,9 +217,32 @@ class Reconciler:
             metrics.RECONCILED.labels("store_error").inc()
             return
         outcome = "duplicate" if received.recorded.duplicate else "resolved"
+        if received.recorded.duplicate:
+            # The callback came meanwhile and settled the intent, or (recorded while the intent was being
+            # inserted, neither seeing the other) did not: settle it from that event.
+            self._settle_recorded(claim)
         metrics.RECONCILED.labels(outcome).inc()
         log.info("reconciled STK Push %s by query (ResultCode %s): %s", claim.checkout_request_id,
                  answer["ResultCode"], outcome)
+
+    def _settle_recorded(self, claim: _Claim) -> bool:
+        """Settle the intent from its STK event if one is recorded already; whether there was one.
+
+        A callback recorded while its intent was being inserted settles nothing (neither write saw the
+        other), so the reconciler, finding the event, settles the intent without asking Daraja.
+        """
+        store = self.app.extensions["payhook.store"]
+        with store.read() as session:
+            event = session.execute(select(Event.id, Event.status, Event.result_code, Event.received_at).where(
+                Event.merchant_id == claim.merchant_id,
+                Event.dedupe_key == mpesa.stk_dedupe_key(claim.checkout_request_id))).one_or_none()
+        if event is None:
+            return False
+        state = IntentState.COMPLETED if event.status == SUCCEEDED else IntentState.FAILED
+        with store.write() as session:
+            session.execute(self._mine(claim).values(state=state.value, result_code=event.result_code,
+                                                     event_id=event.id, resolved_at=event.received_at))
+        return True
 
     def _wait(self, claim: _Claim, outcome: str, reason: str, processing: bool) -> None:
         """No final answer this time: wait and ask again, or end the intent ``unknown``."""
