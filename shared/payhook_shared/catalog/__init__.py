@@ -138,10 +138,10 @@ def _data_schema(provider: str, details: dict[str, Any] | None) -> dict[str, Any
     }
 
 
-def _details(required: dict[str, Any]) -> dict[str, Any]:
+def _details(required: dict[str, Any], about_endpoint: bool = True) -> dict[str, Any]:
     endpoint = {"endpoint_id": {"type": "string"}, "endpoint_url": {"type": "string",
                 "description": "without credentials, query or fragment"}, "endpoint_description": {"type": "string"}}
-    properties = {**endpoint, **required}
+    properties = {**(endpoint if about_endpoint else {}), **required}
     return {"type": "object", "required": list(properties), "properties": properties, "additionalProperties": False}
 
 
@@ -232,7 +232,8 @@ ENTRIES: tuple[EventType, ...] = (
     EventType(TEST_TYPE, "payhook", "A synthetic event an operator records to check a running stack.", None,
               details_schema={"type": "object"}),
     *(EventType(t, operational.PROVIDER, _OPERATIONAL_DESCRIPTIONS[t], None,
-                details_schema=_details(_OPERATIONAL_DETAILS[t]), opt_in=True) for t in operational.TYPES),
+                details_schema=_details(_OPERATIONAL_DETAILS[t], about_endpoint=t != operational.PAYMENT_UNRESOLVED),
+                opt_in=True) for t in operational.TYPES),
 )
 
 
