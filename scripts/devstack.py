@@ -47,6 +47,14 @@ DEFAULTS = {
 }
 
 
+def stk_push_curl(base_url: str, demo: dict, reference: str = "INV-1", key: str = "demo-1") -> str:
+    """The ``curl`` that makes the demo merchant's STK Push through Payhook at the local sandbox (as printed)."""
+    body = (f'{{"merchant_id": "{demo["merchant_id"]}", "amount": 100, "phone": "0708374149",\n'
+            f'      "account_reference": "{reference}", "description": "Order 1", "idempotency_key": "{key}"}}')
+    return (f'curl -sS {base_url}/v1/mpesa/stk-push -H "Authorization: Bearer {demo["admin_api_key"]}" \\\n'
+            f"      -H 'Content-Type: application/json' -d '{body}'")
+
+
 def _busy(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -87,11 +95,10 @@ Payhook is starting.
   Or let Payhook make an STK Push at the local Daraja sandbox; its callback comes back about 2 s later
   and is delivered. With "account_reference": "SBX0D" the sandbox drops the callback, and Payhook's
   reconciler asks Daraja (STK Push Query) after RECONCILE_AFTER ({env["RECONCILE_AFTER"]} s here) and delivers the answer,
-  marked "source": "query" in its details (docs/mpesa.md#reconciliation):
+  marked "source": "query" in its details (docs/mpesa.md#reconciliation). Another push needs another
+  idempotency_key:
 
-    curl -sS http://127.0.0.1:{WEB_PORT}/v1/mpesa/stk-push -H "Authorization: Bearer {demo["admin_api_key"]}" \
-      -H 'Content-Type: application/json' -d '{{"merchant_id": "{demo["merchant_id"]}", "amount": 100, \
-      "phone": "0708374149", "account_reference": "INV-1", "description": "Order 1", "idempotency_key": "demo-1"}}'
+    {stk_push_curl(f"http://127.0.0.1:{WEB_PORT}", demo)}
 
   Or receive the demo merchant's events on your own machine, signed with a session secret
   (docs/cli.md), and send it any Daraja callback:
