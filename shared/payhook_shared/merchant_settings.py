@@ -151,6 +151,7 @@ class NotificationsSchema(Schema):
     receipt = fields.Nested(ReceiptNoticeSchema)
     endpoint_failing = fields.Nested(NoticeSchema)
     endpoint_disabled = fields.Nested(NoticeSchema)
+    payment_unresolved = fields.Nested(NoticeSchema)
 
 
 class RetentionSchema(Schema):

@@ -38,6 +38,7 @@ from payhook_shared.callbacks import mpesa
 from payhook_shared.daraja.errors import CredentialsError, DarajaError, DarajaRejected
 from payhook_shared.logs import bind
 from payhook_shared.money import format_amount
+from payhook_shared.errors import DecodeError
 from payhook_shared.events import SUCCEEDED
 from payhook_shared.store import Event, IntentState, Merchant, PaymentIntent
 from payhook_shared.store.models import utcnow
@@ -210,6 +211,10 @@ class Reconciler:
         try:
             received = receive.mpesa(merchant, raw, payload, "stk", reload,
                                      details={"source": QUERY_SOURCE, "query_checks": claim.checks})
+        except DecodeError as exc:
+            # An answer no callback schema takes (a code or text beyond its limits): not a result to record.
+            self._wait(claim, "rejected", f"Daraja's query answer is not an STK result: {exc}", processing=False)
+            return
         except (SQLAlchemyError, StoreUnavailable) as exc:
             # The claim's lease brings it back; Daraja will say the same then.
             log.warning("could not record the query answer for %s (%s); its lease brings it back",
