@@ -61,9 +61,9 @@ def child_exit(server, worker) -> None:
 
 
 def post_worker_init(worker) -> None:
-    """Start the spool drainer and the reconciler; on a stop (SIGTERM), end the worker's live streams at once (``GET /v1/stream``).
+    """Start the spool drainer and the reconciler; on a stop (SIGTERM), end the live streams at once.
 
-    A stream never finishes by itself, so a graceful stop would otherwise wait out
+    A stream (``GET /v1/stream``) never finishes by itself, so a graceful stop would otherwise wait out
     ``GRACEFUL_TIMEOUT`` for every one; ended, their clients reconnect to another
     worker and resume from the store, and the stop waits only for real requests.
     """

@@ -300,8 +300,9 @@ def stk_result(checkout_request_id: str, merchant_request_id: str | None, result
 
     A query carries no receipt, phone or date, only the result; a paid one gets the intent's amount.
     """
-    callback: dict[str, Any] = {"MerchantRequestID": merchant_request_id or "unknown", "CheckoutRequestID": checkout_request_id,
-                                "ResultCode": result_code, "ResultDesc": result_desc or ""}
+    callback: dict[str, Any] = {"MerchantRequestID": merchant_request_id or "unknown",
+                                "CheckoutRequestID": checkout_request_id, "ResultCode": result_code,
+                                "ResultDesc": result_desc or ""}
     if str(result_code) == "0" and amount_minor is not None:
         amount = format_amount(amount_minor, mpesa.CURRENCY)
         callback["CallbackMetadata"] = {"Item": [{"Name": "Amount", "Value": str(amount)}]}
