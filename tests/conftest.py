@@ -20,6 +20,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from support import Receiver, RedisServer, environ_database_url, free_port
+from support_sandbox import daraja_sandbox  # noqa: F401  (the Daraja sandbox fixture, for every folder)
 
 REDIS_PORT = free_port()
 # Anything that reads the environment (a CLI, a subprocess) reaches the session's Redis, never the machine's.

@@ -16,6 +16,8 @@ PACKAGES = {
     "payhook_webhook": ROOT / "services" / "webhook-service" / "payhook_webhook",
     "payhook_delivery": ROOT / "services" / "delivery-worker" / "payhook_delivery",
     "payhook_mail": ROOT / "services" / "mail-worker" / "payhook_mail",
+    # A dev and test tool, not a service, held to the same rules (it may also use payhook_cli's generator).
+    "payhook_sandbox": ROOT / "sandbox" / "payhook_sandbox",
 }
 SERVICES = {"payhook_webhook", "payhook_delivery", "payhook_mail"}
 # Entry points build things on purpose: the WSGI module is the app, __main__ runs the process, gunicorn's

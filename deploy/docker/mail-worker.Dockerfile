@@ -12,7 +12,7 @@ WORKDIR /src
 # Third-party dependencies first, at the versions in constraints.txt, so this layer is reused
 # until the constraints change; tests/deploy checks this list against the pyproject files.
 COPY constraints.txt ./
-RUN pip install --constraint constraints.txt "dramatiq[redis]" Jinja2 marshmallow prometheus-client SQLAlchemy alembic python-json-logger psycopg psycopg-binary urllib3
+RUN pip install --constraint constraints.txt "dramatiq[redis]" Jinja2 marshmallow prometheus-client SQLAlchemy alembic python-json-logger psycopg psycopg-binary urllib3 cryptography
 COPY shared/ shared/
 COPY services/mail-worker/ services/mail-worker/
 RUN pip install --constraint constraints.txt "./shared[postgres]" ./services/mail-worker

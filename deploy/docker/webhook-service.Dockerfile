@@ -12,7 +12,7 @@ WORKDIR /src
 # Third-party dependencies first, at the versions in constraints.txt, so this layer is reused
 # until the constraints change; tests/deploy checks this list against the pyproject files.
 COPY constraints.txt ./
-RUN pip install --constraint constraints.txt apispec Flask gevent gunicorn marshmallow redis urllib3 prometheus-client standardwebhooks SQLAlchemy alembic dramatiq python-json-logger psycopg psycopg-binary
+RUN pip install --constraint constraints.txt apispec Flask gevent gunicorn marshmallow redis urllib3 prometheus-client standardwebhooks SQLAlchemy alembic dramatiq python-json-logger psycopg psycopg-binary cryptography
 COPY shared/ shared/
 COPY services/webhook-service/ services/webhook-service/
 RUN pip install --constraint constraints.txt "./shared[postgres]" ./services/webhook-service

@@ -44,12 +44,14 @@ PAYMENT_RECEIVED = "payment_received"
 PAYMENT_FAILED = "payment_failed"
 ENDPOINT_FAILING = "endpoint_failing"
 ENDPOINT_DISABLED = "endpoint_disabled"
+PAYMENT_UNRESOLVED = "payment_unresolved"
 NOTICE_DEFAULTS = {
     RECEIPT: True,
     PAYMENT_RECEIVED: True,
     PAYMENT_FAILED: False,
     ENDPOINT_FAILING: True,
     ENDPOINT_DISABLED: True,
+    PAYMENT_UNRESOLVED: True,
 }
 MAX_RECIPIENTS = 10
 
@@ -149,6 +151,7 @@ class NotificationsSchema(Schema):
     receipt = fields.Nested(ReceiptNoticeSchema)
     endpoint_failing = fields.Nested(NoticeSchema)
     endpoint_disabled = fields.Nested(NoticeSchema)
+    payment_unresolved = fields.Nested(NoticeSchema)
 
 
 class RetentionSchema(Schema):

@@ -44,7 +44,7 @@ from . import ids, jobs, merchant_settings, sign_in
 from .events import FAILED, SUCCEEDED
 from .logs import mask_phone
 from .merchant_settings import (
-    ENDPOINT_DISABLED, ENDPOINT_FAILING, PAYMENT_FAILED, PAYMENT_RECEIVED, RECEIPT,
+    ENDPOINT_DISABLED, ENDPOINT_FAILING, PAYMENT_FAILED, PAYMENT_RECEIVED, PAYMENT_UNRESOLVED, RECEIPT,
 )
 from .messages import SendEmail
 from .priority import Priority
@@ -62,6 +62,7 @@ PRIORITIES = {
     SIGN_IN_LINK: Priority.URGENT,  # someone is waiting at the sign-in page
     OPERATOR_ALERT: Priority.URGENT,
     ENDPOINT_DISABLED: Priority.URGENT,
+    PAYMENT_UNRESOLVED: Priority.URGENT,  # an order waits on it
     ENDPOINT_FAILING: Priority.HIGH,
     PAYMENT_FAILED: Priority.HIGH,
     PAYMENT_RECEIVED: Priority.NORMAL,
@@ -213,6 +214,20 @@ def endpoint_disabled(merchant: Merchant, endpoint: Endpoint, *, disabled_at: dt
     context = {**_endpoint_context(merchant, endpoint), "reason": reason, "disabled_at": _iso(disabled_at)}
     key = f"{ENDPOINT_DISABLED}:{endpoint.id}:{disabled_at.astimezone(dt.timezone.utc).isoformat()}"
     return _email(ENDPOINT_DISABLED, pref.recipients, context, key, merchant_id=merchant.id)
+
+
+def payment_unresolved(merchant: Merchant, event: Any, event_id: str | None) -> Email | None:
+    """Tell the merchant an STK Push stayed unresolved (``operational.payment_unresolved``'s event); on by default."""
+    pref = preference(merchant, PAYMENT_UNRESOLVED)
+    if not pref.enabled or not pref.recipients:
+        return None
+    details = event.details
+    context = {"merchant_name": merchant.name, "amount_minor": event.amount_minor, "currency": event.currency,
+               "account_reference": details.get("account_reference"),
+               "checkout_request_id": details["checkout_request_id"], "pushed_at": details.get("pushed_at"),
+               "checks": details.get("checks"), "reason": details.get("reason")}
+    return _email(PAYMENT_UNRESOLVED, pref.recipients, context, f"{PAYMENT_UNRESOLVED}:{details['intent_id']}",
+                  merchant_id=merchant.id, event_id=event_id)
 
 
 def operator_alert(recipients: list[str] | tuple[str, ...], *, alert: str, summary: str,

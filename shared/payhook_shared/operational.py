@@ -1,10 +1,11 @@
-"""Payhook's own events about a merchant's endpoints and deliveries, delivered as webhooks.
+"""Payhook's own events about a merchant's endpoints, deliveries and unresolved payments, delivered as webhooks.
 
 An endpoint subscribes by listing an operational type in its ``event_types``
 (they are opt-in: an endpoint taking "every type" expects payments). The
 delivery-worker stages one in the same transaction as the state change it
 reports — the circuit opening, the endpoint disabled, its recovery, a
-delivery dying — so a committed change always has its event, and an event
+delivery dying; the webhook-service's reconciler a payment intent ending
+``unknown`` — so a committed change always has its event, and an event
 never reports a change that rolled back. The event is stored like any other
 (provider ``payhook``, the facts in ``details``) and its deliveries are signed
 and retried like any webhook.
@@ -27,7 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from . import ids, jobs
-from .events import FAILED, SUCCEEDED, NormalisedEvent, is_test
+from .events import FAILED, SUCCEEDED, UNKNOWN, NormalisedEvent, is_test
 from .messages import DeliverWebhook
 from .notices import safe_url
 from .priority import Priority
@@ -38,11 +39,14 @@ ENDPOINT_FAILING = "payhook.endpoint.failing"
 ENDPOINT_DISABLED = "payhook.endpoint.disabled"
 ENDPOINT_RECOVERED = "payhook.endpoint.recovered"
 DELIVERY_DEAD = "payhook.delivery.dead"
-TYPES = (ENDPOINT_FAILING, ENDPOINT_DISABLED, ENDPOINT_RECOVERED, DELIVERY_DEAD)
+PAYMENT_UNRESOLVED = "payhook.payment.unresolved"
+TYPES = (ENDPOINT_FAILING, ENDPOINT_DISABLED, ENDPOINT_RECOVERED, DELIVERY_DEAD, PAYMENT_UNRESOLVED)
 #: Prefix of every type Payhook raises about itself; deliveries of these raise no further events.
 PREFIX = "payhook."
 #: Endpoint trouble travels ahead of ordinary payments.
 PRIORITY = Priority.HIGH
+#: A payment whose outcome nobody knows is as urgent as an unknown callback (``priority_rules``).
+PRIORITIES = {PAYMENT_UNRESOLVED: Priority.URGENT}
 
 _INSERT = {"postgresql": pg_insert, "sqlite": sqlite_insert}
 
@@ -97,29 +101,46 @@ def delivery_dead(endpoint: Any, *, delivery_id: str, event_id: str, event_type:
                  "last_status": last_status, "last_error": last_error, "dead_at": _iso(dead_at)})
 
 
+def payment_unresolved(*, intent_id: str, checkout_request_id: str, account_reference: str | None,
+                       amount_minor: int | None, created_at: dt.datetime, checks: int, reason: str,
+                       at: dt.datetime) -> NormalisedEvent:
+    """An STK Push's callback never came and Daraja's STK Push Query gave no final answer: the intent is ``unknown``."""
+    return NormalisedEvent(
+        provider=PROVIDER, type=PAYMENT_UNRESOLVED, status=UNKNOWN, occurred_at=at,
+        dedupe_key=f"{PAYMENT_UNRESOLVED}:{intent_id}", reference=checkout_request_id,
+        amount_minor=amount_minor, currency="KES" if amount_minor is not None else None,
+        provider_ids={"CheckoutRequestID": checkout_request_id},
+        details={"intent_id": intent_id, "checkout_request_id": checkout_request_id,
+                 "account_reference": account_reference, "pushed_at": _iso(created_at), "checks": checks,
+                 "reason": reason, "unresolved_at": _iso(at)})
+
+
 def raises_events(event_type: str, dedupe_key: str) -> bool:
     """Whether trouble delivering an event of this kind raises operational events (not for ours, nor tests)."""
     return not event_type.startswith(PREFIX) and not is_test(dedupe_key)
 
 
-def stage(session: Session, merchant_id: str, event: NormalisedEvent, *, about_endpoint_id: str,
+def stage(session: Session, merchant_id: str, event: NormalisedEvent, *, about_endpoint_id: str | None,
           now: dt.datetime) -> list[dramatiq.Message]:
     """Record ``event`` and its deliveries in ``session``'s transaction; the messages to send once it commits.
 
     Delivered to the merchant's enabled endpoints that list ``event.type``,
-    except ``about_endpoint_id``. Records nothing when no endpoint subscribes,
-    or when the same event (its dedupe key) was recorded already.
+    except ``about_endpoint_id`` (``None`` for an event about no endpoint). Records nothing when no endpoint
+    subscribes, or when the same event (its dedupe key) was recorded already.
     """
     rows = session.execute(select(Endpoint.id, Endpoint.event_types).where(
-        Endpoint.merchant_id == merchant_id, Endpoint.enabled.is_(True), Endpoint.id != about_endpoint_id)).all()
-    targets = [endpoint_id for endpoint_id, types in rows if types and event.type in types]
+        Endpoint.merchant_id == merchant_id, Endpoint.enabled.is_(True))).all()
+    targets = [endpoint_id for endpoint_id, types in rows
+               if types and event.type in types and endpoint_id != about_endpoint_id]
+    priority = PRIORITIES.get(event.type, PRIORITY)
     if not targets:
         return []
     event_id = ids.new_id("evt")
     values = {"id": event_id, "merchant_id": merchant_id, "provider": event.provider, "type": event.type,
               "status": event.status, "dedupe_key": event.dedupe_key, "provider_ids": event.provider_ids,
               "occurred_at": event.occurred_at, "details": event.details, "received_at": now,
-              "priority": int(PRIORITY), "raw_payload": "{}"}
+              "priority": int(priority), "raw_payload": "{}", "reference": event.reference,
+              "amount_minor": event.amount_minor, "currency": event.currency}
     stmt = (_INSERT[session.get_bind().dialect.name](Event).values(**values)
             .on_conflict_do_nothing(index_elements=["merchant_id", "dedupe_key"]).returning(Event.id))
     if session.execute(stmt).scalar_one_or_none() is None:
@@ -127,9 +148,9 @@ def stage(session: Session, merchant_id: str, event: NormalisedEvent, *, about_e
     messages, deliveries = [], []
     for endpoint_id in targets:
         delivery_id = ids.new_id("dlv")
-        message = jobs.plan(DeliverWebhook(delivery_ids=(delivery_id,), priority=PRIORITY))
+        message = jobs.plan(DeliverWebhook(delivery_ids=(delivery_id,), priority=priority))
         deliveries.append(jobs.new_row(message, now, id=delivery_id, event_id=event_id, endpoint_id=endpoint_id,
-                                       merchant_id=merchant_id, priority=int(PRIORITY), round_start=0))
+                                       merchant_id=merchant_id, priority=int(priority), round_start=0))
         messages.append(message)
     session.execute(insert(Delivery), deliveries)
     return messages

@@ -26,8 +26,8 @@ OVERLAYS = ["dev", "prod", "prod+monitoring"]
 # Kinds kubernetes-validate has no schema for (CRDs): checked structurally below.
 CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
 # In prod, payhook-secrets is created outside git with exactly these keys (deploy/README.md).
-EXTERNAL_SECRETS = {"payhook-secrets": {"DATABASE_URL", "REDIS_URL", "SMTP_URL", "CONSOLE_SECRET_KEY", "REDIS_ADDRESS",
-                                       "REDIS_PASSWORD", "REDIS_TLS"}}
+EXTERNAL_SECRETS = {"payhook-secrets": {"DATABASE_URL", "REDIS_URL", "SMTP_URL", "CONSOLE_SECRET_KEY", "CREDENTIALS_KEYS",
+                                       "REDIS_ADDRESS", "REDIS_PASSWORD", "REDIS_TLS"}}
 SETTINGS = {"webhook-service": WebhookSettings, "delivery-worker": DeliverySettings, "mail-worker": MailSettings}
 # The worker health server's contract (HEALTH_PORT, default 9100): GET /health and /health/ready.
 WORKER_HEALTH_PATHS = {"/health", "/health/ready"}

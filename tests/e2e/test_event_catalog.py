@@ -3,23 +3,26 @@
 Every M-Pesa fixture through its callback route, every gateway fixture through a
 signed source, an ``api`` event, an operator's ``payhook.test`` and an endpoint
 test, and each operational event (an endpoint answering 410, one failing then
-recovering) go through the real delivery-worker to real receivers; each body
+recovering, an STK Push left unresolved) go through the real delivery-worker to real receivers; each body
 received is validated (jsonschema, 2020-12, formats checked) against the catalog
 entry for its type, and together they cover every entry of the catalog.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 
-import json
-
 import jsonschema
+from sqlalchemy import update
 
 from factories import api_key, callback_url, fixture_bytes, make_source, merchant_with_endpoints
 from payhook_shared import catalog, ids, operational, signing
 from payhook_shared.callbacks import mpesa
-from payhook_shared.store import Endpoint
+from payhook_shared.store import Endpoint, PaymentIntent
+from payhook_shared.store.models import utcnow
+from payhook_webhook import reconcile
 from support import Receiver, wait_until
 from support_gateways import (
     FLUTTERWAVE_SECRET, HMAC_CONFIG, HMAC_SECRET, PAYSTACK_SECRET, STANDARD_SECRET, STRIPE_SECRET,
@@ -70,7 +73,7 @@ def validate(body: dict) -> catalog.EventType:
     return entry
 
 
-def test_every_type_sent_validates_against_the_catalog(client, store, receiver, delivery_worker):
+def test_every_type_sent_validates_against_the_catalog(webhook_app, client, store, receiver, delivery_worker):
     gone, flaky = Receiver().start(), Receiver().start()
     gone.respond = lambda req: (410, {}, b"gone")
     up = threading.Event()
@@ -103,11 +106,20 @@ def test_every_type_sent_validates_against_the_catalog(client, store, receiver, 
                            json={"count": 1}).status_code == 200
         tested = client.post(f"/v1/endpoints/{main.id}/test", headers=key, json={"type": "paystack.transfer.failed"})
         assert tested.get_json()["delivered"] is True
+        # A registered STK Push the reconciler cannot settle (no Daraja credentials), at once past its age limit.
+        assert client.post("/v1/mpesa/intents", headers=key, json={
+            "checkout_request_id": "ws_CO_031220261200001", "amount": 100,
+            "account_reference": "INV-7"}).status_code == 201
+        with store.write() as session:  # as if RECONCILE_AFTER had passed
+            session.execute(update(PaymentIntent).values(next_check_at=utcnow()))
+        policy = dataclasses.replace(reconcile.policy_of(webhook_app.extensions["payhook.settings"]), max_age=0)
+        assert reconcile.Reconciler(webhook_app, 1.0, policy).tick() == 1
 
         wait_until(lambda: any(r.json()["type"] == operational.ENDPOINT_FAILING for r in receiver.received),
                    what="failing webhook")
         up.set()
-        wanted = {operational.ENDPOINT_DISABLED, operational.DELIVERY_DEAD, operational.ENDPOINT_RECOVERED}
+        wanted = {operational.ENDPOINT_DISABLED, operational.DELIVERY_DEAD, operational.ENDPOINT_RECOVERED,
+                  operational.PAYMENT_UNRESOLVED}
         wait_until(lambda: wanted <= {r.json()["type"] for r in receiver.received}, timeout=20,
                    what="every operational webhook")
         # Every callback and event at the main endpoint but the opt-in C2B validation, and the three posted here.

@@ -24,10 +24,13 @@ from payhook_shared.store import Delivery, JobState
 from support import wait_until
 
 # PostgreSQL callback, the merchant's profile cached by an earlier one: the event, both deliveries and the
-# merchant's notice in one call of payhook_record_events, which also checks the profile is current (1). SQLite (in process,
-# nothing to save): the merchant read, then BEGIN, three inserts, COMMIT.
-CALLBACK_ROUND_TRIPS = {"postgresql": ["SELECT"],
-                        "sqlite": ["BEGIN", "SELECT", "ROLLBACK", "BEGIN", "INSERT", "INSERT", "INSERT", "COMMIT"]}
+# merchant's notice in one call of payhook_record_events, which also checks the profile is current, and (an STK
+# result) the settling of its payment intent in the same statement, a WITH around the call (1). SQLite (in process,
+# nothing to save): the merchant read, then BEGIN, the event's and deliveries' inserts, the intent's UPDATE, the
+# notice's insert, COMMIT.
+CALLBACK_ROUND_TRIPS = {"postgresql": ["WITH"],
+                        "sqlite": ["BEGIN", "SELECT", "ROLLBACK", "BEGIN", "INSERT", "INSERT", "UPDATE", "INSERT",
+                                   "COMMIT"]}
 # PostgreSQL attempt: claim and load in one statement (1); record the attempt and the outcome in one (1); the
 # same two for all the deliveries one message names.
 ATTEMPT_ROUND_TRIPS = {"postgresql": ["WITH", "WITH"],

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from factories import merchant_with_endpoints, record_payment
-from payhook_shared import notices
+from payhook_shared import notices, operational
 from payhook_shared.broker import create_broker
 from payhook_shared.store import Email, JobState, Merchant
 from support import wait_until
@@ -107,6 +107,15 @@ def _operator_alert(merchant, endpoint):
                                   figures={"dead deliveries": 42, "threshold": 10}, window="2024-05-01T10")
 
 
+def _payment_unresolved(merchant, endpoint):
+    event = operational.payment_unresolved(
+        intent_id="pin_0123", checkout_request_id="ws_CO_0305202409300001", account_reference="INV-1042",
+        amount_minor=10000, created_at=dt.datetime(2024, 5, 1, 9, 30, tzinfo=dt.timezone.utc), checks=6,
+        reason="Daraja stk_query: The transaction is being processed (500.001.1001)",
+        at=dt.datetime(2024, 5, 2, 9, 30, tzinfo=dt.timezone.utc))
+    return notices.payment_unresolved(merchant, event, None)
+
+
 CASES = {
     "endpoint_failing": (_endpoint_failing, ["alerts@shop.test"],
                          "Webhook endpoint failing: https://hooks.shop.test/payhook",
@@ -114,6 +123,8 @@ CASES = {
     "endpoint_disabled": (_endpoint_disabled, ["alerts@shop.test"],
                           "Webhook endpoint disabled: https://hooks.shop.test/payhook",
                           ["failing for 5 days", "2024-05-02 08:00 UTC"], 0),
+    "payment_unresolved": (_payment_unresolved, ["alerts@shop.test"], "Payment unresolved: KES 100.00 (INV-1042)",
+                           ["ws_CO_0305202409300001", "INV-1042", "2024-05-01T09:30:00Z", "500.001.1001", "6"], 0),
     "operator_alert": (_operator_alert, ["ops@payhook.test"], "[Payhook alert] 42 dead deliveries (threshold 10)",
                        ["dead deliveries", "42", "2024-05-01T10"], 0),
 }

@@ -3,28 +3,36 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shlex
 import socket
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
+from werkzeug.serving import make_server
 
-from support import free_port
+from support import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def devstack_env() -> dict[str, str]:
-    """The environment scripts/devstack.py gives every process of `make run`."""
+def devstack_module():
+    """scripts/devstack.py, loaded (its ``main`` not run)."""
     spec = importlib.util.spec_from_file_location("devstack", ROOT / "scripts" / "devstack.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return dict(module.DEFAULTS)
+    return module
+
+
+def devstack_env() -> dict[str, str]:
+    """The environment scripts/devstack.py gives every process of `make run`."""
+    return dict(devstack_module().DEFAULTS)
 
 
 def procfile_env(process: str) -> dict[str, str]:
@@ -115,3 +123,71 @@ def test_the_worker_images_serve_health_on_every_interface_for_the_probes(servic
     assert "HEALTH_HOST=0.0.0.0" in dockerfile.split("\nFROM ")[-1]  # in the image that runs
     # Outside the images (`make run`, a worker started by hand) the default is loopback.
     assert DeliverySettings.from_env({}).health_host == MailSettings.from_env({}).health_host == "127.0.0.1"
+
+
+def test_make_run_s_daraja_sandbox_runs_from_the_procfile_on_loopback(tmp_path):
+    """The Procfile's ``sandbox`` line, with make run's environment, serves the sandbox on 127.0.0.1 only."""
+    from payhook_sandbox.settings import Settings
+
+    env = devstack_env()
+    assert env["PAYHOOK_SANDBOX_PORT"] == str(Settings().port) == "8645"
+    line = next(l for l in (ROOT / "Procfile").read_text().splitlines() if l.startswith("sandbox:"))
+    port = free_port()
+    words = [w.replace("$PAYHOOK_SANDBOX_PORT", str(port)) for w in shlex.split(line.partition(":")[2])]
+    assert words[0] == "python"
+    with (tmp_path / "sandbox.log").open("wb") as log:
+        process = subprocess.Popen([sys.executable, *words[1:]], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, **env, "PAYHOOK_SANDBOX_PORT": str(port)})
+    try:
+        def listening() -> bool:
+            assert process.poll() is None, (tmp_path / "sandbox.log").read_text()
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", port)) == 0
+        wait_until(listening, timeout=20, what="the sandbox listening")
+        outward = outward_address()
+        if outward is not None:
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((outward, port), timeout=5).close()
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_the_printed_stk_push_curl_works_against_the_sandbox_with_the_seeded_credentials(
+        tmp_path, redis_url, daraja_sandbox):
+    """``make run``'s demo merchant has the sandbox's credentials, and the STK Push ``curl`` it prints pushes."""
+    from payhook_webhook.app import create_app
+
+    sandbox = daraja_sandbox(callback_delay=0.1)
+    var = tmp_path / "var"
+    var.mkdir()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, **devstack_env(), "DATABASE_URL": f"sqlite:///{var}/payhook.db", "REDIS_URL": redis_url,
+           "DARAJA_SANDBOX_URL": sandbox.url, "PUBLIC_BASE_URL": base}
+    flask = [str(BIN / "flask"), "--app", "payhook_webhook.app"]
+    subprocess.run([*flask, "migrate"], env=env, cwd=tmp_path, check=True, capture_output=True)
+    for _ in range(2):  # seeding again keeps the credentials
+        subprocess.run([*flask, "seed-demo", "--daraja-sandbox", "--receiver-url", "http://127.0.0.1:8641/webhooks",
+                        "--out", str(var / "demo.json")], env=env, cwd=tmp_path, check=True, capture_output=True)
+    demo = json.loads((var / "demo.json").read_text())
+    app = create_app({"database_url": env["DATABASE_URL"], "redis_url": redis_url, "daraja_sandbox_url": sandbox.url,
+                      "public_base_url": base, "credentials_key_file": str(var / "credentials.key"),
+                      "log_format": "text"})
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        curl = devstack_module().stk_push_curl(base, demo)
+        answer = json.loads(subprocess.run(["bash", "-c", curl], check=True, capture_output=True, text=True).stdout)
+        assert (answer["state"], answer["merchant_id"], answer["source"]) == ("pending", demo["merchant_id"], "api")
+        assert sandbox.counters()["tokens_issued"] == 1
+        # The sandbox calls the demo merchant's STK URL back, which settles the intent.
+        wait_until(lambda: json.loads(subprocess.run(
+            ["curl", "-sS", f"{base}/v1/mpesa/intents/{answer['id']}", "-H",
+             f"Authorization: Bearer {demo['admin_api_key']}"], capture_output=True, text=True).stdout)["state"]
+            == "completed", what="the intent settled by its callback")
+    finally:
+        server.shutdown()
+        thread.join(10)
+        app.extensions["payhook.store"].dispose()

@@ -20,6 +20,7 @@ import os
 from urllib.parse import quote
 
 import pytest
+from cryptography.fernet import Fernet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import update
@@ -31,6 +32,7 @@ from payhook_shared.store.models import utcnow
 from payhook_webhook.app import create_app
 from payhook_webhook.auth import create_api_key
 from support import console_sign_in
+from support_daraja import CONSUMER_KEY, CONSUMER_SECRET, PASSKEY, SHORTCODE, FakeDaraja
 
 # Budgets, per test and database (two tests, so four runs with PostgreSQL): "ci" 500 examples, about
 # 15-25 s per database on a loaded two-core machine; "local" 100 examples, a few seconds. PAYHOOK_FUZZ picks
@@ -66,13 +68,15 @@ JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.one_of(
     st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=10), inner, max_size=3)), max_leaves=8)
 
 QUERY_NAMES = ("since", "until", "limit", "after", "merchant_id", "endpoint_id", "category", "merchant", "endpoint",
-               "event", "state", "status", "type", "q", "phone")
+               "event", "state", "status", "type", "q", "phone", "source", "checkout_request_id", "checkout",
+               "reference", "account_reference")
 FORM_NAMES = QUERY_NAMES + (
     "which", "confirm", "delivery_id", "url", "description", "grace_period_seconds", "api_key", "email",
     "retry-profile", "rule-0-event_type", "rule-0-status", "rule-0-min_amount_minor", "rule-0-priority",
     "rule-0-remove", "rule-1-priority", "rule-1-min_amount_minor", "notice-payment_received-enabled",
     "notice-payment_received-recipients", "notice-receipt-fallback_email", "retention-raw_payload_days",
-    "retention-events_days")
+    "retention-events_days", "environment", "shortcode", "consumer_key", "consumer_secret", "passkey",
+    "initiator_name", "security_credential")
 
 
 def _templates(rows: dict[str, str]) -> dict[str, dict]:
@@ -106,6 +110,14 @@ def _templates(rows: dict[str, str]) -> dict[str, dict]:
         # Small counts only: each one records an event.
         "testing.priority_test": {"count": 1},
         "callbacks.stk": fixture_json("mpesa/stk_success.json"),
+        "mpesa.put_credentials": {"environment": "sandbox", "shortcode": SHORTCODE, "consumer_key": CONSUMER_KEY,
+                                  "consumer_secret": CONSUMER_SECRET, "passkey": PASSKEY, "initiator_name": "api",
+                                  "security_credential": "c2VjcmV0"},
+        "mpesa.stk_push": {"amount": 10, "phone": "0708374149", "account_reference": "INV-1", "description": "Order",
+                           "idempotency_key": "k", "merchant_id": rows["merchant_id"]},
+        "mpesa.register_intent": {"checkout_request_id": "ws_CO_1", "merchant_request_id": "29115-1", "amount": "10",
+                                  "phone": "254708374149", "account_reference": "INV-1", "description": "d",
+                                  "idempotency_key": "k", "merchant_id": rows["merchant_id"]},
     }
 
 
@@ -185,12 +197,17 @@ class Site:
 
 @pytest.fixture
 def site(database_url, redis_url):
+    # STK Push calls Daraja: a local one, whose refusals of fuzzed credentials are the merchant's 4xx.
+    daraja = FakeDaraja().start()
     app = create_app({"database_url": database_url, "redis_url": redis_url, "log_format": "text",
                       "log_level": "CRITICAL", "console_cookie_secure": False, "console_login_attempts": 10**6,
-                      "endpoint_allowlist": ("127.0.0.0/8",)})
+                      "endpoint_allowlist": ("127.0.0.0/8",), "daraja_sandbox_url": daraja.url,
+                      "daraja_production_url": daraja.url, "credentials_keys": (Fernet.generate_key().decode(),),
+                      "credentials_key_file": ""})
     app.config["TESTING"] = True
     yield Site(app)
     app.extensions["payhook.store"].dispose()
+    daraja.stop()
 
 
 def _fields(site, names: tuple[str, ...], size: int) -> st.SearchStrategy[dict[str, str]]:

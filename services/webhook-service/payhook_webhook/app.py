@@ -13,13 +13,14 @@ from werkzeug.wsgi import LimitedStream
 from payhook_shared import logs
 from payhook_shared.store import Store
 
-from . import c2b, cli, console, drain, errors, ingest, merchants, metrics, params, spool, stream
+from . import c2b, cli, console, drain, errors, ingest, merchants, metrics, params, reconcile, spool, stream
 from .api import (
-    callbacks, deliveries, event_types, events, events_read, health, inbound, keys, management, openapi, quarantine,
-    replays, sources, synthetic,
+    callbacks, deliveries, event_types, events, events_read, health, inbound, keys, management, mpesa, openapi,
+    quarantine, replays, sources, synthetic,
 )
 from .api import stream as stream_api
 from .broker import broker_for
+from .services import daraja
 from .settings import Settings
 from .source_ip import SourcePolicy
 
@@ -77,6 +78,7 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
         app.extensions["payhook.broker"].client, settings.stream_max_per_key, 3 * settings.stream_heartbeat_seconds)
     app.extensions["payhook.http"] = c2b.http_pool()
     app.extensions["payhook.source_policy"] = SourcePolicy.from_settings(settings)
+    app.extensions["payhook.daraja"] = daraja.build_client(settings, app.extensions["payhook.broker"].client)
 
     @app.before_request
     def _correlate() -> None:
@@ -103,6 +105,8 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
         metrics.SpoolWaiting(functools.partial(spool.waiting, app.extensions["payhook.broker"].client)))
     # Started by gunicorn in each web process (gunicorn_conf.post_worker_init), never at import or in tests.
     app.extensions["payhook.spool_drainer"] = drain.Drainer(app, settings.spool_drain_interval)
+    app.extensions["payhook.reconciler"] = reconcile.Reconciler(app, settings.reconcile_interval,
+                                                                reconcile.policy_of(settings))
     app.register_blueprint(health.bp)
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(management.bp)
@@ -117,6 +121,7 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     app.register_blueprint(sources.bp)
     app.register_blueprint(inbound.bp)
     app.register_blueprint(quarantine.bp)
+    app.register_blueprint(mpesa.bp)
     app.register_blueprint(openapi.bp)
     console.init_app(app)
     app.register_blueprint(console.bp)

@@ -1,5 +1,5 @@
 """``flask --app payhook_webhook.app`` commands: migrate, seed a demo merchant, create, list and revoke API keys,
-reprocess quarantined callbacks."""
+reprocess quarantined callbacks, rotate the key of the Daraja credentials."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from flask import Flask, current_app
 from sqlalchemy import select
 
 from payhook_shared import ids, signing
-from payhook_shared.store import ApiKey, Endpoint, Merchant
+from payhook_shared.daraja import crypto
+from payhook_shared.daraja.errors import CredentialsError
+from payhook_shared.store import ApiKey, DarajaCredential, Endpoint, Merchant
 from payhook_shared.store.migrate import upgrade
 
 from . import auth, quarantine
 from .errors import NotFound
+from .services import daraja
 from .services.keys import revoke
 from .services.merchants import callback_urls
 
@@ -29,6 +32,21 @@ def _with_receipt_fallback(settings: dict, customer_email: str) -> dict:
     notifications = dict(settings.get("notifications") or {})
     notifications["receipt"] = {**(notifications.get("receipt") or {}), "fallback_email": customer_email}
     return {**settings, "notifications": notifications}
+
+
+# What payhook-daraja-sandbox accepts by default (docs/sandbox.md): its app, and Safaricom's public
+# sandbox till with its published passkey. Test values, not secrets.
+SANDBOX_CREDENTIALS = {"consumer_key": "payhook-sandbox-key", "consumer_secret": "payhook-sandbox-secret",
+                       "passkey": "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"}
+SANDBOX_SHORTCODE = "174379"
+
+
+def _sandbox_credentials(merchant_id: str) -> DarajaCredential:
+    """The demo merchant's Daraja credentials for the local sandbox, encrypted as any merchant's are."""
+    box = daraja.cipher()
+    return DarajaCredential(id=ids.new_id("dcr"), merchant_id=merchant_id, environment="sandbox",
+                            shortcode=SANDBOX_SHORTCODE, version=1,
+                            **{f"{name}_enc": box.encrypt(value) for name, value in SANDBOX_CREDENTIALS.items()})
 
 
 def _demo_admin_key(store, previous: Path) -> str:
@@ -126,6 +144,27 @@ def register(app: Flask) -> None:
         if still_invalid:
             raise SystemExit(1)
 
+    @app.cli.group("credentials")
+    def credentials_group() -> None:
+        """Merchants' Daraja credentials, encrypted with the keys in CREDENTIALS_KEYS."""
+
+    @credentials_group.command("rotate")
+    def rotate_credentials() -> None:
+        """Re-encrypt every stored Daraja credential with the first key of CREDENTIALS_KEYS.
+
+        Put the new key first and keep the old ones after it; once this has run, the old keys can go.
+        """
+        try:
+            rotated = daraja.rotate_credentials(current_app.extensions["payhook.store"], daraja.cipher())
+        except CredentialsError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"re-encrypted the Daraja credentials of {rotated} merchant(s) with the first key")
+
+    @credentials_group.command("generate-key")
+    def generate_key() -> None:
+        """Print a new random key to put first in CREDENTIALS_KEYS."""
+        click.echo(crypto.generate_key())
+
     @app.cli.command("seed-demo")
     @click.option("--receiver-url", required=True, help="Endpoint URL of the demo merchant receiver.")
     @click.option("--email", default="merchant@demo.payhook.test", show_default=True)
@@ -133,7 +172,10 @@ def register(app: Flask) -> None:
                   help="Where the demo sends buyer receipts for payments that carry no customer email.")
     @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("var/demo.json"),
                   show_default=True, help="Where to write the demo merchant's ids and secrets.")
-    def seed_demo(receiver_url: str, email: str, customer_email: str, out: Path) -> None:
+    @click.option("--daraja-sandbox", is_flag=True,
+                  help="Give the demo merchant (once) Daraja sandbox credentials: those payhook-daraja-sandbox "
+                       "accepts by default (docs/sandbox.md), called at DARAJA_SANDBOX_URL.")
+    def seed_demo(receiver_url: str, email: str, customer_email: str, out: Path, daraja_sandbox: bool) -> None:
         """Create (once) a demo merchant whose endpoint is the demo receiver; print its callback URL."""
         settings = current_app.extensions["payhook.settings"]
         store = current_app.extensions["payhook.store"]
@@ -154,6 +196,9 @@ def register(app: Flask) -> None:
                 endpoint = Endpoint(id=ids.new_id("ep"), merchant_id=merchant.id, url=receiver_url,
                                     description="demo merchant receiver", secret=signing.generate_secret())
                 session.add(endpoint)
+            if daraja_sandbox and daraja.stored_credentials(session, merchant.id) is None:
+                session.flush()
+                session.add(_sandbox_credentials(merchant.id))
             demo = {
                 "base_url": settings.public_base_url,
                 "merchant_id": merchant.id,

@@ -12,6 +12,10 @@ from flask import Flask, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
+from payhook_shared.daraja.errors import (
+    CredentialsError, DarajaAuthError, DarajaError, DarajaRateLimited, DarajaRejected, DarajaUnavailable,
+)
+
 log = logging.getLogger(__name__)
 
 
@@ -111,6 +115,22 @@ def _answer(status: int, code: str, message: str, fields: dict | None = None):
     return jsonify(body), status
 
 
+# Daraja's refusals by kind: the merchant's to fix (4xx), or Daraja's (5xx, safe to retry).
+_DARAJA_ANSWERS = {
+    DarajaAuthError: (422, "daraja_credentials_refused"),
+    DarajaRejected: (422, "daraja_rejected"),
+    DarajaRateLimited: (429, "daraja_rate_limited"),
+    DarajaUnavailable: (502, "daraja_unavailable"),
+}
+
+
+def _daraja_fields(exc: DarajaError) -> dict | None:
+    """Daraja's own ``errorCode`` and ``requestId``, for the merchant to quote to Safaricom."""
+    fields = {name: value for name, value in (("daraja_error_code", exc.error_code),
+                                              ("daraja_request_id", exc.request_id)) if value}
+    return fields or None
+
+
 def register(app: Flask) -> None:
     """Install JSON error handlers on ``app``."""
 
@@ -124,6 +144,19 @@ def register(app: Flask) -> None:
     def _http_error(exc: HTTPException):
         code = (exc.name or "error").lower().replace(" ", "_")
         return _answer(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(DarajaError)
+    def _daraja_error(exc: DarajaError):
+        status, code = _DARAJA_ANSWERS.get(type(exc), (502, "daraja_error"))
+        body, status = _answer(status, code, exc.message, _daraja_fields(exc))
+        if status == 429:
+            body.headers["Retry-After"] = "1"
+        return body, status
+
+    @app.errorhandler(CredentialsError)
+    def _credentials_error(exc: CredentialsError):
+        log.error("Daraja credentials unusable: %s", exc)
+        return _answer(503, "credentials_unavailable", str(exc))
 
     @app.errorhandler(SQLAlchemyError)
     def _store_error(exc: SQLAlchemyError):

@@ -61,9 +61,9 @@ def child_exit(server, worker) -> None:
 
 
 def post_worker_init(worker) -> None:
-    """Start the spool drainer; on a stop (SIGTERM), end the worker's live streams at once (``GET /v1/stream``).
+    """Start the spool drainer and the reconciler; on a stop (SIGTERM), end the live streams at once.
 
-    A stream never finishes by itself, so a graceful stop would otherwise wait out
+    A stream (``GET /v1/stream``) never finishes by itself, so a graceful stop would otherwise wait out
     ``GRACEFUL_TIMEOUT`` for every one; ended, their clients reconnect to another
     worker and resume from the store, and the stop waits only for real requests.
     """
@@ -78,3 +78,5 @@ def post_worker_init(worker) -> None:
     signal.siginterrupt(signal.SIGTERM, False)  # as gunicorn has it: a stop must not interrupt requests' system calls
     # Every process runs the spool drainer; one at a time (a Redis lock) does the work.
     worker.wsgi.extensions["payhook.spool_drainer"].start()
+    # Every process reconciles too, without a leader: each intent is claimed with a lease in the store.
+    worker.wsgi.extensions["payhook.reconciler"].start()

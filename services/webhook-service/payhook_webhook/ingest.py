@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import dramatiq
-from sqlalchemy import insert, select
+from sqlalchemy import Update, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
@@ -38,11 +38,11 @@ from payhook_shared import ids, jobs, notices
 from payhook_shared.provider_keys import provider_key
 from payhook_shared.broker import RedisBroker
 from payhook_shared.callbacks import mpesa, sources
-from payhook_shared.events import TEST_TYPE, NormalisedEvent
+from payhook_shared.events import SUCCEEDED, TEST_TYPE, NormalisedEvent
 from payhook_shared.logs import bind
 from payhook_shared.messages import MAX_DELIVERIES, DeliverWebhook
 from payhook_shared.priority import DELIVERY, Priority, queue_name
-from payhook_shared.store import Delivery, Email, Event, Store
+from payhook_shared.store import Delivery, Email, Event, IntentState, PaymentIntent, Store
 from payhook_shared.store.models import utcnow
 
 from . import metrics, stream
@@ -59,6 +59,21 @@ NO_RECEIPT_EMAIL_TYPES = mpesa.NOT_RECEIVED_TYPES | {TEST_TYPE}
 # At most this many events share one write; more wait for the next.
 MAX_BATCH = 100
 RECORD_EVENTS = "SELECT kind, row_id, version FROM payhook_record_events(%s, %s, %s)"
+# The same call, settling in the same statement (so the same transaction and round trip) the payment
+# intents of the batch's new STK Push results, found by CheckoutRequestID.
+RECORD_EVENTS_SETTLING = """
+WITH recorded AS MATERIALIZED (SELECT kind, row_id, version FROM payhook_record_events(%s, %s, %s)),
+settled AS (
+    UPDATE payment_intents AS p
+    SET state = s.state, result_code = s.result_code, event_id = s.event_id, resolved_at = s.resolved_at
+    FROM json_to_recordset(%s::json) AS s(merchant_id text, checkout_request_id text, state text,
+                                          result_code text, event_id text, resolved_at timestamptz)
+    WHERE p.checkout_request_id = s.checkout_request_id AND p.merchant_id = s.merchant_id
+      AND p.state IN ('pending', 'unknown')
+      AND s.event_id IN (SELECT row_id FROM recorded WHERE kind = 'event')
+)
+SELECT kind, row_id, version FROM recorded
+"""
 _EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(NormalisedEvent))
 
 
@@ -290,8 +305,13 @@ def _write_postgresql(store: Store, writes: Sequence[_Write]) -> None:
     events = json.dumps([{**w.rows.event, "profile_version": w.version} for w in writes], default=_json_value)
     deliveries = json.dumps([row for w in writes for row in w.rows.deliveries], default=_json_value)
     emails = json.dumps([row for w in writes for row, _ in w.rows.emails], default=_json_value)
+    settling = [row for w in writes if (row := _settlement(w.rows.event)) is not None]
     with store.driver() as conn:
-        returned = conn.execute(RECORD_EVENTS, (events, deliveries, emails)).fetchall()
+        if settling:
+            returned = conn.execute(RECORD_EVENTS_SETTLING, (events, deliveries, emails,
+                                                             json.dumps(settling, default=_json_value))).fetchall()
+        else:
+            returned = conn.execute(RECORD_EVENTS, (events, deliveries, emails)).fetchall()
     new_events = {row_id for kind, row_id, _ in returned if kind == "event"}
     new_emails = {row_id for kind, row_id, _ in returned if kind == "email"}
     versions = {row_id: version for kind, row_id, version in returned if kind == "version"}
@@ -325,12 +345,34 @@ def _write_sqlite(store: Store, writes: Sequence[_Write]) -> None:
                 continue
             if rows.deliveries:
                 session.execute(insert(Delivery), rows.deliveries)
+            settle = _settlement(rows.event)
+            if settle is not None:
+                session.execute(settle_intent(settle))
             for row, _ in rows.emails:
                 stmt = (sqlite_insert(Email).values(**row).on_conflict_do_nothing(index_elements=["dedupe_key"])
                         .returning(Email.id))
                 if session.execute(stmt).scalar_one_or_none() is not None:
                     w.email_ids.add(row["id"])
             w.inserted = True
+
+
+def _settlement(event: dict[str, Any]) -> dict[str, Any] | None:
+    """What an STK Push result settles: its payment intent (by CheckoutRequestID), or ``None`` for other events."""
+    if event["type"] != mpesa.STK_PUSH or not event.get("reference"):
+        return None
+    return {"merchant_id": event["merchant_id"], "checkout_request_id": event["reference"],
+            "state": (IntentState.COMPLETED if event["status"] == SUCCEEDED else IntentState.FAILED).value,
+            "result_code": event["result_code"], "event_id": event["id"], "resolved_at": event["received_at"]}
+
+
+def settle_intent(settlement: dict[str, Any]) -> Update:
+    """The UPDATE that settles a pending (or unknown) payment intent as ``settlement`` (``_settlement``) says."""
+    return (update(PaymentIntent)
+            .where(PaymentIntent.merchant_id == settlement["merchant_id"],
+                   PaymentIntent.checkout_request_id == settlement["checkout_request_id"],
+                   PaymentIntent.state.in_((IntentState.PENDING.value, IntentState.UNKNOWN.value)))
+            .values(state=settlement["state"], result_code=settlement["result_code"],
+                    event_id=settlement["event_id"], resolved_at=settlement["resolved_at"]))
 
 
 def _existing_event_id(session: Session, merchant_id: str, dedupe_key: str) -> str:

@@ -58,6 +58,14 @@ for _outcome in ("recorded", "duplicate", "quarantined", "unknown_merchant"):
     SPOOL_DRAINED.labels(_outcome)
 INGEST_BATCH = Histogram("payhook_ingest_batch_events", "Events written together in one database write "
                          "(group commit): near 1 when idle, larger under load.", buckets=(1, 2, 4, 8, 16, 32, 64, 100))
+RECONCILED = Counter("payhook_reconcile_checks_total", "STK Push Queries of intents whose callback never came, by "
+                     "outcome (resolved, duplicate, processing, unavailable, rejected, no_credentials, "
+                     "store_error; settled: its event was recorded already, no query).", ["outcome"])
+for _outcome in ("resolved", "duplicate", "settled", "processing", "unavailable", "rejected", "no_credentials",
+                 "store_error"):
+    RECONCILED.labels(_outcome)
+UNRESOLVED = Counter("payhook_payments_unresolved_total", "Payment intents that ended unknown: no callback, and "
+                     "Daraja's STK Push Query gave no final answer in time (payhook.payment.unresolved sent).")
 EVENTS = Counter("payhook_events_total", "New events recorded (duplicates excluded), by type and priority.",
                  ["type", "priority"])
 

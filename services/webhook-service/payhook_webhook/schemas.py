@@ -15,14 +15,17 @@ from urllib.parse import urlsplit
 from flask import current_app, request
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from payhook_shared import catalog, endpoint_headers, ssrf
+from payhook_shared import catalog, endpoint_headers, money, ssrf
 from payhook_shared.addresses import EmailAddress
 from payhook_shared.callbacks import parse_json
 from payhook_shared.callbacks.base import load as load_schema
 from payhook_shared.callbacks.gateways import HMAC, PROVIDERS
+from payhook_shared.daraja.client import MAX_STK_AMOUNT, normalise_phone
+from payhook_shared.daraja.credentials import ENVIRONMENTS
 from payhook_shared.errors import DecodeError, UnsafeURL
 from payhook_shared.merchant_settings import MAX_PRIORITY_RULES, PriorityRuleSchema
 from payhook_shared.priority import Priority
+from payhook_shared.store import IntentState
 
 from .errors import InvalidPayload, UnsupportedMediaType
 from .params import TimeField
@@ -310,5 +313,99 @@ class PriorityTestSchema(Schema):
 class QuarantineQuerySchema(Schema):
     merchant_id = fields.String(load_default=None, validate=validate.Length(1, 40))
     state = fields.String(load_default=None, validate=validate.OneOf(["quarantined", "resolved"]))
+    limit = fields.Integer(load_default=DEFAULT_PAGE, validate=validate.Range(1, MAX_PAGE))
+    after = fields.String(load_default=None, validate=validate.Length(1, 40))
+
+
+# Daraja's own limits: AccountReference at most 12 characters, TransactionDesc at most 13.
+MAX_ACCOUNT_REFERENCE = 12
+MAX_TRANSACTION_DESC = 13
+_SECRET_TEXT = r"^[\x21-\x7e]+$"
+
+
+def _secret(maximum: int) -> fields.String:
+    """A Daraja secret: printable ASCII without spaces; left out or null keeps the stored one."""
+    return fields.String(load_default=None, allow_none=True, validate=[
+        validate.Length(max=maximum),
+        validate.Regexp(_SECRET_TEXT, error="must be printable ASCII without spaces"),
+    ])
+
+
+class DarajaCredentialsSchema(Schema):
+    """A merchant's Daraja credentials; a secret field left out keeps its stored value (the consumer key and
+    secret are required the first time)."""
+
+    environment = fields.String(required=True, validate=validate.OneOf(ENVIRONMENTS))
+    shortcode = fields.String(required=True, validate=validate.Regexp(r"^[0-9]{5,7}$",
+                                                                       error="must be 5 to 7 digits"))
+    consumer_key = _secret(200)
+    consumer_secret = _secret(200)
+    passkey = _secret(200)
+    initiator_name = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=100))
+    security_credential = _secret(2000)
+
+    FIELDS = ("environment", "shortcode", "consumer_key", "consumer_secret", "passkey", "initiator_name",
+              "security_credential")
+
+
+class PhoneField(fields.Field):
+    """A Safaricom number, read as 2547…/2541…, 07…/01… or +254…; loads as ``2547XXXXXXXX``."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise ValidationError("must be a phone number such as 254712345678")
+        try:
+            return normalise_phone(str(value))
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class ShillingsField(fields.Field):
+    """An STK Push amount: whole Kenyan shillings from 1 to Daraja's ceiling, as a number or its text."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        try:
+            minor = money.to_minor(value, "KES")
+        except money.AmountError as exc:
+            raise ValidationError(str(exc)) from None
+        if minor % 100:
+            raise ValidationError("must be whole shillings: STK Push takes no cents")
+        if not 1 <= minor // 100 <= MAX_STK_AMOUNT:
+            raise ValidationError(f"must be 1 to {MAX_STK_AMOUNT} shillings")
+        return minor // 100
+
+
+class StkPushSchema(Schema):
+    amount = ShillingsField(required=True)
+    phone = PhoneField(required=True)
+    account_reference = fields.String(required=True, validate=validate.Length(1, MAX_ACCOUNT_REFERENCE))
+    description = fields.String(required=True, validate=validate.Length(1, MAX_TRANSACTION_DESC))
+    idempotency_key = fields.String(required=True, validate=validate.Length(1, 100))
+    # Required with an admin key; a merchant key may omit it or must name its own merchant.
+    merchant_id = fields.String(load_default=None, validate=validate.Length(1, 40))
+
+
+class IntentRegisterSchema(Schema):
+    """An STK Push the merchant made itself, for Payhook to follow: only its CheckoutRequestID is required."""
+
+    checkout_request_id = fields.String(required=True, validate=validate.Length(1, 100))
+    merchant_request_id = fields.String(load_default=None, allow_none=True, validate=validate.Length(1, 100))
+    amount = ShillingsField(load_default=None, allow_none=True)
+    phone = PhoneField(load_default=None, allow_none=True)
+    account_reference = fields.String(load_default=None, allow_none=True,
+                                      validate=validate.Length(1, MAX_ACCOUNT_REFERENCE))
+    description = fields.String(load_default=None, allow_none=True, validate=validate.Length(1, 200))
+    idempotency_key = fields.String(load_default=None, allow_none=True, validate=validate.Length(1, 100))
+    merchant_id = fields.String(load_default=None, validate=validate.Length(1, 40))
+
+
+class IntentQuerySchema(Schema):
+    merchant_id = fields.String(load_default=None, validate=validate.Length(1, 40))
+    state = fields.String(load_default=None, validate=validate.OneOf([s.value for s in IntentState]))
+    source = fields.String(load_default=None, validate=validate.OneOf(["api", "registered"]))
+    checkout_request_id = fields.String(load_default=None, validate=validate.Length(1, 100))
+    account_reference = fields.String(load_default=None, validate=validate.Length(1, MAX_ACCOUNT_REFERENCE))
+    since = TimeField(load_default=None)
+    until = TimeField(load_default=None)
     limit = fields.Integer(load_default=DEFAULT_PAGE, validate=validate.Range(1, MAX_PAGE))
     after = fields.String(load_default=None, validate=validate.Length(1, 40))

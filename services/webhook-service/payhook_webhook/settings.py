@@ -92,6 +92,32 @@ class Settings:
     """Spool M-Pesa callbacks the store cannot record only into a Redis with ``appendonly yes``; otherwise answer ``503``."""
     spool_drain_interval: float = 1.0
     """Seconds between the spool drainer's looks for spooled callbacks to move into the store."""
+    credentials_keys: tuple[str, ...] = ()
+    """Fernet keys (comma-separated) that encrypt merchants' Daraja credentials: the first encrypts, every one decrypts (rotation: ``flask credentials rotate``)."""
+    credentials_key_file: str = "var/credentials.key"
+    """Development only: with no ``CREDENTIALS_KEYS``, the key is kept in this file (made owner-only on first use); empty refuses to store credentials without keys."""
+    daraja_sandbox_url: str = "https://sandbox.safaricom.co.ke"
+    """Base URL of Daraja's sandbox, called for credentials whose environment is ``sandbox``."""
+    daraja_production_url: str = "https://api.safaricom.co.ke"
+    """Base URL of Daraja's production API, called for credentials whose environment is ``production``."""
+    daraja_connect_timeout: float = 5.0
+    """Seconds to connect to Daraja before a call fails as unavailable."""
+    daraja_read_timeout: float = 30.0
+    """Seconds to wait for Daraja's answer once connected before a call fails as unavailable."""
+    daraja_rate_limit: int = 10
+    """Daraja calls one merchant's credentials may make per second, across every process (more are refused ``429``)."""
+    reconcile_after: float = 120.0
+    """Seconds after an STK Push (or its registration) before a payment intent with no callback is queried with STK Push Query."""
+    reconcile_interval: float = 5.0
+    """Seconds between each web process's looks for payment intents due a query."""
+    reconcile_max_checks: int = 6
+    """Queries answered "still being processed" after which a payment intent ends ``unknown`` (``payhook.payment.unresolved``)."""
+    reconcile_max_age: float = 86400.0
+    """Seconds after its push when a payment intent Daraja never settled (unreachable, 5xx, 429) ends ``unknown``."""
+    reconcile_backoff: float = 15.0
+    """Seconds before querying an intent again after its first answer that was not final; doubled after each."""
+    reconcile_backoff_max: float = 600.0
+    """Longest wait, in seconds, between two queries of one payment intent."""
     bind: str = "127.0.0.1:8640"
     """gunicorn: the address the web server listens on."""
     web_workers: int = 2

@@ -105,6 +105,11 @@ def _text(value: Any, limit: int = 100) -> str | None:
     return text if len(text) <= limit else None
 
 
+def stk_dedupe_key(checkout_request_id: str) -> str:
+    """An STK Push result's dedupe key: its callback and the reconciler's query answer share it."""
+    return f"stk:{checkout_request_id}"
+
+
 def normalise_stk(payload: dict[str, Any]) -> NormalisedEvent:
     """Validate and normalise an STK Push (M-Pesa Express) result callback.
 
@@ -121,7 +126,7 @@ def normalise_stk(payload: dict[str, Any]) -> NormalisedEvent:
         provider=PROVIDER,
         type=STK_PUSH,
         status=SUCCEEDED if code == "0" else FAILED,
-        dedupe_key=f"stk:{cb['CheckoutRequestID']}",
+        dedupe_key=stk_dedupe_key(cb["CheckoutRequestID"]),
         amount_minor=amount_minor,
         currency=CURRENCY,
         receipt=_text(meta.get("MpesaReceiptNumber")),

@@ -138,10 +138,10 @@ def _data_schema(provider: str, details: dict[str, Any] | None) -> dict[str, Any
     }
 
 
-def _details(required: dict[str, Any]) -> dict[str, Any]:
+def _details(required: dict[str, Any], about_endpoint: bool = True) -> dict[str, Any]:
     endpoint = {"endpoint_id": {"type": "string"}, "endpoint_url": {"type": "string",
                 "description": "without credentials, query or fragment"}, "endpoint_description": {"type": "string"}}
-    properties = {**endpoint, **required}
+    properties = {**(endpoint if about_endpoint else {}), **required}
     return {"type": "object", "required": list(properties), "properties": properties, "additionalProperties": False}
 
 
@@ -200,6 +200,10 @@ _OPERATIONAL_DETAILS = {
                                 "event_type": {"type": "string"}, "attempts": {"type": "integer"},
                                 "category": {"type": "string"}, "last_status": {"type": ["integer", "null"]},
                                 "last_error": _TEXT, "dead_at": {"type": "string", "format": "date-time"}},
+    operational.PAYMENT_UNRESOLVED: {"intent_id": {"type": "string"}, "checkout_request_id": {"type": "string"},
+                                     "account_reference": _TEXT, "pushed_at": {"type": "string", "format": "date-time"},
+                                     "checks": {"type": "integer"}, "reason": {"type": "string"},
+                                     "unresolved_at": {"type": "string", "format": "date-time"}},
 }
 _OPERATIONAL_DESCRIPTIONS = {
     operational.ENDPOINT_FAILING: "Another endpoint of yours failed repeatedly and Payhook paused deliveries "
@@ -210,6 +214,9 @@ _OPERATIONAL_DESCRIPTIONS = {
                                     "resumed (opt-in).",
     operational.DELIVERY_DEAD: "A delivery to another endpoint of yours gave up and is kept as a dead letter "
                                "(opt-in).",
+    operational.PAYMENT_UNRESOLVED: "An STK Push whose callback never came, and which Daraja's STK Push Query "
+                                    "could not settle: its payment intent is unknown; check it with Safaricom "
+                                    "(opt-in).",
 }
 
 ENTRIES: tuple[EventType, ...] = (
@@ -225,7 +232,8 @@ ENTRIES: tuple[EventType, ...] = (
     EventType(TEST_TYPE, "payhook", "A synthetic event an operator records to check a running stack.", None,
               details_schema={"type": "object"}),
     *(EventType(t, operational.PROVIDER, _OPERATIONAL_DESCRIPTIONS[t], None,
-                details_schema=_details(_OPERATIONAL_DETAILS[t]), opt_in=True) for t in operational.TYPES),
+                details_schema=_details(_OPERATIONAL_DETAILS[t], about_endpoint=t != operational.PAYMENT_UNRESOLVED),
+                opt_in=True) for t in operational.TYPES),
 )
 
 
@@ -329,6 +337,11 @@ def _operational_example(event_type: str) -> NormalisedEvent:
     if event_type == operational.ENDPOINT_RECOVERED:
         return operational.endpoint_recovered(ep, failing_since=at - dt.timedelta(minutes=20), recovered_at=at,
                                               failures=7)
+    if event_type == operational.PAYMENT_UNRESOLVED:
+        return operational.payment_unresolved(
+            intent_id="pin_0123456789abcdef", checkout_request_id="ws_CO_011220260930001234567890",
+            account_reference="INV-1042", amount_minor=10000, created_at=at - dt.timedelta(hours=24), checks=6,
+            reason="Daraja stk_query: The transaction is being processed (500.001.1001)", at=at)
     return operational.delivery_dead(ep, delivery_id="dlv_0123456789abcdef", event_id="evt_0123456789abcdef",
                                      event_type=mpesa.STK_PUSH, attempts=8, category="server_error",
                                      last_status=500, last_error="HTTP 500", dead_at=at)

@@ -2,12 +2,12 @@
 
 from .db import Store, create_engine
 from .models import (
-    ApiKey, AuditEntry, Base, ConsoleSession, Delivery, DeliveryAttempt, Email, Endpoint, Event, JobState, Merchant,
-    QuarantinedCallback, QuarantineState, Replay, SignInLink, Source,
+    ApiKey, AuditEntry, Base, ConsoleSession, DarajaCredential, Delivery, DeliveryAttempt, Email, Endpoint, Event,
+    IntentState, JobState, Merchant, PaymentIntent, QuarantinedCallback, QuarantineState, Replay, SignInLink, Source,
 )
 
 __all__ = [
-    "ApiKey", "AuditEntry", "Base", "ConsoleSession", "Delivery", "DeliveryAttempt", "Email", "Endpoint", "Event",
-    "JobState", "Merchant", "QuarantinedCallback", "QuarantineState", "Replay", "SignInLink", "Source", "Store",
-    "create_engine",
+    "ApiKey", "AuditEntry", "Base", "ConsoleSession", "DarajaCredential", "Delivery", "DeliveryAttempt", "Email",
+    "Endpoint", "Event", "IntentState", "JobState", "Merchant", "PaymentIntent", "QuarantinedCallback",
+    "QuarantineState", "Replay", "SignInLink", "Source", "Store", "create_engine",
 ]

@@ -466,3 +466,72 @@ class QuarantinedCallback(Base):
     last_attempt_at: Mapped[dt.datetime | None]
     resolved_at: Mapped[dt.datetime | None]
     event_id: Mapped[str | None] = mapped_column(String(40))
+
+
+class DarajaCredential(Base):
+    """A merchant's Daraja app and shortcode; the secret fields are Fernet ciphertext (``payhook_shared.daraja``).
+
+    ``version`` grows with every change: the access token cached in Redis is keyed by it, so new
+    credentials never use a token the old ones fetched. Nothing here is ever shown back in the clear.
+    """
+
+    __tablename__ = "daraja_credentials"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), unique=True)
+    environment: Mapped[str] = mapped_column(String(16))
+    shortcode: Mapped[str] = mapped_column(String(20))
+    consumer_key_enc: Mapped[str] = mapped_column(Text)
+    consumer_secret_enc: Mapped[str] = mapped_column(Text)
+    passkey_enc: Mapped[str | None] = mapped_column(Text)
+    initiator_name_enc: Mapped[str | None] = mapped_column(Text)
+    security_credential_enc: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class IntentState(str, enum.Enum):
+    """Life of a payment intent (an STK Push awaiting its callback)."""
+
+    PENDING = "pending"      # pushed; no callback yet
+    COMPLETED = "completed"  # the callback said paid (ResultCode 0)
+    FAILED = "failed"        # the callback said not paid (cancelled, timed out, insufficient funds, …)
+    UNKNOWN = "unknown"      # reconciliation could not tell
+
+
+class PaymentIntent(Base):
+    """An STK Push Payhook made (``source`` ``api``) or a merchant registered (``registered``), until its callback.
+
+    ``amount_minor`` is in cents (``payhook_shared.money``); ``phone`` is kept masked. The STK
+    callback for ``checkout_request_id`` settles it in the same transaction that records the event
+    (``event_id``, ``result_code``). ``next_check_at``, ``checks`` and ``last_checked_at`` are the
+    reconciler's: when to ask Daraja about an intent whose callback never came.
+    """
+
+    __tablename__ = "payment_intents"
+    __table_args__ = (
+        UniqueConstraint("merchant_id", "idempotency_key", name="uq_payment_intents_merchant_idempotency"),
+        Index("ix_payment_intents_merchant_id_id", "merchant_id", "id"),
+        Index("ix_payment_intents_state_next_check_at", "state", "next_check_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    checkout_request_id: Mapped[str] = mapped_column(String(100), unique=True)
+    merchant_request_id: Mapped[str | None] = mapped_column(String(100))
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3), default="KES")
+    phone: Mapped[str | None] = mapped_column(String(20))
+    account_reference: Mapped[str | None] = mapped_column(String(40))
+    description: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), default=IntentState.PENDING.value)
+    source: Mapped[str] = mapped_column(String(16))
+    idempotency_key: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    next_check_at: Mapped[dt.datetime | None]
+    checks: Mapped[int] = mapped_column(Integer, default=0)
+    last_checked_at: Mapped[dt.datetime | None]
+    resolved_at: Mapped[dt.datetime | None]
+    result_code: Mapped[str | None] = mapped_column(String(40))
+    event_id: Mapped[str | None] = mapped_column(String(40))

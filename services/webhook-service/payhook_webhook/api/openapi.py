@@ -27,12 +27,12 @@ from payhook_shared.addresses import EmailAddress
 from payhook_shared.callbacks.gateways import PROVIDERS
 
 from ..params import TimeField
-from . import openapi_events
+from . import openapi_events, openapi_mpesa
 from .event_types import api_event
 from ..schemas import (
     MAX_GRACE_SECONDS, DeadLetterFilterSchema, EndpointCreateSchema, EndpointTestSchema, EndpointUpdateSchema,
     EventCreateSchema, HmacConfigSchema, MerchantCreateSchema, MerchantUpdateSchema, PriorityField,
-    PriorityTestSchema, PurgeSchema, RecoverSchema, RotateSecretSchema, SourceCreateSchema, SourceRotateSchema,
+    PhoneField, PriorityTestSchema, PurgeSchema, RecoverSchema, ShillingsField, RotateSecretSchema, SourceCreateSchema, SourceRotateSchema,
     SourceUpdateSchema, validate_endpoint_url,
 )
 
@@ -63,6 +63,7 @@ REQUEST_SCHEMAS: dict[str, type[Schema]] = {
     "SourceUpdate": SourceUpdateSchema,
     "SourceRotate": SourceRotateSchema,
     **openapi_events.REQUEST_SCHEMAS,
+    **openapi_mpesa.REQUEST_SCHEMAS,
 }
 _PRIORITIES = ["urgent", "high", "normal", "low"]
 
@@ -76,6 +77,13 @@ def _payhook_fields(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, 
     if isinstance(field, merchant_settings.KesAmount):
         kinds = ["string", "number", "null"] if field.allow_none else ["string", "number"]
         return {"type": kinds, "description": "an amount in KES"}
+    if isinstance(field, PhoneField):
+        kinds = ["string", "null"] if field.allow_none else "string"
+        return {"type": kinds, "description": "a Safaricom number: 2547XXXXXXXX or 2541XXXXXXXX (07…, 01…, +254… are "
+                                              "read too)"}
+    if isinstance(field, ShillingsField):
+        kinds = ["integer", "string", "null"] if field.allow_none else ["integer", "string"]
+        return {"type": kinds, "description": "whole Kenyan shillings, at least 1"}
     if isinstance(field, TimeField):
         return {"type": ["string", "null"] if field.allow_none else "string", "format": "date-time"}
     if isinstance(field, EmailAddress):
@@ -240,6 +248,7 @@ def _answer_schemas() -> dict[str, Any]:
         "event_id": _ID, "delivery_id": _ID, "endpoint_id": _ID, "type": {"type": "string"},
     }}
     schemas.update(openapi_events.components())
+    schemas.update(openapi_mpesa.components())
     return schemas
 
 
@@ -568,7 +577,7 @@ def document(app: Flask) -> dict[str, Any]:
         spec.components.schema(name, schema)
     spec.components.security_scheme("apiKey", {"type": "http", "scheme": "bearer",
                                                "description": "`phk_…` admin or merchant API key"})
-    for path, item in _merged(_api_paths(), openapi_events.paths(), _callback_paths(app)).items():
+    for path, item in _merged(_api_paths(), openapi_events.paths(), openapi_mpesa.paths(), _callback_paths(app)).items():
         operations = {method: op for method, op in item.items() if method != "parameters"}
         spec.path(path=path, operations=operations, parameters=item.get("parameters"))
     return spec.to_dict()

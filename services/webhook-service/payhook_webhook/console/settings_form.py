@@ -27,6 +27,8 @@ NOTICES = (
     (merchant_settings.ENDPOINT_FAILING, "Endpoint failing",
      "to you, once per incident, when an endpoint keeps failing"),
     (merchant_settings.ENDPOINT_DISABLED, "Endpoint disabled", "to you, when Payhook stops sending to an endpoint"),
+    (merchant_settings.PAYMENT_UNRESOLVED, "Payment unresolved",
+     "to you, when an STK Push's callback never came and Daraja could not say whether it was paid"),
 )
 
 

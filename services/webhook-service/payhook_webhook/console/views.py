@@ -24,15 +24,18 @@ from werkzeug.exceptions import HTTPException
 from payhook_shared import addresses, catalog, deadletters, ids, signing
 from payhook_shared import merchant_settings
 from payhook_shared.priority import Priority
-from payhook_shared.store import Endpoint, JobState, Merchant, QuarantinedCallback
+from payhook_shared.daraja.credentials import ENVIRONMENTS, SECRET_FIELDS
+from payhook_shared.store import Endpoint, IntentState, JobState, Merchant, PaymentIntent, QuarantinedCallback
 from payhook_shared.store.models import utcnow
 
 from .. import audit, auth, params, quarantine
 from ..errors import Forbidden, InvalidPayload, NotFound, WebhookServiceError
 from ..schemas import (
-    DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, EndpointCreateSchema, EndpointUpdateSchema, MerchantUpdateSchema, load,
+    DEFAULT_GRACE_SECONDS, MAX_GRACE_SECONDS, DarajaCredentialsSchema, EndpointCreateSchema, EndpointUpdateSchema,
+    MerchantUpdateSchema, load,
 )
-from ..services import replays
+from ..services import daraja, replays
+from ..services.common import page
 from ..services.endpoints import (
     WINDOWS, add_endpoint, circuit_state, edit_endpoint, rotate_endpoint_secret, window_stats,
 )
@@ -52,6 +55,8 @@ STATUSES = ("succeeded", "failed", "unknown")
 # A delivery's states: "suppressed" is for emails only.
 STATES = tuple(s.value for s in JobState if s is not JobState.SUPPRESSED)
 QUARANTINE_STATES = (quarantine.QUARANTINED, quarantine.RESOLVED)
+INTENT_STATES = tuple(s.value for s in IntentState)
+INTENT_SOURCES = (daraja.API, daraja.REGISTERED)
 GRACE_CHOICES = ((0, "none: retire the old secret now"), (3600, "1 hour"),
                  (DEFAULT_GRACE_SECONDS, "24 hours"), (MAX_GRACE_SECONDS, "7 days"))
 _PHONE_SUFFIX = re.compile(r"^[0-9]{1,15}$")
@@ -673,3 +678,69 @@ def audit_log():
     with _store().read() as session:
         rows, next_after = queries.audit_log(session, _scope(), after)
         return render_template("console/audit.html", rows=rows, next_after=next_after)
+
+
+# Daraja: credentials (write-only) and payment intents ------------------------------------------------------------
+
+def _daraja_page(merchant, merchants, errors: list[str] | None = None, status: int = 200):
+    with _store().read() as session:
+        summary = daraja.credentials_summary(daraja.stored_credentials(session, merchant.id)) if merchant else None
+    return render_template("console/daraja.html", merchant=merchant, merchants=merchants, summary=summary,
+                           errors=errors or [], environments=ENVIRONMENTS, secret_fields=SECRET_FIELDS), status
+
+
+@bp.get("/daraja")
+def daraja_page():
+    """A merchant's Daraja credentials: which fields are set (never their values), and a form to set them."""
+    scope = _scope()
+    with _store().read() as session:
+        merchants = queries.merchants(session, scope)
+        chosen = scope.merchant_filter(_text(request.args, "merchant"))
+        merchant = queries.merchant(session, scope, chosen) if chosen else None
+    return _daraja_page(merchant, merchants)
+
+
+@bp.post("/daraja")
+def save_daraja():
+    """Store the form's Daraja credentials, encrypted; an empty secret field keeps the stored value."""
+    scope = _scope()
+    chosen = scope.merchant_filter(_text(request.form, "merchant"))
+    if chosen is None:
+        raise InvalidPayload("merchant: choose a merchant")
+    # Secrets are read as typed (not through _text, which trims and caps them) and never shown back.
+    body = {name: request.form.get(name) or None for name in DarajaCredentialsSchema.FIELDS}
+    try:
+        loaded = load(DarajaCredentialsSchema(), body)
+        with _store().write() as session:
+            merchant = queries.merchant(session, scope, chosen)
+            daraja.set_credentials(session, security.current(), merchant, loaded)
+    except InvalidPayload as exc:
+        with _store().read() as session:
+            merchant = queries.merchant(session, scope, chosen)
+            merchants = queries.merchants(session, scope)
+        fields = exc.fields or {}
+        errors = [f"{name}: {' '.join(map(str, messages))}" for name, messages in fields.items()] or [exc.message]
+        return _daraja_page(merchant, merchants, errors, status=400)
+    flash(f"Daraja credentials of {merchant.name} saved.")
+    return redirect(url_for("console.daraja_page", merchant=merchant.id))
+
+
+@bp.get("/intents")
+def intents():
+    """Payment intents (STK Pushes awaiting or settled by their callback), filtered."""
+    scope = _scope()
+    filters = {"merchant": _text(request.args, "merchant"),
+               "state": _choice(request.args, "state", INTENT_STATES),
+               "source": _choice(request.args, "source", INTENT_SOURCES),
+               "checkout": _text(request.args, "checkout"), "reference": _text(request.args, "reference"),
+               "since": _time(request.args, "since"), "until": _time(request.args, "until")}
+    query_filters = {"merchant_id": scope.merchant_filter(filters["merchant"]), "state": filters["state"],
+                     "source": filters["source"], "checkout_request_id": filters["checkout"],
+                     "account_reference": filters["reference"], "since": filters["since"],
+                     "until": filters["until"]}
+    with _store().read() as session:
+        found = page(session, daraja.intents_query(query_filters), PaymentIntent.id, lambda row: row,
+                     queries.PAGE, request.args.get("after"))
+        return render_template("console/intents.html", rows=found["data"], next_after=found["next_after"],
+                               filters=filters, args=_query_args(filters), states=INTENT_STATES,
+                               sources=INTENT_SOURCES, merchants=queries.merchants(session, scope))

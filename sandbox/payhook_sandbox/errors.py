@@ -1,0 +1,7 @@
+"""The sandbox's one root exception."""
+
+from __future__ import annotations
+
+
+class SandboxError(Exception):
+    """Anything the sandbox refuses: bad settings, a bad control request."""
