@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from payhook_shared.priority import Priority
 from payhook_shared.store import Delivery, Event, JobState, Store
 
-from . import reference_delivery
+from . import reference_delivery, streams
 from .load import Sender, fill, wrk
 from .stack import BIN, ROOT, POOLS, Stack, free_port, wait_for
 
@@ -39,7 +39,8 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 WEB_WORKERS = int(os.environ.get("BENCH_WEB_WORKERS", "2"))
 WEB_CONNECTIONS = int(os.environ.get("BENCH_WEB_CONNECTIONS", "100"))
-# "ingest" stops after the ingest figures, "e2e" after end to end (quick profiling rounds); "all" runs everything.
+# "ingest" stops after the ingest figures, "e2e" after end to end (quick profiling rounds); "all" runs everything;
+# "streams" runs only ingest with and without stalled live streams (bench/streams.py).
 PHASES = os.environ.get("BENCH_PHASES", "all")
 # Issue #24: ingest at least 0.75 of bare Flask recording each body, URGENT p99 under 100 ms while 20,000 LOW drain,
 # no process above 100 MB, an idle stack under 2 % of a core; drain against the peer is ../shared/peer's to measure.
@@ -212,6 +213,9 @@ def main() -> None:
         results["settings"]["web"] = {"workers": stack.web_workers, "connections": stack.web_connections}
         store = Store(stack.db.url)
         print(f"stack up: {stack.db.kind}, receiver {stack.receiver_kind}, workdir {stack.workdir}", flush=True)
+        if PHASES == "streams":
+            results["streams"] = streams.stalled_streams(stack)
+            return
 
         receiver = wrk(f"http://127.0.0.1:{stack.receiver_port}", path="/webhooks", seconds=3,
                        connections=CONNECTIONS, prefix="rcv")
@@ -351,8 +355,13 @@ def main() -> None:
                                "low_drain_seconds": round(low_drain + SECONDS + 1, 1)}
         print(f"priority: URGENT p99 {results['priority']['urgent_p99_ms']} ms while {low} LOW drain", flush=True)
         store.dispose()
+        # Last, with the workers off again: what follows changes no figure above.
+        stack.stop_workers()
+        results["streams"] = streams.stalled_streams(stack)
     finally:
         stack.close()
+        if PHASES == "streams" and "streams" in results:
+            _streams_only(results)
     results["memory_mb"] = {name: {"peak_process": round(p.peak_rss_per_process / 2**20, 1),
                                    "peak_total": round(p.peak_rss / 2**20, 1)} for name, p in stack.procs.items()}
     # The machine may be shared: its load says how much of it the bench had.
@@ -362,6 +371,25 @@ def main() -> None:
     _table(results)
     _chart(results, OUT / "results.png")
     print(f"\nwritten: {OUT / 'results.json'}, {OUT / 'results.png'}")
+
+
+def _streams_only(results: dict) -> None:
+    """Write and print what ``BENCH_PHASES=streams`` measured."""
+    results["machine"]["load_average_at_end"] = os.getloadavg()
+    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+    m = results["machine"]
+    rows = [("machine", f"{m['cpus']} CPUs, load average {m['load_average_at_start'][0]:.1f} at start, "
+                        f"{m['load_average_at_end'][0]:.1f} at end", ""),
+            ("database", results["database"], ""), *streams.table_rows(results["streams"])]
+    _print_rows(rows)
+    print(f"\nwritten: {OUT / 'results.json'}")
+
+
+def _print_rows(rows: list[tuple[str, str, str]]) -> None:
+    width = max(len(a) for a, _, _ in rows)
+    print()
+    for name, value, verdict in rows:
+        print(f"{name:<{width}}  {value:<90}  {verdict}")
 
 
 def _cpu_line(cpu: dict) -> str:
@@ -412,14 +440,12 @@ def _table(r: dict) -> None:
         ("URGENT while LOW drain", f"p50 {r['priority']['urgent_p50_ms']} ms, p99 {r['priority']['urgent_p99_ms']} ms "
                                    f"({r['priority']['urgent_delivered']} URGENT, {r['priority']['low_backlog']} LOW)",
          ok[v["urgent_p99_ms"]] + " (< 100 ms)"),
+        *streams.table_rows(r["streams"]),
     ]
     for name, mem in r["memory_mb"].items():
         rows.append((f"peak RSS {name}", f"{mem['peak_process']} MB per process, {mem['peak_total']} MB in all",
                      ok[mem["peak_process"] < TARGETS["worker_rss_mb"]] + " (< 100 MB)"))
-    width = max(len(a) for a, _, _ in rows)
-    print()
-    for name, value, verdict in rows:
-        print(f"{name:<{width}}  {value:<90}  {verdict}")
+    _print_rows(rows)
 
 
 def _chart(r: dict, path: Path) -> None:

@@ -4,7 +4,7 @@ A message carries ids and a little context for logs, never whole objects: the
 store is the record, and a worker reads what it needs from there. Each message
 knows its queue and actor, so a sender never builds a message dict by hand::
 
-    broker.enqueue(DeliverWebhook(delivery_id=..., ...).to_dramatiq())
+    broker.enqueue(DeliverWebhook(delivery_ids=(...,), priority=...).to_dramatiq())
 
 and an actor turns its keyword arguments back with ``DeliverWebhook.decode``.
 """

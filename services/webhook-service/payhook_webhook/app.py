@@ -73,6 +73,7 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
     app.extensions["payhook.recorder"] = ingest.Recorder(app.extensions["payhook.store"],
                                                          app.extensions["payhook.broker"])
     app.extensions["payhook.stream_hub"] = stream.Hub(settings.redis_url, settings.stream_buffer)
+    app.extensions["payhook.stream_frames"] = stream.Frames(app.extensions["payhook.store"])
     # A stream shows life at least every heartbeat; three missed and its slot is free again.
     app.extensions["payhook.stream_slots"] = stream.StreamSlots(
         app.extensions["payhook.broker"].client, settings.stream_max_per_key, 3 * settings.stream_heartbeat_seconds)

@@ -6,9 +6,14 @@ every web process — every replica — hears of every event whichever process
 recorded it. Each process keeps one subscription (``Hub``) and copies each
 notice into the bounded queue of every open stream of that merchant; a stream
 whose queue is full (its reader is not keeping up) is dropped rather than
-waited on, so ingest and the other streams never wait for it. A dropped
-client, like any other, reconnects with ``Last-Event-ID`` and resumes from the
-store (``resume_after``).
+waited on, so ingest and the other streams never wait for it, and its
+connection is hung up at once (``Listener.on_overflow``): a reader that never
+reads leaves its stream blocked in a write that would otherwise never return.
+A dropped client, like any other, reconnects with ``Last-Event-ID`` and
+resumes from the store (``resume_after``).
+
+A process reads and serialises each announced event once for all its streams
+(``Frames``): twenty streams of one merchant cost one read per event, not twenty.
 
 "After" is by ``(received_at, id)``. ``received_at`` is stamped before the
 batch writes, so an event may commit a moment after one stamped later (two web
@@ -19,6 +24,7 @@ is the event id, as for every webhook).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import json
@@ -27,7 +33,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
@@ -64,20 +70,31 @@ class Notice:
 
 
 class Listener:
-    """One open stream's buffer of notices; ``dropped`` once it overflowed or the subscription broke."""
+    """One open stream's buffer of notices; ``dropped`` once it overflowed or the subscription broke.
+
+    ``on_overflow`` (if set) is called once, when the buffer overflows: the stream's writer may be
+    blocked on a reader that never reads, and only hanging up its connection ends that write.
+    """
 
     def __init__(self, merchant_id: str, size: int):
         self.merchant_id = merchant_id
         # ``None`` wakes the stream to end it (``Hub.close_all``).
         self.queue: queue.Queue[Notice | None] = queue.Queue(maxsize=size)
         self.dropped = False
+        self.on_overflow: Callable[[], None] | None = None
 
     def offer(self, item: Notice) -> None:
         """Buffer ``item``, or drop the stream if its reader is that far behind: never wait for it."""
         try:
             self.queue.put_nowait(item)
         except queue.Full:
+            if self.dropped:
+                return
             self.dropped = True
+            log.info("closing a live stream of %s: a slow reader, %d events behind", self.merchant_id,
+                     self.queue.maxsize)
+            if self.on_overflow is not None:
+                self.on_overflow()
 
 
 class Hub:
@@ -226,6 +243,56 @@ class StreamSlots:
     @staticmethod
     def _name(key_id: str) -> str:
         return f"payhook:streams:{key_id}"
+
+
+class _Frame:
+    """One event's frame, or the promise of it while the first stream to want it reads it."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.owner: str | None = None
+        self.text: str | None = None
+
+
+class Frames:
+    """The frames of the events announced last, shared by every stream of the process.
+
+    Each stream of a merchant gets every notice, all at once: without this, each would read the
+    event and serialise it again, and twenty open streams made each callback cost twenty reads.
+    The first stream to want an event reads it; the others wait for that read, not a read of their own.
+    """
+
+    def __init__(self, store: Store, size: int = 256, wait: float = 5.0):
+        self.store = store
+        self.size = size
+        self.wait = wait
+        self._lock = threading.Lock()
+        self._frames: collections.OrderedDict[str, _Frame] = collections.OrderedDict()
+
+    def get(self, merchant_id: str, event_id: str) -> str | None:
+        """The frame of the merchant's event ``event_id``, or ``None`` if it is not theirs (or gone)."""
+        with self._lock:
+            entry = self._frames.get(event_id)
+            first = entry is None
+            if first:
+                entry = self._frames[event_id] = _Frame()
+                while len(self._frames) > self.size:
+                    self._frames.popitem(last=False)
+        if first:
+            try:
+                event = load(self.store, merchant_id, event_id)
+                if event is not None:
+                    entry.owner, entry.text = event.merchant_id, frame(event)
+            finally:
+                entry.ready.set()
+                if entry.text is None:  # not theirs, gone, or the read failed: nothing to share
+                    with self._lock:
+                        if self._frames.get(event_id) is entry:
+                            del self._frames[event_id]
+        elif not entry.ready.wait(self.wait) or entry.text is None:
+            event = load(self.store, merchant_id, event_id)
+            return frame(event) if event is not None else None
+        return entry.text if entry.owner == merchant_id else None
 
 
 def frame(event: Event) -> str:

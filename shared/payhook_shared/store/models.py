@@ -191,6 +191,9 @@ class Event(Base):
         Index("ix_events_reference", "reference"),
         # The events API finds an event by the provider's own key (see payhook_shared.provider_keys).
         Index("ix_events_provider_key", "provider_key"),
+        # Lists of one type or one status, newest first, a page at a time (migration 0014e).
+        Index("ix_events_type_id", "type", "id"),
+        Index("ix_events_status_id", "status", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

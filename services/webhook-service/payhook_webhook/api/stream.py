@@ -4,14 +4,24 @@ Each event is sent as it commits, with ``id:`` its event id; a client that
 reconnects with ``Last-Event-ID`` gets what it missed from the store first
 (``stream.resume_after``). Heartbeats (SSE comments) keep idle connections open.
 A stream waits in a greenlet under gunicorn's gevent workers, not a thread.
+
+A reader that stops reading is hung up on once its stream's buffer of notices
+overflows (``stream.Listener``): under gunicorn the connection's kernel send
+buffer is kept small, so such a stream blocks after a few dozen events rather
+than after megabytes of them, and until its hang-up it costs no more than a
+place in the queue per event.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
+import socket
+import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import redis
 from flask import Blueprint, Response, current_app, request, stream_with_context
@@ -25,6 +35,10 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("stream", __name__, url_prefix="/v1")
 bp.before_request(auth.require_api_key)
+
+# The kernel's send buffer for a stream's connection. Left to autotuning, a reader that never reads
+# lets the server write megabytes (thousands of events, each read and framed) before its write blocks.
+SEND_BUFFER_BYTES = 32 * 1024
 
 
 def _merchant_id() -> str:
@@ -43,6 +57,29 @@ def _merchant_id() -> str:
     return principal.merchant_id
 
 
+def _connection() -> socket.socket | None:
+    """The client's socket when gunicorn serves the request (not under the test client)."""
+    return request.environ.get("gunicorn.socket")
+
+
+def _hang_up(sock: socket.socket) -> Callable[[], None]:
+    """A call that ends ``sock``'s connection at once, even while a write to it is blocked.
+
+    The shutdown goes through a duplicate of the descriptor: gevent's own ``shutdown`` would throw
+    "file descriptor closed" into the blocked writer, where this wakes it with a broken pipe,
+    which gunicorn takes as the client gone. Linger 0: the close resets, dropping what is unsent.
+    """
+    def hang_up() -> None:
+        with contextlib.suppress(OSError):
+            duplicate = socket.socket(sock.family, sock.type, fileno=os.dup(sock.fileno()))
+            try:
+                duplicate.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                duplicate.shutdown(socket.SHUT_RDWR)
+            finally:
+                duplicate.close()
+    return hang_up
+
+
 def _types() -> frozenset[str] | None:
     given = request.args.get("types", "")
     types = frozenset(t.strip() for t in given.split(",") if t.strip())
@@ -57,6 +94,7 @@ def live_stream():
     settings = current_app.extensions["payhook.settings"]
     store = current_app.extensions["payhook.store"]
     hub: stream.Hub = current_app.extensions["payhook.stream_hub"]
+    frames: stream.Frames = current_app.extensions["payhook.stream_frames"]
     slots: stream.StreamSlots = current_app.extensions["payhook.stream_slots"]
     last_id = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
     last = stream.load(store, merchant_id, last_id) if last_id else None
@@ -72,6 +110,11 @@ def live_stream():
     except redis.RedisError:
         slots.release(key_id, slot)
         raise
+    sock = _connection()
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        listener.on_overflow = _hang_up(sock)
 
     def events() -> Iterator[str]:
         sent: set[str] = set()
@@ -95,9 +138,9 @@ def live_stream():
                 break
             if item.id in sent or (types and item.type not in types):
                 continue
-            event = stream.load(store, merchant_id, item.id)
-            if event is not None:
-                yield stream.frame(event)
+            text = frames.get(merchant_id, item.id)
+            if text is not None:
+                yield text
         # Its reader fell a whole buffer behind, the subscription broke or the process is stopping:
         # the client resumes from the store.
         log.info("closed a live stream of %s", merchant_id)
