@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# `make test` runs the suite in this many pytest-xdist worker processes, each with its own redis-server, SQLite
+# files and PostgreSQL databases; a file's tests stay on one worker (docs/testing.md). 0: one process, no xdist.
+PYTEST_WORKERS ?= 2
 
 .PHONY: help setup run test test-priority screenshots bench bench-store drills docs clean
 
@@ -29,7 +32,7 @@ run: setup ## Start the whole system (Redis, web, workers, demo receiver) with e
 	$(PY) scripts/devstack.py
 
 test: setup ## Run the test suite (starts its own Redis; PostgreSQL too when TEST_DATABASE_URL is set)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-priority: setup ## Check priority holds under a LOW backlog on the running stack (starts one if none)
 	$(PY) scripts/test_priority.py

@@ -50,6 +50,17 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
                                  or ("ci" if os.environ.get("CI") == "true" else "dev"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """The files holding a ``slow`` test first, every file's tests in their own order.
+
+    ``make test`` hands whole files to its xdist workers in this order (``--dist loadfile
+    --no-loadscope-reorder``): the long files (the drills, the fuzz, the CLI on gunicorn, the query plans'
+    100,000 events) start first, so none of them is left to end the run on one worker while the others idle.
+    """
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
     """Our own redis-server for the whole session."""
@@ -106,7 +117,9 @@ class _Postgres:
     def __init__(self, url: str):
         self.admin_url = normalise_url(url)
         self.engine = sqlalchemy.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
-        self.template = f"payhook_tpl_{uuid.uuid4().hex[:10]}"
+        # Named after the xdist worker (gw0, gw1, ...) where there is one: each worker has its own databases.
+        self.prefix = f"payhook_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
+        self.template = f"{self.prefix}_tpl_{uuid.uuid4().hex[:10]}"
         self.created = 0  # databases made this session, the template included (see pytest_terminal_summary)
         self._execute(f'CREATE DATABASE "{self.template}"')
         self.created += 1
@@ -129,7 +142,7 @@ class _Postgres:
 
     def create(self) -> str:
         """A new database, migrated (copied from the template); the caller drops it."""
-        name = f"payhook_t_{uuid.uuid4().hex[:12]}"
+        name = f"{self.prefix}_t_{uuid.uuid4().hex[:12]}"
         self._execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
         self.created += 1
         return name
@@ -198,12 +211,33 @@ def postgres(request):
 
 
 _POSTGRES = pytest.StashKey[_Postgres]()
+_WORKERS_CREATED = pytest.StashKey[int]()  # databases the xdist workers made, summed as each one finishes
+
+
+def pytest_sessionfinish(session):
+    """An xdist worker hands the number of databases it made to the controller, which reports the sum."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None and _POSTGRES in session.config.stash:
+        workeroutput["postgres_created"] = session.config.stash[_POSTGRES].created
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """Add up what each finished xdist worker reported (see ``pytest_sessionfinish``)."""
+    created = getattr(node, "workeroutput", {}).get("postgres_created")
+    if created is not None:
+        node.config.stash[_WORKERS_CREATED] = node.config.stash.get(_WORKERS_CREATED, 0) + created
 
 
 def pytest_terminal_summary(terminalreporter, config):
-    """Report how many PostgreSQL databases the run made: one per test would make the suite wait on them."""
+    """Report how many PostgreSQL databases the run made: one per test would make the suite wait on them.
+
+    Each xdist worker has its own template and shared database, so a run on N workers makes 2 x N more.
+    """
     if _POSTGRES in config.stash:
         terminalreporter.write_line(f"PostgreSQL databases created: {config.stash[_POSTGRES].created}")
+    elif _WORKERS_CREATED in config.stash:
+        terminalreporter.write_line(f"PostgreSQL databases created: {config.stash[_WORKERS_CREATED]}")
 
 
 DATABASES = ["sqlite", "postgresql"]

@@ -19,6 +19,8 @@ import pytest
 from factories import api_key, merchant_with_endpoints
 from support import Receiver, free_port, wait_until
 
+pytestmark = pytest.mark.slow  # gunicorn, workers and the CLI in subprocesses in every test
+
 BIN = Path(sys.executable).parent
 
 

@@ -22,6 +22,8 @@ from factories import api_key, callback_url, merchant_with_endpoints
 from payhook_cli import daraja
 from support import Receiver, wait_until
 
+pytestmark = pytest.mark.slow  # gunicorn, workers and the CLI in subprocesses in every test
+
 BIN = Path(sys.executable).parent
 
 

@@ -16,9 +16,13 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
+import pytest
+
 from factories import api_key, callback_url, merchant_with_endpoints
 from payhook_cli import daraja
 from support import wait_until
+
+pytestmark = pytest.mark.slow  # gunicorn, workers and the CLI in subprocesses in every test
 
 STALLED = 20
 

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+import pytest
 from sqlalchemy import func, select
 
 from factories import fixture_bytes, merchant_with_endpoints, stk_url
@@ -51,6 +52,7 @@ def test_flushall_mid_run_loses_nothing(client, store, receiver, redis_client, d
     assert len(ids) == 60 and max(ids.values()) == 1
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_run_loses_nothing(client, store, receiver, database_url, redis_url):
     def slow_ok(req):
         time.sleep(0.05)
@@ -85,6 +87,7 @@ def test_worker_killed_mid_run_loses_nothing(client, store, receiver, database_u
     assert resent <= 4, f"{resent} webhook-ids resent after the kill at {killed_at}"
 
 
+@pytest.mark.slow
 def test_message_fetched_with_its_reply_lost_is_delivered(client, store, receiver, delivery_worker):
     merchant, _ = merchant_with_endpoints(store, receiver.url)
     assert client.post(stk_url(merchant), data=fixture_bytes("mpesa/stk_success.json"),

@@ -160,6 +160,7 @@ def test_rate_limit_spreads_deliveries_over_time(client, store, receiver, delive
     assert attempt_count(store) == 10 and all(d.attempts == 1 for d in deliveries(store))
 
 
+@pytest.mark.slow
 def test_max_in_flight_holds_across_worker_processes(client, store, receiver, database_url, redis_url, tmp_path):
     lock, state = threading.Lock(), {"now": 0, "peak": 0}
 

@@ -32,6 +32,8 @@ from payhook_shared.store import Delivery, Email, Event, JobState, Store
 from payhook_shared.store.migrate import upgrade
 from support import Receiver, free_port, wait_until
 
+pytestmark = pytest.mark.slow  # one real stack per module, scraped
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DASHBOARD = ROOT / "deploy/grafana/payhook-dashboard.json"

@@ -50,6 +50,7 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.mark.slow
 def test_the_demo_file_and_the_sqlite_database_are_owner_only(tmp_path):
     var = tmp_path / "var"
     var.mkdir()

@@ -26,6 +26,8 @@ from payhook_webhook.auth import create_api_key
 from payhook_webhook.console import queries as console
 from payhook_webhook.console.queries import Scope
 
+pytestmark = pytest.mark.slow  # its module fixtures fill PostgreSQL with 100,000 events
+
 ROWS = 100_000
 BIG_TABLES = {"events", "deliveries", "delivery_attempts", "emails"}
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)

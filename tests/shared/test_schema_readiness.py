@@ -113,6 +113,7 @@ def _start(script: str, database_url: str, redis_url: str, health_port: int, tmp
                             stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["payhook-delivery-worker", "payhook-mail-worker"])
 def test_workers_consume_only_once_migrated(behind, redis_url, redis_client, script, tmp_path):
     """The real worker, started on a schema one revision behind, serves /health (not Ready) and leaves its

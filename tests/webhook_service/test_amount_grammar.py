@@ -174,6 +174,7 @@ amounts = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=600, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(route=st.sampled_from(list(ROUTES)), amount=amounts)
 def test_no_unicode_string_as_an_amount_answers_5xx(module_poster, route, amount):

@@ -70,12 +70,14 @@ def _mutate(value, path: list[int], replacement, delete: bool):
     return copy
 
 
+@pytest.mark.slow
 @FUZZ
 @given(kind=st.sampled_from(KINDS), value=json_values)
 def test_arbitrary_json(fuzz_client, kind, value):
     _post(fuzz_client, kind, json.dumps(value).encode())
 
 
+@pytest.mark.slow
 @FUZZ
 @given(kind=st.sampled_from(KINDS), sample=st.sampled_from(SAMPLES),
        path=st.lists(st.integers(min_value=0, max_value=20), min_size=1, max_size=6),
@@ -84,6 +86,7 @@ def test_mutated_fixtures(fuzz_client, kind, sample, path, replacement, delete):
     _post(fuzz_client, kind, json.dumps(_mutate(sample, path, replacement, delete)).encode())
 
 
+@pytest.mark.slow
 @FUZZ
 @given(kind=st.sampled_from(KINDS), sample=st.sampled_from(RAW_SAMPLES), cut=st.integers(min_value=0),
        junk=st.binary(max_size=20))
@@ -92,6 +95,7 @@ def test_truncated_and_spliced_bytes(fuzz_client, kind, sample, cut, junk):
     _post(fuzz_client, kind, sample[:cut] + junk)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(kind=st.sampled_from(KINDS), body=st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode)))
 def test_random_bytes(fuzz_client, kind, body):

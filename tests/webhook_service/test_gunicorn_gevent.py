@@ -179,6 +179,7 @@ def test_a_chunked_body_over_the_limit_is_refused_by_the_real_server(web, store)
     assert status == 200, answer
 
 
+@pytest.mark.slow
 def test_callback_tokens_never_reach_the_logs_or_metrics(database_url, redis_url, store, tmp_path):
     merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/a")
     wrong = "f" * 32

@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import shutil
+
+import pytest
 from openapi_spec_validator import validate
 
 from payhook_shared import catalog
 from payhook_webhook.api.openapi import openapi_path
+from payhook_webhook.app import create_app
 
 
-def test_every_route_is_documented(webhook_app, client):
-    response = client.get("/openapi.json")
+@pytest.fixture(scope="module")
+def webhook_app(sqlite_template, redis_server, tmp_path_factory):
+    """The app on SQLite only, once for the module: the document is made from the routes, the schemas and the
+    catalog, never from the database, so these tests run once rather than once per database."""
+    path = tmp_path_factory.mktemp("openapi") / "payhook.db"
+    shutil.copy(sqlite_template, path)
+    app = create_app({"database_url": f"sqlite:///{path}", "redis_url": redis_server.url, "log_format": "text"})
+    yield app
+    app.extensions["payhook.store"].dispose()
+
+
+@pytest.fixture(scope="module")
+def document(webhook_app):
+    """GET /openapi.json, as served."""
+    response = webhook_app.test_client().get("/openapi.json")
     assert response.status_code == 200
-    document = response.get_json()
+    return response.get_json()
+
+
+def test_every_route_is_documented(webhook_app, document):
     assert document["openapi"] == "3.1.0"
     missing = []
     for rule in webhook_app.url_map.iter_rules():
@@ -25,8 +45,8 @@ def test_every_route_is_documented(webhook_app, client):
     assert missing == []
 
 
-def test_request_schemas_come_from_the_marshmallow_schemas(client):
-    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
+def test_request_schemas_come_from_the_marshmallow_schemas(document):
+    schemas = document["components"]["schemas"]
     event = schemas["EventCreate"]
     assert set(event["required"]) == {"type", "data", "idempotency_key"}
     assert event["properties"]["priority"]["enum"] == ["urgent", "high", "normal", "low", None]
@@ -37,8 +57,7 @@ def test_request_schemas_come_from_the_marshmallow_schemas(client):
         "$ref": "#/components/schemas/PriorityRule"}
 
 
-def test_every_reference_resolves(client):
-    document = client.get("/openapi.json").get_json()
+def test_every_reference_resolves(document):
     names = set(document["components"]["schemas"])
 
     def refs(node):
@@ -59,12 +78,12 @@ def test_rule_conversion():
     assert openapi_path("/files/<path:name>") == "/files/{name}"
 
 
-def test_the_document_is_valid_openapi_3_1(client):
-    validate(client.get("/openapi.json").get_json())
+def test_the_document_is_valid_openapi_3_1(document):
+    validate(document)
 
 
-def test_webhooks_are_the_event_catalog(client):
-    webhooks = client.get("/openapi.json").get_json()["webhooks"]
+def test_webhooks_are_the_event_catalog(document):
+    webhooks = document["webhooks"]
     assert len(webhooks) == len(catalog.ENTRIES)
     for entry in catalog.ENTRIES:
         name = entry.type if entry.type != "*" else f"* ({entry.provider})"

@@ -250,6 +250,7 @@ def _check(response, what) -> None:
     assert response.status_code < 500, (*what, response.status_code, response.get_data()[:400])
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data())
 def test_no_api_route_answers_5xx(site, data):
@@ -275,6 +276,7 @@ def test_no_api_route_answers_5xx(site, data):
         site.restore()
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.data())
 def test_no_console_route_answers_5xx(site, data):
