@@ -285,7 +285,9 @@ def main() -> None:
         fill(stack.base_url, lambda: _count(store), BACKLOG, path=stack.callback_path("stk"),
              connections=CONNECTIONS, prefix="fill")
         backlog = _count(store)
-        drain_cpu = _CpuMeter({"workers": lambda: sum(stack.procs[name].cpu_seconds() for name, _, _ in POOLS),
+        # The workers start inside the measurement: before they exist they have used nothing.
+        drain_cpu = _CpuMeter({"workers": lambda: sum(stack.procs[name].cpu_seconds() for name, _, _ in POOLS
+                                                      if name in stack.procs),
                                "redis": stack.procs["redis"].cpu_seconds,
                                "receiver": stack.procs["receiver"].cpu_seconds,
                                **({"database": _postgres_cpu} if local_database else {})})
