@@ -54,7 +54,8 @@ class RedisBroker(_DramatiqRedisBroker):
 
     def wake_key(self, queue_name: str) -> str:
         """The list an idle consumer of ``queue_name`` blocks on, and each enqueue pushes to."""
-        return f"{self.namespace}:{queue_name}.wake"
+        # Outside Dramatiq's own keys (``<namespace>:…``), so nothing that lists its queues mistakes it for one.
+        return f"{self.namespace}-wake:{queue_name}"
 
     def _wake(self, pipe: redis.client.Pipeline, queue_name: str) -> None:
         pipe.lpush(self.wake_key(queue_name), 1)

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from factories import api_key, callback_url, make_source, merchant_with_endpoints
 from payhook_shared import ids
-from payhook_shared.store import ApiKey, Delivery, Event, QuarantinedCallback
+from payhook_shared.store import ApiKey, Delivery, Event, PaymentIntent, QuarantinedCallback
 from payhook_shared.store.models import utcnow
 from payhook_webhook import auth
 
@@ -130,8 +130,10 @@ VALID_BODIES = {
 def _their_rows(store, client):
     theirs, [endpoint] = merchant_with_endpoints(store, "https://theirs.example/hook")
     source, _ = make_source(store, theirs, "flutterwave", "s" * 32)
-    event_id, delivery_id = ids.new_id("evt"), ids.new_id("dlv")
+    event_id, delivery_id, intent_id = ids.new_id("evt"), ids.new_id("dlv"), ids.new_id("pin")
     with store.write() as session:
+        session.add(PaymentIntent(id=intent_id, merchant_id=theirs.id, checkout_request_id="ws_CO_theirs",
+                                  source="registered"))
         session.add(Event(id=event_id, merchant_id=theirs.id, provider="api", type="order.paid", status="succeeded",
                           priority=2, dedupe_key="api:theirs", raw_payload="{}"))
         session.add(Delivery(id=delivery_id, event_id=event_id, endpoint_id=endpoint.id, merchant_id=theirs.id,
@@ -147,7 +149,8 @@ def _their_rows(store, client):
         quarantined_id = session.scalar(select(QuarantinedCallback.id))
     return {"merchant_id": theirs.id, "endpoint_id": endpoint.id, "source_id": source.id,
             "delivery_id": delivery_id, "key_id": key_id, "event_id": event_id,
-            "replay_id": replay.get_json()["id"], "quarantine_id": quarantined_id, "level": "urgent"}
+            "replay_id": replay.get_json()["id"], "quarantine_id": quarantined_id, "level": "urgent",
+            "intent_id": intent_id}
 
 
 def test_another_merchants_ids_answer_exactly_as_unknown_ids(webhook_app, client, store):

@@ -51,9 +51,10 @@ def _merchant_id(requested: str | None) -> str:
 def put_credentials(merchant_id: str):
     """Set the merchant's Daraja credentials (encrypted at rest); the answer says which fields are set, never them."""
     _, payload = json_body()
-    body = load(DarajaCredentialsSchema(), payload)
     with _store().write() as session:
+        # Another merchant's id answers as an unknown one would, whatever the body.
         merchant = visible_merchant(session, merchant_id)
+        body = load(DarajaCredentialsSchema(), payload)
         row = daraja.set_credentials(session, auth.current_principal(), merchant, body)
         return jsonify(daraja.credentials_summary(row))
 
