@@ -336,7 +336,8 @@ def main() -> None:
              kind="balance", connections=CONNECTIONS, prefix="low")
         low = _count(store) - before
         stack.start_workers()
-        time.sleep(1.0)
+        # Overtaking a backlog is the measure, not a worker's start: the URGENT callbacks come once all pools consume.
+        stack.wait_workers_up()
         sender = Sender(stack.web_port, stack.callback_path("stk"), kind="stk_failed", rate=20, prefix="urg",
                         threads=2).start()
         time.sleep(SECONDS)

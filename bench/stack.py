@@ -99,15 +99,23 @@ class Proc:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path):
         self.name, self.argv, self.env, self.log = name, argv, env, log
         self.popen: subprocess.Popen | None = None
+        self.log_offset = 0  # where this start's lines begin in the (appended) log
         self.peak_rss = 0
         self.peak_rss_by_pid: dict[int, int] = {}
 
     def start(self) -> "Proc":
         """Start (again), appending to the log file."""
         with self.log.open("ab") as out:
+            self.log_offset = out.tell()
             self.popen = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                                           cwd=ROOT, start_new_session=True)
         return self
+
+    def logged(self, text: str) -> bool:
+        """Whether this start of the process has logged ``text`` yet."""
+        with self.log.open("rb") as log:
+            log.seek(self.log_offset)
+            return text.encode() in log.read()
 
     @property
     def alive(self) -> bool:
@@ -313,6 +321,12 @@ class Stack:
                 {**self.env, "POOL": pool, "THREADS": str(threads)})
             if not proc.alive:
                 proc.start()
+
+    def wait_workers_up(self, timeout: float = 60.0) -> None:
+        """Wait until every started delivery worker consumes (it logs "delivery worker up")."""
+        for name, _, _ in POOLS:
+            if name in self.procs and self.procs[name].alive:
+                wait_for(lambda: self.procs[name].logged("delivery worker up"), timeout, name)
 
     def stop_workers(self) -> None:
         """SIGTERM every delivery worker and wait for it."""

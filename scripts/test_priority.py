@@ -3,8 +3,10 @@
 Through the real ingest (the admin-only ``/test/priority`` endpoint), it
 queues a backlog of LOW test events, then NORMAL, HIGH and URGENT ones, waits
 until the demo receiver has them all, and prints per level: count, first and
-last delivery, p50 and p99 latency from ingest to delivery. It exits non-zero
-if a higher level's p99 is worse than a lower level's.
+last delivery, p50 and p99 latency from ingest to delivery. Each request records
+its events in batches, so the backlog builds faster than the pools drain it on
+any machine. It exits non-zero if no LOW was still waiting when the first URGENT
+came (no backlog, nothing shown), or if a higher level's p99 is worse than a lower level's.
 
 It uses the stack ``make run`` started (``var/demo.json``); if none answers,
 it starts one itself and stops it afterwards.
@@ -106,7 +108,12 @@ def main() -> int:
             print(f"{level.upper():<8}{len(ids):>7}{min(delivered[i] for i in ids) - t0:>11.2f}"
                   f"{max(delivered[i] for i in ids) - t0:>10.2f}{statistics.median(latencies):>10.0f}"
                   f"{p99[level]:>10.0f}")
-        failures = [f"{hi.upper()} p99 {p99[hi]:.0f} ms is worse than {lo.upper()} p99 {p99[lo]:.0f} ms"
+        # The check means something only if URGENT met a backlog: LOW still waiting when the first URGENT came.
+        first_urgent = min(at for lvl, at in ingested.values() if lvl == "urgent")
+        low_waiting = sum(1 for i, (lvl, _) in ingested.items() if lvl == "low" and delivered.get(i, 1e18) > first_urgent)
+        print(f"\nLOW still waiting when the first URGENT was recorded: {low_waiting}")
+        failures = [] if low_waiting else ["no backlog formed: every LOW was delivered before the first URGENT came"]
+        failures += [f"{hi.upper()} p99 {p99[hi]:.0f} ms is worse than {lo.upper()} p99 {p99[lo]:.0f} ms"
                     for hi, lo in zip(LEVELS, LEVELS[1:]) if hi in p99 and lo in p99 and p99[hi] > p99[lo]]
         if missing:
             failures.append(f"{missing} event(s) not delivered within 300 s")

@@ -65,6 +65,11 @@ POOLS: dict[str, tuple[Priority, ...]] = {
 }
 
 
+#: How much nicer than the web each pool's processes run on a shared host, so under CPU pressure the
+#: kernel gives URGENT work its share before LOW work (on Kubernetes each pool's CPU request does this).
+POOL_NICENESS: dict[str, int] = {"urgent": 0, "standard": 5, "low": 10, "all": 0}
+
+
 def pool_queues(family: str, pool: str) -> list[str]:
     """The queues a worker of ``pool`` consumes, most urgent first.
 

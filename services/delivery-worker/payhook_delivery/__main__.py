@@ -8,6 +8,7 @@ queues, and sees to the schema and SIGTERM. Scale by running more processes
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -15,7 +16,7 @@ import threading
 import dramatiq
 
 from payhook_shared.entrypoint import parse_args
-from payhook_shared.priority import DELIVERY, pool_queues
+from payhook_shared.priority import DELIVERY, POOL_NICENESS, pool_queues
 from payhook_shared.store.schema import wait_for_schema
 
 from .app import setup
@@ -35,6 +36,7 @@ def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
+    os.nice(POOL_NICENESS[settings.pool] if settings.niceness is None else settings.niceness)
     # Health first (not Ready while the schema is behind), then consume only once it is migrated.
     rt = app.runtime.get()
     rt.serve_health()
@@ -46,7 +48,8 @@ def main() -> None:
     worker = dramatiq.Worker(broker, queues=set(queues), worker_threads=settings.threads,
                              worker_timeout=settings.poll_interval_ms)
     worker.start()
-    log.info("delivery worker up: pool %s (%s), %d threads", settings.pool, ", ".join(queues), settings.threads)
+    log.info("delivery worker up: pool %s (%s), %d threads, niceness %d", settings.pool, ", ".join(queues),
+             settings.threads, os.nice(0))
     stop.wait()
     log.info("stopping: finishing deliveries in flight (up to %.0f s)", settings.shutdown_timeout)
     worker.stop(timeout=int(settings.shutdown_timeout * 1000))

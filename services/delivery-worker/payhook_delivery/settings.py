@@ -75,6 +75,8 @@ class Settings:
     """Which pool of priority queues this process serves: ``urgent``, ``standard``, ``low`` or ``all``."""
     threads: int = 8
     """Worker threads of this process."""
+    niceness: int | None = None
+    """Niceness the process adds to itself at start, so a busy host runs URGENT before LOW; unset: by pool (urgent 0, standard 5, low 10)."""
     poll_interval_ms: int = 1000
     """Longest an idle consumer blocks waiting for a wake-up before it looks at its queue anyway; a message sent wakes it at once."""
     shutdown_timeout: float = 30.0

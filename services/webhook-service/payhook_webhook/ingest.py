@@ -134,6 +134,15 @@ def record(store: Store, broker: RedisBroker, merchant: Profile, event: Normalis
     return _outcome(store, merchant, event, priority, write)
 
 
+def record_many(store: Store, broker: RedisBroker, merchant: Profile, events: Sequence[tuple[NormalisedEvent, bytes]],
+                priority: Priority) -> list[Recorded]:
+    """``record`` for each ``(event, raw body)``, written ``MAX_BATCH`` at a time rather than one by one."""
+    writes = [_Write(_plan(merchant, event, raw_body, priority), merchant.version) for event, raw_body in events]
+    for start in range(0, len(writes), MAX_BATCH):
+        _write_and_send(store, broker, writes[start:start + MAX_BATCH])
+    return [_outcome(store, merchant, event, priority, write) for (event, _), write in zip(events, writes)]
+
+
 class Recorder:
     """``record`` for the requests of one process (greenlets or threads), their concurrent events written together.
 
