@@ -6,7 +6,7 @@ the job, so a sweeper can later ask Redis whether the job's message still
 exists — and enqueue it again if Redis lost it. And an idle consumer sleeps in
 ``BLPOP`` on its queue's wake-up list, which every enqueue pushes to, instead of
 polling: a message is fetched the moment it is sent, and an idle worker costs
-nothing but one wake-up per ``timeout``.
+nothing but one wake-up per ``MAX_BLOCK_SECONDS``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ from dramatiq.errors import ConnectionClosed
 REDIS_ID = "redis_message_id"
 # Wake-up tokens kept per queue: enough to wake every consumer of a burst, few enough to cost nothing.
 WAKE_TOKENS = 64
-# The longest BLPOP: well inside redis-py's 5 s socket timeout, which a blocking command does not extend.
-MAX_BLOCK_SECONDS = 2.0
+# The longest BLPOP: inside redis-py's 5 s socket timeout, which a blocking command does not extend.
+MAX_BLOCK_SECONDS = 4.0
+# How a consumer waits once its worker is stopping: briefly, so stop() never waits out a block.
+STOPPING_WAIT_SECONDS = 0.05
 
 
 def with_redis_id(message: dramatiq.Message) -> dramatiq.Message:
@@ -60,6 +62,14 @@ class RedisBroker(_DramatiqRedisBroker):
     def _wake(self, pipe: redis.client.Pipeline, queue_name: str) -> None:
         pipe.lpush(self.wake_key(queue_name), 1)
         pipe.ltrim(self.wake_key(queue_name), 0, WAKE_TOKENS - 1)
+
+    def emit_before(self, signal: str, *args, **kwargs) -> None:
+        """Dramatiq's hook dispatch; a stopping worker's consumers are first woken and told to stop blocking."""
+        if signal == "worker_shutdown" and args:
+            for thread in getattr(args[0], "consumers", {}).values():
+                if isinstance(thread.consumer, _WakingConsumer):
+                    thread.consumer.interrupt()
+        super().emit_before(signal, *args, **kwargs)
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> "_WakingConsumer":
         """A consumer of ``queue_name`` that waits for wake-ups, not a timer, when it has nothing to do."""
@@ -136,14 +146,28 @@ class _WakingConsumer(_RedisConsumer):
 
     With nothing to fetch it blocks in ``BLPOP`` on the queue's wake-up list;
     with every prefetched message still in a worker thread it waits for one to
-    be acknowledged. Either wait ends after ``timeout`` ms at the latest, so the
-    worker's heartbeat, its delayed messages and its shutdown are seen to.
+    be acknowledged. Either wait ends after ``MAX_BLOCK_SECONDS`` (or a third of
+    the heartbeat timeout, as each fetch is the worker's heartbeat) at the latest;
+    a stopping worker interrupts it (``RedisBroker.emit_before``). Payhook sends
+    no delayed messages, so none waits on this.
     """
 
     def __init__(self, broker: RedisBroker, queue_name: str, prefetch: int, timeout: int):
         super().__init__(broker, queue_name, prefetch, timeout)
         self._wake_key = broker.wake_key(queue_name)
         self._freed = threading.Event()
+        # This consumer's own list beside the queue's: a token there wakes this consumer and no other.
+        self._own_key = f"{self._wake_key}:{uuid.uuid4().hex}"
+        self._block = min(MAX_BLOCK_SECONDS, broker.heartbeat_timeout / 3000)
+
+    def interrupt(self) -> None:
+        """End the current wait now, and wait only briefly from now on: the worker is stopping."""
+        self._block = STOPPING_WAIT_SECONDS
+        self._freed.set()
+        pipe = self.broker.client.pipeline(transaction=False)
+        pipe.lpush(self._own_key, 1)
+        pipe.expire(self._own_key, 10)
+        pipe.execute()
 
     def ack(self, message: MessageProxy) -> None:
         try:
@@ -170,11 +194,11 @@ class _WakingConsumer(_RedisConsumer):
                 self._freed.clear()
                 room = self.prefetch - self.outstanding_message_count
                 if room <= 0:
-                    self._freed.wait(self.timeout / 1000)
+                    self._freed.wait(self._block)
                     return None
                 self.message_cache = self.broker.do_fetch(self.queue_name, room)
                 if not self.message_cache:
-                    self.broker.client.blpop([self._wake_key], timeout=min(self.timeout / 1000, MAX_BLOCK_SECONDS))
+                    self.broker.client.blpop([self._wake_key, self._own_key], timeout=self._block)
                     return None
         except redis.ConnectionError as exc:
             raise ConnectionClosed(exc) from None

@@ -120,20 +120,27 @@ class Periodic:
     Leadership is a short Redis lock renewed each tick, so any number of worker
     processes may start one and exactly one does the work; if it dies, another
     takes over once the lock expires.
+
+    With ``idle_interval``, ``task`` returns how many seconds it may sleep (``None``: ``interval``), and
+    the leader sleeps that long, between ``interval`` and ``idle_interval``; the others look for a vacant
+    lead every ``idle_interval``. Without it, what ``task`` returns is ignored.
     """
 
-    def __init__(self, client: Any, name: str, interval: float, task: Callable[[], object]):
+    def __init__(self, client: Any, name: str, interval: float, task: Callable[[], object], *,
+                 idle_interval: float | None = None):
         self.client = client
         self.name = name
         self.interval = interval
         self.task = task
+        self.idle_interval = max(interval, idle_interval) if idle_interval is not None else None
         self._lock_key = f"payhook:leader:{name}"
         self._me = uuid.uuid4().hex
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _is_leader(self) -> bool:
-        ttl_ms = int(max(self.interval, 1.0) * 5000)
+        # Outlives the leader's longest sleep, so a live leader keeps its lead.
+        ttl_ms = int(max(self.interval * 5, 5.0, 2 * (self.idle_interval or 0)) * 1000)
         if self.client.set(self._lock_key, self._me, nx=True, px=ttl_ms):
             return True
         if self.client.get(self._lock_key) == self._me.encode():
@@ -142,10 +149,15 @@ class Periodic:
         return False
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        wait = self.interval
+        while not self._stop.wait(wait):
+            wait = self.idle_interval or self.interval
             try:
                 if self._is_leader():
-                    self.task()
+                    wanted = self.task()
+                    wait = self.interval
+                    if self.idle_interval is not None and wanted is not None:
+                        wait = min(max(float(wanted), self.interval), self.idle_interval)
             except Exception:
                 log.exception("%s tick failed; will retry", self.name)
 
@@ -174,12 +186,14 @@ class Sweeper:
     family does the work at a time (see ``Periodic``), so any number of worker
     processes may run one. ``fetched_grace`` is how long a fetched message may
     wait in a worker before its claim; pass the job's lease. ``clock`` tells what is due (tests move it
-    instead of waiting).
+    instead of waiting). It sweeps every ``interval`` while any job is under way or due; with none, it
+    sleeps until the next one falls due, ``idle_interval`` at most (a job claimed meanwhile and handed
+    back for later is seen that much late at worst).
     """
 
     def __init__(self, store: Store, broker: RedisBroker, model: type, family: str,
                  build: Callable[[list[Any]], _Message], *, interval: float = 1.0, grace: float = 5.0,
-                 fetched_grace: float = 60.0, batch: int = 500, group: int = 1,
+                 fetched_grace: float = 60.0, batch: int = 500, group: int = 1, idle_interval: float | None = None,
                  clock: Callable[[], dt.datetime] = utcnow):
         self.clock = clock
         self.store = store
@@ -194,7 +208,8 @@ class Sweeper:
         self.group = group
         # (job id, message id) -> when this sweeper first saw the message fetched with its job unclaimed.
         self._fetched_since: dict[tuple[Any, str], dt.datetime] = {}
-        self._periodic = Periodic(broker.client, f"sweeper-{family}", interval, self._tick)
+        self._periodic = Periodic(broker.client, f"sweeper-{family}", interval, self._tick,
+                                  idle_interval=idle_interval)
         # Dramatiq returns a dead worker's unacked messages during "maintenance",
         # which it runs on a random 0.1 % of commands; this twin runs it on every one.
         self._maintainer = RedisBroker(
@@ -289,9 +304,21 @@ class Sweeper:
         for queue in queue_names(self.family):
             self._maintainer.do_qsize(queue)
 
-    def _tick(self) -> None:
+    def idle_for(self, now: dt.datetime | None = None) -> float:
+        """Seconds until a sweep can have work: 0 while a job is claimed (it may be handed back) or due."""
+        now = now or self.clock()
+        model = self.model
+        with self.store.read() as session:
+            if session.execute(select(model.id).where(model.state == SENDING).limit(1)).first():
+                return 0.0
+            due = session.execute(select(model.next_attempt_at).where(model.state == PENDING)
+                                  .order_by(model.next_attempt_at).limit(1)).scalar()
+        return float("inf") if due is None else max(0.0, (due - now).total_seconds())
+
+    def _tick(self) -> float:
         self._requeue_from_dead_workers()
         self.run_once()
+        return self.idle_for()
 
     def start(self) -> None:
         """Sweep every ``interval`` seconds in a daemon thread."""

@@ -78,7 +78,8 @@ def _evalsha_calls(redis_client) -> int:
 
 
 def test_an_idle_consumer_waits_for_a_wake_up_not_a_timer(redis_url, redis_client):
-    """Idle, a worker does not poll (one fetch per ``worker_timeout`` at most); a message sent wakes it at once."""
+    """Idle, a worker does not poll (one fetch per ``MAX_BLOCK_SECONDS`` at most); a message sent wakes it at once,
+    and stopping it does not wait out a block."""
     broker = create_broker(redis_url, middleware=[])
     done = []
 
@@ -86,13 +87,13 @@ def test_an_idle_consumer_waits_for_a_wake_up_not_a_timer(redis_url, redis_clien
     def deliver(**kwargs):
         done.append(time.monotonic())
 
-    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=5_000)
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=1_000)
     worker.start()
     try:
         time.sleep(0.3)  # the consumer's first fetch finds nothing; it now blocks on the wake-up list
         before = _evalsha_calls(redis_client)
-        time.sleep(1.0)
-        assert _evalsha_calls(redis_client) - before <= 1  # Dramatiq's own back-off would have fetched ~6 times
+        time.sleep(2.0)
+        assert _evalsha_calls(redis_client) - before <= 2  # 2 consumers (queue, delay queue); Dramatiq's: ~20
         sent = time.monotonic()
         broker.enqueue(dramatiq.Message(queue_name="delivery.normal", actor_name="deliver", args=(), kwargs={},
                                         options={REDIS_ID: "rid-wake"}))
@@ -101,7 +102,9 @@ def test_an_idle_consumer_waits_for_a_wake_up_not_a_timer(redis_url, redis_clien
             time.sleep(0.01)
         assert done and done[0] - sent < 0.5
     finally:
+        stopping = time.monotonic()
         worker.stop()
+    assert time.monotonic() - stopping < 1.5  # the worker threads' 1 s timeout, not the consumers' 4 s block
 
 
 def test_a_full_consumer_fetches_again_as_soon_as_a_message_is_acknowledged(redis_url):
@@ -116,13 +119,13 @@ def test_a_full_consumer_fetches_again_as_soon_as_a_message_is_acknowledged(redi
 
     broker.enqueue_many([dramatiq.Message(queue_name="delivery.normal", actor_name="deliver", args=(), kwargs={},
                                           options={REDIS_ID: f"rid-full-{i}"}) for i in range(30)])
-    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=5_000)  # prefetches 2 at a time
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=1_000)  # prefetches 2 at a time
     started = time.monotonic()
     worker.start()
     try:
         while len(done) < 30 and time.monotonic() - started < 20:
             time.sleep(0.01)
-        took = time.monotonic() - started  # before stop(), which waits out the worker threads' own timeout
+        took = time.monotonic() - started  # before stop(), which waits out the worker threads' 1 s timeout
     finally:
         worker.stop()
     assert len(done) == 30

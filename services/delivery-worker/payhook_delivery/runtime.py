@@ -67,11 +67,13 @@ class Runtime(WorkerRuntime):
         store = Store(settings.database_url, pool_size=settings.db_pool_size,
                       prepared=settings.db_prepared_statements)
         sweeper = Sweeper(store, broker, Delivery, DELIVERY, _message_for, interval=settings.sweep_interval,
-                          fetched_grace=settings.lease_seconds, group=MAX_DELIVERIES, clock=clock)
+                          fetched_grace=settings.lease_seconds, group=MAX_DELIVERIES,
+                          idle_interval=settings.sweep_idle_interval, clock=clock)
         limiter = Limiter(broker.client, lease=settings.lease_seconds, busy_delay=settings.limit_retry_delay)
         rt = cls(settings, store, broker, http.pool(settings.threads), sweeper, limiter, None,
                  Sweeper(store, broker, Replay, "replay", lambda rows: replays.message_for(rows[0]),
-                         interval=settings.sweep_interval, clock=clock),
+                         interval=settings.sweep_interval, idle_interval=settings.sweep_idle_interval,
+                         clock=clock),
                  ThreadPoolExecutor(settings.threads, thread_name_prefix="post"), clock)
         if settings.retention_interval > 0:
             rt.retention = Periodic(broker.client, "retention", settings.retention_interval, rt.purge_once)

@@ -45,6 +45,8 @@ class Settings:
     """Largest webhook body sent; a larger one is dead at once (``too_large``), never attempted."""
     sweep_interval: float = 1.0
     """Seconds between sweeps that enqueue due deliveries whose message Redis no longer holds."""
+    sweep_idle_interval: float = 5.0
+    """Longest the sweeper sleeps while no delivery (or replay) is under way or due; it wakes for the next one due."""
     lease_margin: float = 30.0
     """Seconds a claim outlives the longest attempt (``TOTAL_TIMEOUT``) before the sweeper frees it."""
     heartbeat_timeout: float = 30.0
@@ -78,7 +80,7 @@ class Settings:
     niceness: int | None = None
     """Niceness the process adds to itself at start, so a busy host runs URGENT before LOW; unset: by pool (urgent 0, standard 5, low 10)."""
     poll_interval_ms: int = 1000
-    """Longest an idle consumer blocks waiting for a wake-up before it looks at its queue anyway; a message sent wakes it at once."""
+    """Longest an idle worker thread waits for work before looking up, so it bounds how long SIGTERM waits for an idle worker (consumers block on wake-ups, not on this)."""
     shutdown_timeout: float = 30.0
     """Seconds SIGTERM waits for the deliveries in flight."""
 

@@ -36,7 +36,8 @@ class Runtime(WorkerRuntime):
         store = Store(settings.database_url, pool_size=settings.db_pool_size,
                       prepared=settings.db_prepared_statements)
         sweeper = Sweeper(store, broker, Email, MAIL, lambda rows: notices.message_for(rows[0]),
-                          interval=settings.sweep_interval, fetched_grace=settings.lease_seconds)
+                          interval=settings.sweep_interval, idle_interval=settings.sweep_idle_interval,
+                          fetched_grace=settings.lease_seconds)
         return cls(settings, store, broker, transport.from_settings(settings), render.environment(), sweeper,
                    AlertLoop(settings, store, broker))
 

@@ -48,6 +48,8 @@ class Settings:
     """Each retry delay is spread by up to this fraction either way."""
     sweep_interval: float = 1.0
     """Seconds between sweeps that enqueue due emails whose message Redis no longer holds."""
+    sweep_idle_interval: float = 5.0
+    """Longest the sweeper sleeps while no email is under way or due; it wakes for the next one due."""
     alert_emails: tuple[str, ...] = ()
     """Operator alert recipients (comma-separated); empty turns the dead-letter check off."""
     alert_dead_letter_threshold: int = 10
