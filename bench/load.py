@@ -107,6 +107,7 @@ class Sent:
     at: float
     status: int | None
     accepted: bool
+    seconds: float  # until the answer (or the failure)
 
 
 class Sender:
@@ -150,7 +151,7 @@ class Sender:
                     conn.close()
                 conn = None
             with self._lock:
-                self.sent.append(Sent(ref, at, status, accepted))
+                self.sent.append(Sent(ref, at, status, accepted, time.time() - at))
             next_at += interval
             self._stop.wait(max(0.0, next_at - time.monotonic()))
         if conn is not None:
