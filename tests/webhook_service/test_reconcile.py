@@ -6,6 +6,7 @@ query one intent at once (counted at the sandbox)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import threading
@@ -17,6 +18,7 @@ from sqlalchemy import select, update
 from werkzeug.serving import make_server
 
 from factories import api_key, merchant_with_endpoints
+from payhook_shared.events import webhook_body
 from payhook_shared.operational import PAYMENT_UNRESOLVED
 from payhook_shared.priority import Priority
 from payhook_shared.store import Delivery, Email, Event, PaymentIntent
@@ -124,11 +126,13 @@ def test_a_dropped_callback_is_settled_by_query_and_its_late_callback_changes_no
     wait_until(lambda: reconciler.tick() == 0 and s.intent(cancelled).state != "pending", what="both reconciled")
 
     [event] = s.stk_events(paid)
-    assert (event.status, event.amount_minor, event.dedupe_key, event.details["source"]) == (
-        "succeeded", 25000, f"stk:{paid}", "query")
+    assert (event.status, event.amount_minor, event.dedupe_key, event.source, event.details["query_checks"]) == (
+        "succeeded", 25000, f"stk:{paid}", "query", 1)
+    assert json.loads(webhook_body(event))["data"]["source"] == "query"
     [failed] = s.stk_events(cancelled)
-    assert (failed.status, failed.result_code, failed.details["source"]) == ("failed", "1032", "query")
-    assert "source" not in s.stk_events(called_back)[0].details
+    assert (failed.status, failed.result_code, failed.source) == ("failed", "1032", "query")
+    [came] = s.stk_events(called_back)
+    assert came.source == "callback" and json.loads(webhook_body(came))["data"]["source"] == "callback"
     assert (s.intent(paid).state, s.intent(paid).event_id, s.intent(paid).checks) == ("completed", event.id, 1)
     assert (s.intent(cancelled).state, s.intent(cancelled).result_code) == ("failed", "1032")
     with s.store.read() as session:
@@ -213,7 +217,7 @@ def test_faults_and_an_outage_are_waited_out_and_nothing_is_sent_twice(stack):
     wait_until(lambda: reconciler.tick() is not None and s.intent(dropped).state != "pending", timeout=10,
                what="the reconciliation once Daraja answers")
     [event] = s.stk_events(dropped)
-    assert (event.status, event.result_code, event.details["source"]) == ("failed", "2001", "query")
+    assert (event.status, event.result_code, event.source) == ("failed", "2001", "query")
     assert s.intent(dropped).state == "failed"
 
 

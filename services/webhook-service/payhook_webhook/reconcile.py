@@ -2,7 +2,7 @@
 
 A payment intent still ``pending`` ``RECONCILE_AFTER`` seconds after it was made is queried with STK Push
 Query. A final answer (a ``ResultCode``) becomes the STK event the callback would have made, with the
-same dedupe key (``stk:<CheckoutRequestID>``) and ``details.source`` ``"query"``, recorded through
+same dedupe key (``stk:<CheckoutRequestID>``) and ``data.source`` ``"query"``, recorded through
 ``receive.mpesa`` like a live callback: its deliveries, priority and emails follow, ingest settles the
 intent in the same write, and a real callback arriving later is a duplicate. While Daraja says the
 payment is still being processed (``500.001.1001``), or cannot be asked (unreachable, 5xx, 429, timeouts,
@@ -39,7 +39,7 @@ from payhook_shared.daraja.errors import CredentialsError, DarajaError, DarajaRe
 from payhook_shared.logs import bind
 from payhook_shared.money import format_amount
 from payhook_shared.errors import DecodeError
-from payhook_shared.events import SUCCEEDED
+from payhook_shared.events import QUERY, SUCCEEDED
 from payhook_shared.store import Event, IntentState, Merchant, PaymentIntent
 from payhook_shared.store.models import utcnow
 
@@ -53,8 +53,6 @@ log = logging.getLogger(__name__)
 STILL_PROCESSING = "500.001.1001"
 #: Intents claimed per look; the rest wait for the next one.
 CLAIM_BATCH = 20
-#: What ``details.source`` says of an STK event made from a query answer.
-QUERY_SOURCE = "query"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,8 +207,8 @@ class Reconciler:
             return directory.get(claim.merchant_id)
 
         try:
-            received = receive.mpesa(merchant, raw, payload, "stk", reload,
-                                     details={"source": QUERY_SOURCE, "query_checks": claim.checks})
+            received = receive.mpesa(merchant, raw, payload, "stk", reload, details={"query_checks": claim.checks},
+                                     source=QUERY)
         except DecodeError as exc:
             # An answer no callback schema takes (a code or text beyond its limits): not a result to record.
             self._wait(claim, "rejected", f"Daraja's query answer is not an STK result: {exc}", processing=False)

@@ -27,7 +27,7 @@ from .. import ids, operational
 from ..callbacks import mpesa, sources
 from ..callbacks.gateways import FLUTTERWAVE, HMAC, PAYSTACK, STANDARD_WEBHOOKS, STRIPE
 from ..errors import PayhookError
-from ..events import STATUSES, SUCCEEDED, TEST_PREFIX, TEST_TYPE, NormalisedEvent, webhook_body
+from ..events import CALLBACK, PAYHOOK, QUERY, STATUSES, SUCCEEDED, TEST_PREFIX, TEST_TYPE, NormalisedEvent, webhook_body
 
 API = "api"
 MPESA = mpesa.PROVIDER
@@ -52,6 +52,8 @@ class EventType:
     details_schema: dict[str, Any] | None = None
     #: Only to endpoints that list the type in ``event_types``.
     opt_in: bool = False
+    #: The ``data.source`` values its webhooks carry (``events.SOURCES``).
+    data_sources: tuple[str, ...] = (CALLBACK,)
 
     @property
     def is_family(self) -> bool:
@@ -73,7 +75,7 @@ class EventType:
 
     def data_schema(self) -> dict[str, Any]:
         """JSON Schema of the webhook body's ``data`` for this type."""
-        return _data_schema(self.provider, self.details_schema)
+        return _data_schema(self.provider, self.details_schema, self.data_sources)
 
     def body_schema(self) -> dict[str, Any]:
         """JSON Schema of the whole webhook body for this type."""
@@ -109,17 +111,20 @@ _TEXT = {"type": ["string", "null"]}
 _TIME = {"type": ["string", "null"], "format": "date-time"}
 
 
-def _data_schema(provider: str, details: dict[str, Any] | None) -> dict[str, Any]:
+def _data_schema(provider: str, details: dict[str, Any] | None, data_sources: tuple[str, ...]) -> dict[str, Any]:
     return {
         "type": "object",
         "additionalProperties": False,
-        "required": ["merchant_id", "provider", "status", "amount", "amount_minor", "currency", "receipt",
+        "required": ["merchant_id", "provider", "status", "source", "amount", "amount_minor", "currency", "receipt",
                      "reference", "provider_ids", "phone", "result_code", "result_desc", "occurred_at",
                      "customer_email", "details", "raw"],
         "properties": {
             "merchant_id": {"type": "string"},
             "provider": {"type": "string", "const": provider},
             "status": {"type": "string", "enum": list(STATUSES)},
+            "source": {"type": "string", "enum": list(data_sources),
+                       "description": "how Payhook learned of it: callback (sent to Payhook), query (Payhook asked "
+                                      "the provider), payhook (Payhook's own event)"},
             "amount": {"type": ["string", "null"], "pattern": r"^-?[0-9]+(\.[0-9]+)?$",
                        "description": "major units as an exact decimal string, e.g. \"10.50\""},
             "amount_minor": {"type": ["integer", "null"], "description": "the amount in the currency's minor units"},
@@ -220,7 +225,10 @@ _OPERATIONAL_DESCRIPTIONS = {
 }
 
 ENTRIES: tuple[EventType, ...] = (
-    *(EventType(t, MPESA, d, kind, example, opt_in=opt_in) for t, kind, example, d, opt_in in _MPESA),
+    # An STK result is a callback, or the reconciler's STK Push Query when the callback never came.
+    *(EventType(t, MPESA, d, kind, example, opt_in=opt_in,
+                data_sources=(CALLBACK, QUERY) if t == mpesa.STK_PUSH else (CALLBACK,))
+      for t, kind, example, d, opt_in in _MPESA),
     *(EventType(t, provider, d, provider, example) for t, provider, example, d in _GATEWAYS),
     EventType("*", STANDARD_WEBHOOKS, "Your own signed sender (Standard Webhooks source): the type it gave.",
               STANDARD_WEBHOOKS, _GENERIC_EXAMPLE % "invoice.paid"),
@@ -230,10 +238,10 @@ ENTRIES: tuple[EventType, ...] = (
               '{"type": "order.paid", "idempotency_key": "order-1042", "data": {"status": "succeeded", '
               '"amount": "2500.00", "currency": "KES"}, "customer_email": "buyer@example.com"}'),
     EventType(TEST_TYPE, "payhook", "A synthetic event an operator records to check a running stack.", None,
-              details_schema={"type": "object"}),
+              details_schema={"type": "object"}, data_sources=(PAYHOOK,)),
     *(EventType(t, operational.PROVIDER, _OPERATIONAL_DESCRIPTIONS[t], None,
                 details_schema=_details(_OPERATIONAL_DETAILS[t], about_endpoint=t != operational.PAYMENT_UNRESOLVED),
-                opt_in=True) for t in operational.TYPES),
+                opt_in=True, data_sources=(PAYHOOK,)) for t in operational.TYPES),
 )
 
 
@@ -323,7 +331,7 @@ def example_event(entry: EventType, api_normaliser: Any = None) -> NormalisedEve
     if entry.source is not None:
         return sources.normalise(entry.source, payload, raw)
     if entry.type == TEST_TYPE:
-        return NormalisedEvent(provider="payhook", type=TEST_TYPE, status=SUCCEEDED,
+        return NormalisedEvent(provider="payhook", source=PAYHOOK, type=TEST_TYPE, status=SUCCEEDED,
                                dedupe_key=f"{TEST_PREFIX}example", details={"priority": "normal"})
     return _operational_example(entry.type)
 

@@ -219,6 +219,9 @@ class Event(Base):
     raw_payload: Mapped[str] = mapped_column(Text)
     # The provider's own key for the event (CheckoutRequestID, TransID, ConversationID, a gateway's event id).
     provider_key: Mapped[str | None] = mapped_column(String(200))
+    # How Payhook learned of it (``events.SOURCES``: callback, query, payhook): ``data.source`` of its webhook.
+    # Nullable so that a process older than the column can still record during an upgrade (migration 0015s).
+    source: Mapped[str | None] = mapped_column(String(16), server_default="callback")
 
     deliveries: Mapped[list[Delivery]] = relationship(back_populates="event", order_by="Delivery.id")
 

@@ -11,7 +11,7 @@ from flask import Blueprint, current_app, jsonify
 from sqlalchemy import select
 
 from payhook_shared import ids
-from payhook_shared.events import SUCCEEDED, TEST_PREFIX, TEST_TYPE, NormalisedEvent
+from payhook_shared.events import PAYHOOK, SUCCEEDED, TEST_PREFIX, TEST_TYPE, NormalisedEvent
 from payhook_shared.priority import Priority
 from payhook_shared.store import Event
 
@@ -39,7 +39,7 @@ def priority_test(merchant_id: str, level: str):
         raise NotFound(f"no merchant {merchant_id}")
     recorded = []
     for _ in range(count):
-        event = NormalisedEvent(provider="payhook", type=TEST_TYPE, status=SUCCEEDED,
+        event = NormalisedEvent(provider="payhook", source=PAYHOOK, type=TEST_TYPE, status=SUCCEEDED,
                                 dedupe_key=f"{TEST_PREFIX}{ids.new_token()}", details={"priority": priority.label})
         recorded.append(ingest.record(store, broker, merchant, event, b"{}", priority).event_id)
     with store.read() as session:
