@@ -5,7 +5,7 @@ An endpoint subscribes by listing an operational type in its ``event_types``
 delivery-worker stages one in the same transaction as the state change it
 reports — the circuit opening, the endpoint disabled, its recovery, a
 delivery dying; the webhook-service's reconciler a payment intent ending
-``unknown`` — so a committed change always has its event, and an event
+``unknown``, or a QueueTimeOut's status check — so a committed change always has its event, and an event
 never reports a change that rolled back. The event is stored like any other
 (provider ``payhook``, the facts in ``details``) and its deliveries are signed
 and retried like any webhook.
@@ -40,13 +40,17 @@ ENDPOINT_DISABLED = "payhook.endpoint.disabled"
 ENDPOINT_RECOVERED = "payhook.endpoint.recovered"
 DELIVERY_DEAD = "payhook.delivery.dead"
 PAYMENT_UNRESOLVED = "payhook.payment.unresolved"
-TYPES = (ENDPOINT_FAILING, ENDPOINT_DISABLED, ENDPOINT_RECOVERED, DELIVERY_DEAD, PAYMENT_UNRESOLVED)
+TRANSACTION_UNRESOLVED = "payhook.transaction.unresolved"
+TYPES = (ENDPOINT_FAILING, ENDPOINT_DISABLED, ENDPOINT_RECOVERED, DELIVERY_DEAD, PAYMENT_UNRESOLVED,
+         TRANSACTION_UNRESOLVED)
+#: The types about a payment rather than an endpoint.
+ABOUT_PAYMENTS = frozenset({PAYMENT_UNRESOLVED, TRANSACTION_UNRESOLVED})
 #: Prefix of every type Payhook raises about itself; deliveries of these raise no further events.
 PREFIX = "payhook."
 #: Endpoint trouble travels ahead of ordinary payments.
 PRIORITY = Priority.HIGH
 #: A payment whose outcome nobody knows is as urgent as an unknown callback (``priority_rules``).
-PRIORITIES = {PAYMENT_UNRESOLVED: Priority.URGENT}
+PRIORITIES = {PAYMENT_UNRESOLVED: Priority.URGENT, TRANSACTION_UNRESOLVED: Priority.URGENT}
 
 _INSERT = {"postgresql": pg_insert, "sqlite": sqlite_insert}
 
@@ -113,6 +117,18 @@ def payment_unresolved(*, intent_id: str, checkout_request_id: str, account_refe
         details={"intent_id": intent_id, "checkout_request_id": checkout_request_id,
                  "account_reference": account_reference, "pushed_at": _iso(created_at), "checks": checks,
                  "reason": reason, "unresolved_at": _iso(at)})
+
+
+def transaction_unresolved(*, check_id: str, event_id: str, event_type: str, originator_conversation_id: str,
+                           timed_out_at: dt.datetime, queries: int, reason: str, at: dt.datetime) -> NormalisedEvent:
+    """A B2C, B2B or reversal came as a QueueTimeOut and Transaction Status gave no final answer: still ``unknown``."""
+    return NormalisedEvent(
+        provider=PROVIDER, source=PAYHOOK, type=TRANSACTION_UNRESOLVED, status=UNKNOWN, occurred_at=at,
+        dedupe_key=f"{TRANSACTION_UNRESOLVED}:{check_id}",
+        provider_ids={"OriginatorConversationID": originator_conversation_id},
+        details={"check_id": check_id, "event_id": event_id, "event_type": event_type,
+                 "originator_conversation_id": originator_conversation_id, "timed_out_at": _iso(timed_out_at),
+                 "queries": queries, "reason": reason, "unresolved_at": _iso(at)})
 
 
 def raises_events(event_type: str, dedupe_key: str) -> bool:

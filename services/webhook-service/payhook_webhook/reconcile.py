@@ -26,7 +26,7 @@ import datetime as dt
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flask import Flask
@@ -96,15 +96,18 @@ class _Claim:
 class Reconciler:
     """Queries due pending intents every ``interval`` seconds, in every web process (claims keep them apart).
 
-    ``clock`` gives the current time (``utcnow``; tests move their own).
+    ``also`` are other ticks claimed the same way that each look runs after the intents' (the status checks
+    of ``resolve.py``), each returning how many it claimed. ``clock`` gives the current time (``utcnow``;
+    tests move their own).
     """
 
     def __init__(self, app: Flask, interval: float, policy: Policy,
-                 clock: Callable[[], dt.datetime] = utcnow):
+                 clock: Callable[[], dt.datetime] = utcnow, also: Sequence[Callable[[], int]] = ()):
         self.app = app
         self.interval = interval
         self.policy = policy
         self.clock = clock
+        self.also = tuple(also)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -122,11 +125,12 @@ class Reconciler:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                while self.tick() == CLAIM_BATCH and not self._stop.is_set():
-                    pass
-            except Exception:
-                log.exception("reconciliation tick failed; will retry")
+            for tick in (self.tick, *self.also):
+                try:
+                    while tick() == CLAIM_BATCH and not self._stop.is_set():
+                        pass
+                except Exception:
+                    log.exception("reconciliation tick failed; will retry")
 
     def tick(self) -> int:
         """Claim and check up to ``CLAIM_BATCH`` due intents; returns how many were claimed."""
