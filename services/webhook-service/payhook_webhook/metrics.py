@@ -76,6 +76,8 @@ for _outcome in ("asked", "resolved", "duplicate", "unsettled", "no_answer", "un
 TRANSACTIONS_UNRESOLVED = Counter("payhook_transactions_unresolved_total", "B2C, B2B and reversal QueueTimeOuts "
                                   "Transaction Status never settled (payhook.transaction.unresolved sent), by the "
                                   "event's type.", ["type"])
+for _type in mpesa.FOLLOWED:
+    TRANSACTIONS_UNRESOLVED.labels(_type)
 EVENTS = Counter("payhook_events_total", "New events recorded (duplicates excluded), by type and priority.",
                  ["type", "priority"])
 

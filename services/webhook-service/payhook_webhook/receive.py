@@ -21,7 +21,7 @@ from payhook_shared.callbacks.mpesa import NORMALISERS, load_c2b_validation
 from payhook_shared.events import CALLBACK
 from payhook_shared.logs import bind
 
-from . import c2b, ingest, merchants, resolve, spool
+from . import c2b, ingest, merchants, spool
 from .priority_rules import classify, rules_of
 from .errors import ProfileChanged
 
@@ -69,8 +69,9 @@ def _mpesa(merchant: merchants.Profile, raw: bytes, payload: dict, kind: str, de
         if recorded.duplicate:
             with bind(event_id=recorded.event_id):
                 log.info("duplicate %s callback for %s", kind, recorded.event_id)
-        elif kind in resolve.ANSWER_KINDS:
-            resolve.answered(merchant.id, event)
+        else:
+            # A Transaction Status answer wakes the status check waiting for it (``resolve.py``).
+            current_app.extensions["payhook.status_checks"].answered(kind, merchant.id, event)
     return Received(answer, recorded)
 
 

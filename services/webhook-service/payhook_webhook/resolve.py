@@ -157,6 +157,26 @@ class StatusChecks:
                                                         Event.dedupe_key.in_(keys))).all()
         return min(found, key=lambda e: keys.index(e.dedupe_key)) if found else None
 
+    def answered(self, kind: str, merchant_id: str, event: NormalisedEvent) -> None:
+        """Wake the check waiting for ``event`` if it answers a Transaction Status query, so it is looked at now.
+
+        ``receive`` calls it for every new M-Pesa callback of ``kind``. Best effort: a check not woken is
+        looked at when it is next due.
+        """
+        if kind not in ANSWER_KINDS:
+            return
+        now = utcnow()
+        originator = event.provider_ids.get("OriginatorConversationID")
+        try:
+            with self.app.extensions["payhook.store"].write() as session:
+                session.execute(update(StatusCheck).where(
+                    StatusCheck.merchant_id == merchant_id, StatusCheck.query_originator_id == originator,
+                    StatusCheck.state == StatusCheckState.PENDING.value, StatusCheck.next_check_at > now)
+                    .values(next_check_at=now))
+        except SQLAlchemyError as exc:
+            log.warning("could not wake the status check of %s (%s); it is looked at when due", originator,
+                        type(exc).__name__)
+
     def _ask(self, claim: _Claim, now: dt.datetime) -> None:
         """Ask Daraja's Transaction Status about the claim's transaction; its answer comes to the status-result URL."""
         store = self.app.extensions["payhook.store"]
@@ -286,22 +306,3 @@ def _record(merchant_id: str, event: NormalisedEvent, raw: bytes) -> tuple[str, 
         merchant = directory.get(merchant_id)
         recorded = recorder.record(merchant, event, raw, classify(event, rules=rules_of(merchant)))
     return recorded.event_id, recorded.duplicate
-
-
-def answered(merchant_id: str, answer: NormalisedEvent, now: dt.datetime | None = None) -> None:
-    """Wake the status check waiting for ``answer`` (a recorded Transaction Status result), so it is looked at now.
-
-    Best effort: a check not woken is looked at when it is next due.
-    """
-    now = now or utcnow()
-    originator = answer.provider_ids.get("OriginatorConversationID")
-    try:
-        with current_app.extensions["payhook.store"].write() as session:
-            session.execute(update(StatusCheck).where(
-                StatusCheck.merchant_id == merchant_id, StatusCheck.query_originator_id == originator,
-                StatusCheck.state == StatusCheckState.PENDING.value, StatusCheck.next_check_at > now)
-                .values(next_check_at=now))
-    except SQLAlchemyError as exc:
-        log.warning("could not wake the status check of %s (%s); it is looked at when due", originator,
-                    type(exc).__name__)
-
