@@ -229,9 +229,12 @@ class DarajaClient:
 
     def _fetch_token(self, creds: DarajaCredentials, key: str) -> str:
         token, lifetime = self.oauth(creds)
-        # Refresh ahead of expiry, but never sooner than half the token's life.
+        # Refresh ahead of expiry, but never sooner than half the token's life. The cache forgets it a little
+        # before Daraja does (5 s, or a quarter of a short life), so it never hands out an expired token,
+        # and keeps it past ``refresh_at``, so the others use it while one process fetches the next.
         refresh_at = self.clock() + max(lifetime - self.refresh_before, lifetime / 2)
-        self.redis.set(key, json.dumps({"token": token, "refresh_at": refresh_at}), ex=max(lifetime - 5, 1))
+        keep = lifetime - min(5.0, lifetime / 4)
+        self.redis.set(key, json.dumps({"token": token, "refresh_at": refresh_at}), px=max(int(keep * 1000), 1))
         return token
 
     def _admit(self, creds: DarajaCredentials, operation: str) -> None:
