@@ -95,7 +95,7 @@ Payhook is starting.
   Or let Payhook make an STK Push at the local Daraja sandbox; its callback comes back about 2 s later
   and is delivered. With "account_reference": "SBX0D" the sandbox drops the callback, and Payhook's
   reconciler asks Daraja (STK Push Query) after RECONCILE_AFTER ({env["RECONCILE_AFTER"]} s here) and delivers the answer,
-  marked "source": "query" in its details (docs/mpesa.md#reconciliation). Another push needs another
+  its data.source "query" (docs/mpesa.md#reconciliation). Another push needs another
   idempotency_key:
 
     {stk_push_curl(f"http://127.0.0.1:{WEB_PORT}", demo)}

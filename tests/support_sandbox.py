@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
 
 from payhook_sandbox.settings import load
@@ -140,6 +141,23 @@ class DarajaSandbox:
     def send_callback(self, checkout_id: str) -> dict[str, Any]:
         """Send an STK Push's callback now (a dropped push's late callback)."""
         return self.control("POST", f"stk/{checkout_id}/callback")
+
+
+def query_in_process(url: str, redis_url: str, credentials: dict[str, str], checkout_id: str, go, out) -> None:
+    """In a process of its own, with Payhook's Daraja client of its own: for each phase read from ``go`` (until
+    ``None``), ask the sandbox about ``checkout_id`` (STK Push Query) and put ``(phase, outcome)`` in ``out``:
+    ``ok``, or the error's class (``DarajaAuthError`` for a token the sandbox refused)."""
+    from payhook_shared.daraja.client import DarajaClient
+    from payhook_shared.daraja.credentials import DarajaCredentials
+
+    client = DarajaClient({"sandbox": url}, redis.Redis.from_url(redis_url))
+    creds = DarajaCredentials(**credentials)
+    while (phase := go.get()) is not None:
+        try:
+            client.stk_query(creds, checkout_id)
+            out.put((phase, "ok"))
+        except Exception as exc:  # reported to the test, which names it
+            out.put((phase, type(exc).__name__))
 
 
 @pytest.fixture

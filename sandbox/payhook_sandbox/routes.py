@@ -198,13 +198,19 @@ def stk_query():
                         "ResultDesc": daraja.STK_CODES.get(code, "The service request failed.")})
 
 
-STATUS_FIELDS = ("Initiator", "SecurityCredential", "CommandID", "TransactionID", "PartyA", "IdentifierType",
-                 "ResultURL", "QueueTimeOutURL")
+STATUS_FIELDS = ("Initiator", "SecurityCredential", "CommandID", "PartyA", "IdentifierType", "ResultURL",
+                 "QueueTimeOutURL")
 
 
 @blueprint.post("/mpesa/transactionstatus/v1/query")
 def transaction_status():
-    """Transaction Status: acknowledge, then POST the Result to ResultURL (or a QueueTimeOut)."""
+    """Transaction Status: acknowledge, then POST the Result to ResultURL (or a QueueTimeOut).
+
+    The transaction is named by its receipt (``TransactionID``) or, when the caller has none (a B2C whose
+    result never came), by ``OriginalConversationID``. A B2C payment of this sandbox is reported as it is
+    (``TransactionStatus`` ``Completed`` or ``Failed``, its amount and receipt), a sandbox STK Push's receipt
+    with its amount; any other transaction as a completed one of 10 shillings.
+    """
     body = _body()
     if body is None:
         return _invalid("Request Payload")
@@ -215,12 +221,20 @@ def transaction_status():
     for field in ("ResultURL", "QueueTimeOutURL"):
         if not _url(body[field]):
             return _invalid(field)
-    receipt = str(body["TransactionID"])
-    known = sandbox().known_receipt(receipt) or {}
-    options = daraja.Options(amount=known.get("amount", Decimal("10")), phone=known.get("phone", "254708374149"),
-                             shortcode=str(body["PartyA"]))
-    ids = sandbox().result_request("status", (body.get("Remarks"), body.get("Occasion")), options,
-                                   body["ResultURL"], body["QueueTimeOutURL"], receipt=receipt)
+    receipt, original = str(body.get("TransactionID") or ""), str(body.get("OriginalConversationID") or "")
+    if not receipt and not original:
+        return _invalid("TransactionID")
+    box = sandbox()
+    box.count_status_query(receipt or original)
+    payment = box.find_payment(*(key for key in (receipt, original) if key))
+    if payment is not None:
+        options = daraja.Options(amount=payment.amount, phone=payment.phone, shortcode=str(body["PartyA"]))
+    else:
+        known = box.known_receipt(receipt) or {}
+        options = daraja.Options(amount=known.get("amount", Decimal("10")), phone=known.get("phone", "254708374149"),
+                                 shortcode=str(body["PartyA"]))
+    ids = box.result_request("status", (body.get("Remarks"), body.get("Occasion")), options, body["ResultURL"],
+                             body["QueueTimeOutURL"], about=payment, receipt=receipt or None)
     return jsonify({**ids, "ResponseCode": "0", "ResponseDescription": ACCEPTED})
 
 
@@ -248,10 +262,10 @@ def b2c():
         if not _url(body[field]):
             return _invalid(field)
     options = daraja.Options(amount=amount, phone=str(body["PartyB"]), shortcode=str(body["PartyA"]))
+    # v3 takes the caller's OriginatorConversationID, and its result carries it back.
     ids = sandbox().result_request("b2c", (body.get("Remarks"), body.get("Occassion"), body.get("Occasion")),
-                                   options, body["ResultURL"], body["QueueTimeOutURL"])
-    if body.get("OriginatorConversationID"):
-        ids["OriginatorConversationID"] = str(body["OriginatorConversationID"])
+                                   options, body["ResultURL"], body["QueueTimeOutURL"],
+                                   originator=str(body.get("OriginatorConversationID") or "") or None)
     return jsonify({"ConversationID": ids["ConversationID"], "OriginatorConversationID": ids["OriginatorConversationID"],
                     "ResponseCode": "0", "ResponseDescription": ACCEPTED})
 

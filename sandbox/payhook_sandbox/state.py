@@ -68,6 +68,19 @@ class Push:
                 else None, "amount": str(self.amount)}
 
 
+@dataclasses.dataclass(frozen=True)
+class Payment:
+    """One B2C payment: what a Transaction Status query about it finds, whatever became of its callback."""
+
+    originator_conversation_id: str
+    conversation_id: str
+    receipt: str
+    result_code: str
+    amount: Decimal
+    phone: str
+    shortcode: str
+
+
 class Sandbox:
     """The state of one sandbox process."""
 
@@ -95,10 +108,11 @@ class Sandbox:
             self.pushes: dict[str, Push] = {}
             self.c2b_urls: dict[str, dict[str, str]] = {}
             self.receipts: dict[str, dict[str, Any]] = {}
+            self.payments: dict[str, Payment] = {}
             self.faults: list[Fault] = []
             self.counts = {"tokens_issued": 0, "requests": collections.Counter(), "faults_served": 0,
                            "queries": collections.Counter(), "max_concurrent_queries": {},
-                           "callbacks": collections.Counter()}
+                           "status_queries": collections.Counter(), "callbacks": collections.Counter()}
             self.in_flight: collections.Counter = collections.Counter()
             self.callback_log: collections.deque = collections.deque(maxlen=CALLBACK_LOG)
 
@@ -252,16 +266,25 @@ class Sandbox:
     # -- result APIs and C2B --------------------------------------------------------------------
 
     def result_request(self, kind: str, fields: tuple[object, ...], options: daraja.Options,
-                       result_url: str, timeout_url: str, receipt: str | None = None) -> dict[str, str]:
+                       result_url: str, timeout_url: str, originator: str | None = None,
+                       about: Payment | None = None, receipt: str | None = None) -> dict[str, str]:
         """Accept a Transaction Status or B2C request (``kind`` ``status`` or ``b2c``): its ids, result scheduled.
 
-        ``receipt`` is the transaction the result names (a status query's TransactionID); a new one otherwise.
+        ``originator`` is the caller's OriginatorConversationID (B2C v3), a new one otherwise. A B2C payment
+        is remembered whatever its callback's fate (a QueueTimeOut or a dropped result included), so a status
+        query finds it. A status query reports ``about`` (a B2C payment) when it names one, else the
+        transaction ``receipt`` (a sandbox STK Push's, or one the sandbox never made).
         """
         with self._lock:
             scenario = decide(self.mix, self.rng, *fields)
-            originator = f"{self.rng.randint(1000, 9999)}-{self.rng.randint(10**6, 10**7 - 1)}-1"
+            originator = originator or f"{self.rng.randint(1000, 9999)}-{self.rng.randint(10**6, 10**7 - 1)}-1"
             conversation = f"AG_{dt.datetime.now(EAT):%Y%m%d}_{self.rng.getrandbits(80):020x}"
-            transaction = receipt or daraja.receipt(self.rng)
+            transaction = about.receipt if about else receipt or daraja.receipt(self.rng)
+            if kind == "b2c":
+                payment = Payment(originator, conversation, transaction, scenario.result_code, options.amount,
+                                  options.phone, options.shortcode)
+                for key in (originator, conversation, transaction):
+                    self.payments[key] = payment
             if scenario.fate == "drop":
                 self.counts["callbacks"]["dropped"] += 1
             late_delay = max(self.mix.late_delay, scenario.delay)
@@ -278,11 +301,23 @@ class Sandbox:
             for parameter in result.get("ResultParameters", {}).get("ResultParameter", []):
                 if parameter["Key"] in ("TransactionReceipt", "ReceiptNo"):
                     parameter["Value"] = transaction
+                elif parameter["Key"] == "TransactionStatus" and about is not None:
+                    parameter["Value"] = "Completed" if about.result_code == "0" else "Failed"
         if scenario.fate != "drop":
             self.dispatcher.schedule(late_delay if scenario.fate == "late" else scenario.delay,
                                      lambda: self.post(f"{kind}-{'timeout' if scenario.fate == 'timeout' else 'result'}",
                                                        url, body))
         return {"OriginatorConversationID": originator, "ConversationID": conversation}
+
+    def find_payment(self, *keys: str) -> Payment | None:
+        """The B2C payment one of ``keys`` names (its OriginatorConversationID, ConversationID or receipt)."""
+        with self._lock:
+            return next((self.payments[key] for key in keys if key in self.payments), None)
+
+    def count_status_query(self, asked: str) -> None:
+        """Count a Transaction Status query of ``asked`` (the TransactionID, else OriginalConversationID given)."""
+        with self._lock:
+            self.counts["status_queries"][asked] += 1
 
     def known_receipt(self, receipt: str) -> dict[str, Any] | None:
         """The amount and phone of a successful payment this sandbox made, by its receipt."""
@@ -350,6 +385,7 @@ class Sandbox:
             return {"tokens_issued": counts["tokens_issued"], "requests": dict(counts["requests"]),
                     "faults_served": counts["faults_served"], "queries": dict(counts["queries"]),
                     "max_concurrent_queries": dict(counts["max_concurrent_queries"]),
+                    "status_queries": dict(counts["status_queries"]),
                     "callbacks": {"sent": 0, "failed": 0, "dropped": 0, "c2b_rejected": 0, **counts["callbacks"],
                                   "pending": self.dispatcher.pending()}}
 

@@ -15,6 +15,14 @@ FAILED = "failed"
 UNKNOWN = "unknown"
 STATUSES = (SUCCEEDED, FAILED, UNKNOWN)
 
+#: How Payhook learned of an event (``data.source``): it was sent to Payhook (a provider's callback or webhook,
+#: a signed sender, ``POST /v1/events``), Payhook asked the provider (Daraja's STK Push Query or Transaction
+#: Status), or Payhook raised it itself (operational webhooks, ``payhook.test``).
+CALLBACK = "callback"
+QUERY = "query"
+PAYHOOK = "payhook"
+SOURCES = (CALLBACK, QUERY, PAYHOOK)
+
 #: Synthetic events operators record to test a running stack; delivered, never mailed.
 TEST_TYPE = "payhook.test"
 #: Dedupe keys of test events (operators' ``payhook.test`` and endpoint tests) start so; the body says ``"test": true``.
@@ -56,6 +64,7 @@ class NormalisedEvent:
     occurred_at: dt.datetime | None = None
     customer_email: str | None = None
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    source: str = CALLBACK
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -83,6 +92,8 @@ def webhook_body(event: Any) -> bytes:
             "merchant_id": event.merchant_id,
             "provider": event.provider,
             "status": event.status,
+            # Rows written by a process older than the column (during an upgrade) have none: they were callbacks.
+            "source": event.source or CALLBACK,
             "amount": str(amount) if amount is not None else None,
             "amount_minor": event.amount_minor,
             "currency": event.currency,

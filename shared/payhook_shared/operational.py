@@ -5,7 +5,7 @@ An endpoint subscribes by listing an operational type in its ``event_types``
 delivery-worker stages one in the same transaction as the state change it
 reports — the circuit opening, the endpoint disabled, its recovery, a
 delivery dying; the webhook-service's reconciler a payment intent ending
-``unknown`` — so a committed change always has its event, and an event
+``unknown``, or a QueueTimeOut's status check — so a committed change always has its event, and an event
 never reports a change that rolled back. The event is stored like any other
 (provider ``payhook``, the facts in ``details``) and its deliveries are signed
 and retried like any webhook.
@@ -28,7 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from . import ids, jobs
-from .events import FAILED, SUCCEEDED, UNKNOWN, NormalisedEvent, is_test
+from .events import FAILED, PAYHOOK, SUCCEEDED, UNKNOWN, NormalisedEvent, is_test
 from .messages import DeliverWebhook
 from .notices import safe_url
 from .priority import Priority
@@ -40,13 +40,17 @@ ENDPOINT_DISABLED = "payhook.endpoint.disabled"
 ENDPOINT_RECOVERED = "payhook.endpoint.recovered"
 DELIVERY_DEAD = "payhook.delivery.dead"
 PAYMENT_UNRESOLVED = "payhook.payment.unresolved"
-TYPES = (ENDPOINT_FAILING, ENDPOINT_DISABLED, ENDPOINT_RECOVERED, DELIVERY_DEAD, PAYMENT_UNRESOLVED)
+TRANSACTION_UNRESOLVED = "payhook.transaction.unresolved"
+TYPES = (ENDPOINT_FAILING, ENDPOINT_DISABLED, ENDPOINT_RECOVERED, DELIVERY_DEAD, PAYMENT_UNRESOLVED,
+         TRANSACTION_UNRESOLVED)
+#: The types about a payment rather than an endpoint.
+ABOUT_PAYMENTS = frozenset({PAYMENT_UNRESOLVED, TRANSACTION_UNRESOLVED})
 #: Prefix of every type Payhook raises about itself; deliveries of these raise no further events.
 PREFIX = "payhook."
 #: Endpoint trouble travels ahead of ordinary payments.
 PRIORITY = Priority.HIGH
 #: A payment whose outcome nobody knows is as urgent as an unknown callback (``priority_rules``).
-PRIORITIES = {PAYMENT_UNRESOLVED: Priority.URGENT}
+PRIORITIES = {PAYMENT_UNRESOLVED: Priority.URGENT, TRANSACTION_UNRESOLVED: Priority.URGENT}
 
 _INSERT = {"postgresql": pg_insert, "sqlite": sqlite_insert}
 
@@ -64,7 +68,7 @@ def endpoint_failing(endpoint: Any, *, incident_started_at: dt.datetime, failure
                      last_error: str | None) -> NormalisedEvent:
     """The endpoint failed ``failures`` times in a row and its circuit opened; one per incident."""
     return NormalisedEvent(
-        provider=PROVIDER, type=ENDPOINT_FAILING, status=FAILED, occurred_at=incident_started_at,
+        provider=PROVIDER, source=PAYHOOK, type=ENDPOINT_FAILING, status=FAILED, occurred_at=incident_started_at,
         dedupe_key=f"{ENDPOINT_FAILING}:{endpoint.id}:{_iso(incident_started_at)}",
         details={**_endpoint(endpoint), "failures": failures, "failing_since": _iso(incident_started_at),
                  "last_error": last_error})
@@ -73,7 +77,7 @@ def endpoint_failing(endpoint: Any, *, incident_started_at: dt.datetime, failure
 def endpoint_disabled(endpoint: Any, *, disabled_at: dt.datetime, reason: str) -> NormalisedEvent:
     """Payhook disabled the endpoint (410 Gone, or failing for too long); webhooks to it have stopped."""
     return NormalisedEvent(
-        provider=PROVIDER, type=ENDPOINT_DISABLED, status=FAILED, occurred_at=disabled_at,
+        provider=PROVIDER, source=PAYHOOK, type=ENDPOINT_DISABLED, status=FAILED, occurred_at=disabled_at,
         dedupe_key=f"{ENDPOINT_DISABLED}:{endpoint.id}:{_iso(disabled_at)}",
         details={**_endpoint(endpoint), "disabled_at": _iso(disabled_at), "reason": reason})
 
@@ -82,7 +86,7 @@ def endpoint_recovered(endpoint: Any, *, failing_since: dt.datetime | None, reco
                        failures: int) -> NormalisedEvent:
     """The endpoint answered again after its circuit had opened."""
     return NormalisedEvent(
-        provider=PROVIDER, type=ENDPOINT_RECOVERED, status=SUCCEEDED, occurred_at=recovered_at,
+        provider=PROVIDER, source=PAYHOOK, type=ENDPOINT_RECOVERED, status=SUCCEEDED, occurred_at=recovered_at,
         # One per incident: keyed by when the endpoint started failing.
         dedupe_key=f"{ENDPOINT_RECOVERED}:{endpoint.id}:{_iso(failing_since or recovered_at)}",
         details={**_endpoint(endpoint), "failing_since": _iso(failing_since), "recovered_at": _iso(recovered_at),
@@ -94,7 +98,7 @@ def delivery_dead(endpoint: Any, *, delivery_id: str, event_id: str, event_type:
                   dead_at: dt.datetime) -> NormalisedEvent:
     """A delivery gave up and is kept as a dead letter (retry it with ``POST /v1/deliveries/<id>/retry``)."""
     return NormalisedEvent(
-        provider=PROVIDER, type=DELIVERY_DEAD, status=FAILED, occurred_at=dead_at,
+        provider=PROVIDER, source=PAYHOOK, type=DELIVERY_DEAD, status=FAILED, occurred_at=dead_at,
         dedupe_key=f"{DELIVERY_DEAD}:{delivery_id}:{_iso(dead_at)}",
         details={**_endpoint(endpoint), "delivery_id": delivery_id, "event_id": event_id,
                  "event_type": event_type, "attempts": attempts, "category": category,
@@ -106,13 +110,25 @@ def payment_unresolved(*, intent_id: str, checkout_request_id: str, account_refe
                        at: dt.datetime) -> NormalisedEvent:
     """An STK Push's callback never came and Daraja's STK Push Query gave no final answer: the intent is ``unknown``."""
     return NormalisedEvent(
-        provider=PROVIDER, type=PAYMENT_UNRESOLVED, status=UNKNOWN, occurred_at=at,
+        provider=PROVIDER, source=PAYHOOK, type=PAYMENT_UNRESOLVED, status=UNKNOWN, occurred_at=at,
         dedupe_key=f"{PAYMENT_UNRESOLVED}:{intent_id}", reference=checkout_request_id,
         amount_minor=amount_minor, currency="KES" if amount_minor is not None else None,
         provider_ids={"CheckoutRequestID": checkout_request_id},
         details={"intent_id": intent_id, "checkout_request_id": checkout_request_id,
                  "account_reference": account_reference, "pushed_at": _iso(created_at), "checks": checks,
                  "reason": reason, "unresolved_at": _iso(at)})
+
+
+def transaction_unresolved(*, check_id: str, event_id: str, event_type: str, originator_conversation_id: str,
+                           timed_out_at: dt.datetime, queries: int, reason: str, at: dt.datetime) -> NormalisedEvent:
+    """A B2C, B2B or reversal came as a QueueTimeOut and Transaction Status gave no final answer: still ``unknown``."""
+    return NormalisedEvent(
+        provider=PROVIDER, source=PAYHOOK, type=TRANSACTION_UNRESOLVED, status=UNKNOWN, occurred_at=at,
+        dedupe_key=f"{TRANSACTION_UNRESOLVED}:{check_id}",
+        provider_ids={"OriginatorConversationID": originator_conversation_id},
+        details={"check_id": check_id, "event_id": event_id, "event_type": event_type,
+                 "originator_conversation_id": originator_conversation_id, "timed_out_at": _iso(timed_out_at),
+                 "queries": queries, "reason": reason, "unresolved_at": _iso(at)})
 
 
 def raises_events(event_type: str, dedupe_key: str) -> bool:
@@ -138,7 +154,7 @@ def stage(session: Session, merchant_id: str, event: NormalisedEvent, *, about_e
     event_id = ids.new_id("evt")
     values = {"id": event_id, "merchant_id": merchant_id, "provider": event.provider, "type": event.type,
               "status": event.status, "dedupe_key": event.dedupe_key, "provider_ids": event.provider_ids,
-              "occurred_at": event.occurred_at, "details": event.details, "received_at": now,
+              "occurred_at": event.occurred_at, "details": event.details, "received_at": now, "source": event.source,
               "priority": int(priority), "raw_payload": "{}", "reference": event.reference,
               "amount_minor": event.amount_minor, "currency": event.currency}
     stmt = (_INSERT[session.get_bind().dialect.name](Event).values(**values)

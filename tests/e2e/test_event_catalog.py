@@ -2,8 +2,8 @@
 
 Every M-Pesa fixture through its callback route, every gateway fixture through a
 signed source, an ``api`` event, an operator's ``payhook.test`` and an endpoint
-test, and each operational event (an endpoint answering 410, one failing then
-recovering, an STK Push left unresolved) go through the real delivery-worker to real receivers; each body
+test, QueueTimeOuts resolved by Transaction Status answers, and each operational event (an endpoint
+answering 410, one failing then recovering, an STK Push and a QueueTimeOut left unresolved) go through the real delivery-worker to real receivers; each body
 received is validated (jsonschema, 2020-12, formats checked) against the catalog
 entry for its type, and together they cover every entry of the catalog.
 """
@@ -11,6 +11,7 @@ entry for its type, and together they cover every entry of the catalog.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import threading
 
@@ -20,9 +21,9 @@ from sqlalchemy import update
 from factories import api_key, callback_url, fixture_bytes, make_source, merchant_with_endpoints
 from payhook_shared import catalog, ids, operational, signing
 from payhook_shared.callbacks import mpesa
-from payhook_shared.store import Endpoint, PaymentIntent
+from payhook_shared.store import Endpoint, PaymentIntent, StatusCheck
 from payhook_shared.store.models import utcnow
-from payhook_webhook import reconcile
+from payhook_webhook import reconcile, resolve
 from support import Receiver, wait_until
 from support_gateways import (
     FLUTTERWAVE_SECRET, HMAC_CONFIG, HMAC_SECRET, PAYSTACK_SECRET, STANDARD_SECRET, STRIPE_SECRET,
@@ -58,6 +59,32 @@ GATEWAYS = [
     ("standard-webhooks", STANDARD_SECRET, standard_headers, {}, [GENERIC]),
     ("hmac", HMAC_SECRET, hmac_headers, {"hmac": HMAC_CONFIG}, [GENERIC]),
 ]
+
+
+def resolved_and_unresolved(app, client, store, merchant) -> None:
+    """Resolve the b2c_timeout fixture's QueueTimeOut and a B2B and a reversal one, as Transaction Status answers
+    would (the checks marked asked, their answers posted to the status-result URL); leave one more unresolved."""
+    timeout = json.loads(fixture_bytes("mpesa/b2c_timeout.json"))["Result"]
+    for kind, originator in (("b2b", "b2b-1"), ("reversal", "rev-1"), ("b2c", "b2c-2")):
+        body = {"Result": {**timeout, "OriginatorConversationID": originator, "ConversationID": f"AG_{originator}"}}
+        assert client.post(callback_url(merchant, f"{kind}-timeout"), json=body).status_code == 200
+    answer = json.loads(fixture_bytes("mpesa/transaction_status_result.json"))
+    with store.write() as session:
+        for originator in (timeout["OriginatorConversationID"], "b2b-1", "rev-1"):
+            session.execute(update(StatusCheck).where(StatusCheck.originator_conversation_id == originator).values(
+                query_originator_id=f"q-{originator}", query_conversation_id=f"AG_q-{originator}", queries=1,
+                next_check_at=utcnow() + dt.timedelta(hours=1)))
+    for originator in (timeout["OriginatorConversationID"], "b2b-1", "rev-1"):
+        body = {"Result": {**answer["Result"], "OriginatorConversationID": f"q-{originator}",
+                           "ConversationID": f"AG_q-{originator}"}}
+        assert client.post(callback_url(merchant, "status-result"), json=body).status_code == 200
+    checks = resolve.StatusChecks(app, reconcile.policy_of(app.extensions["payhook.settings"]))
+    assert checks.tick() == 3, "the answers woke their checks"
+    with store.write() as session:  # as if RECONCILE_MAX_AGE had passed for the last
+        session.execute(update(StatusCheck).where(StatusCheck.originator_conversation_id == "b2c-2")
+                        .values(next_check_at=utcnow()))
+    checks.policy = dataclasses.replace(checks.policy, max_age=0)
+    assert checks.tick() == 1
 
 
 def add_endpoint(store, merchant_id: str, url: str, event_types: list[str]) -> None:
@@ -114,16 +141,18 @@ def test_every_type_sent_validates_against_the_catalog(webhook_app, client, stor
             session.execute(update(PaymentIntent).values(next_check_at=utcnow()))
         policy = dataclasses.replace(reconcile.policy_of(webhook_app.extensions["payhook.settings"]), max_age=0)
         assert reconcile.Reconciler(webhook_app, 1.0, policy).tick() == 1
+        resolved_and_unresolved(webhook_app, client, store, merchant)
 
         wait_until(lambda: any(r.json()["type"] == operational.ENDPOINT_FAILING for r in receiver.received),
                    what="failing webhook")
         up.set()
         wanted = {operational.ENDPOINT_DISABLED, operational.DELIVERY_DEAD, operational.ENDPOINT_RECOVERED,
-                  operational.PAYMENT_UNRESOLVED}
+                  operational.PAYMENT_UNRESOLVED, operational.TRANSACTION_UNRESOLVED}
         wait_until(lambda: wanted <= {r.json()["type"] for r in receiver.received}, timeout=20,
                    what="every operational webhook")
-        # Every callback and event at the main endpoint but the opt-in C2B validation, and the three posted here.
-        expected = len(MPESA_FIXTURES) - 1 + sum(len(b) for *_, b in GATEWAYS) + 3
+        # Every callback and event at the main endpoint but the opt-in C2B validation, and the three posted here;
+        # then the QueueTimeOuts, the status results answering three of them and the three resolutions.
+        expected = len(MPESA_FIXTURES) - 1 + sum(len(b) for *_, b in GATEWAYS) + 3 + 3 + 3 + 3
         wait_until(lambda: len([r for r in receiver.received if r.path == "/webhooks"]) == expected,
                    what="every event at the main endpoint")
 

@@ -66,6 +66,7 @@ def test_b2c_v3_acknowledges_with_the_caller_s_originator_id_and_posts_the_resul
     [request] = receiver.wait_for(1)
     result = request.json()["Result"]
     assert result["ConversationID"] == ack.json()["ConversationID"]
+    assert result["OriginatorConversationID"] == "ph-b2c-1"
     params = {p["Key"]: p["Value"] for p in result["ResultParameters"]["ResultParameter"]}
     assert params["TransactionAmount"] == 1500 and params["TransactionReceipt"] == result["TransactionID"]
     assert params["ReceiverPartyPublicName"].startswith("254712345678")
@@ -83,6 +84,31 @@ def test_b2c_v1_without_an_originator_id_gets_one_and_a_dropped_result_sends_not
     assert request.json()["Result"]["ResultCode"] == 1
     assert sandbox.counters()["callbacks"]["dropped"] == 1
     assert sandbox.counters()["requests"]["b2c"] == 2
+
+
+def test_a_b2c_that_timed_out_is_found_by_a_status_query_of_its_originator_id(daraja_sandbox, receiver):
+    sandbox = daraja_sandbox(callback_delay=0)
+    paid = sandbox.call("/mpesa/b2c/v3/paymentrequest", _b2c_body(receiver, Remarks="SBX0T")).json()
+    refused = sandbox.call("/mpesa/b2c/v3/paymentrequest", _b2c_body(
+        receiver, OriginatorConversationID="ph-b2c-2", Amount=900, Remarks="SBX2001T")).json()
+    timeouts = {r.json()["Result"]["OriginatorConversationID"]: r for r in receiver.wait_for(2)}
+    assert {r.path for r in timeouts.values()} == {"/webhooks/timeout"}
+    assert timeouts["ph-b2c-1"].json()["Result"]["ConversationID"] == paid["ConversationID"]
+    assert timeouts["ph-b2c-2"].json()["Result"]["ResultCode"] == "SFC_IC0003"
+
+    body = _status_body(receiver, TransactionID="", OriginalConversationID="ph-b2c-1", Remarks="follow-up")
+    ack = sandbox.call("/mpesa/transactionstatus/v1/query", body).json()
+    by_conversation = _status_body(receiver, TransactionID="", OriginalConversationID=refused["ConversationID"])
+    sandbox.call("/mpesa/transactionstatus/v1/query", by_conversation)
+    results = {r.json()["Result"]["ConversationID"]: r.json() for r in receiver.wait_for(4)[2:]}
+    found = results[ack["ConversationID"]]["Result"]
+    params = {p["Key"]: p["Value"] for p in found["ResultParameters"]["ResultParameter"]}
+    assert (found["ResultCode"], params["TransactionStatus"], params["Amount"]) == (0, "Completed", 1500)
+    assert params["ReceiptNo"] == found["TransactionID"] and params["CreditPartyName"].startswith("254712345678")
+    [failed] = [r["Result"] for key, r in results.items() if key != ack["ConversationID"]]
+    params = {p["Key"]: p["Value"] for p in failed["ResultParameters"]["ResultParameter"]}
+    assert (params["TransactionStatus"], params["Amount"]) == ("Failed", 900)
+    assert sandbox.counters()["status_queries"] == {"ph-b2c-1": 1, refused["ConversationID"]: 1}
 
 
 def test_bad_result_requests_get_daraja_s_400_naming_the_field(daraja_sandbox, receiver):

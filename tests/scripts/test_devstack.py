@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 import json
 import os
@@ -14,7 +15,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from werkzeug.serving import make_server
+
+from payhook_shared.store import StatusCheck
+from payhook_shared.store.models import utcnow
 
 from support import free_port, wait_until
 
@@ -188,6 +193,24 @@ def test_the_printed_stk_push_curl_works_against_the_sandbox_with_the_seeded_cre
             ["curl", "-sS", f"{base}/v1/mpesa/intents/{answer['id']}", "-H",
              f"Authorization: Bearer {demo['admin_api_key']}"], capture_output=True, text=True).stdout)["state"]
             == "completed", what="the intent settled by its callback")
+
+        # A B2C whose result comes as a QueueTimeOut is followed with the seeded initiator credentials.
+        urls = demo["callback_urls"]
+        assert sandbox.call("/mpesa/b2c/v3/paymentrequest", {
+            "OriginatorConversationID": "demo-b2c-1", "InitiatorName": "testapi", "SecurityCredential": "x",
+            "CommandID": "BusinessPayment", "Amount": 100, "PartyA": 174379, "PartyB": 254708374149,
+            "Remarks": "SBX0T", "QueueTimeOutURL": urls["b2c-timeout"], "ResultURL": urls["b2c-result"],
+            "Occassion": ""}).ok
+        checks = app.extensions["payhook.status_checks"]
+        checks.clock = lambda: utcnow() + dt.timedelta(seconds=app.extensions["payhook.settings"].reconcile_after + 1)
+
+
+        def resolved() -> bool:
+            with app.extensions["payhook.store"].read() as session:
+                return session.scalar(select(StatusCheck.state)) == "resolved"
+
+        wait_until(lambda: checks.tick() is not None and resolved(), what="the QueueTimeOut resolved")
+        assert sandbox.counters()["status_queries"] == {"demo-b2c-1": 1}
     finally:
         server.shutdown()
         thread.join(10)

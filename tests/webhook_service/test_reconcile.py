@@ -6,106 +6,20 @@ query one intent at once (counted at the sandbox)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import threading
 
-import pytest
-from cryptography.fernet import Fernet
-from prometheus_client import REGISTRY
 from sqlalchemy import select, update
-from werkzeug.serving import make_server
 
-from factories import api_key, merchant_with_endpoints
+from payhook_shared.events import webhook_body
 from payhook_shared.operational import PAYMENT_UNRESOLVED
 from payhook_shared.priority import Priority
 from payhook_shared.store import Delivery, Email, Event, PaymentIntent
 from payhook_shared.store.models import utcnow
-from support import free_port, wait_until
-
-KEY = Fernet.generate_key().decode()
-FAST = {"reconcile_after": 0.3, "reconcile_interval": 0.1, "reconcile_backoff": 0.05, "reconcile_backoff_max": 0.2}
-
-
-class Stack:
-    """The webhook-service served over real HTTP (the sandbox's callbacks must reach it), with the sandbox as Daraja."""
-
-    def __init__(self, database_url, redis_url, sandbox, **overrides):
-        from payhook_webhook.app import create_app
-
-        self.sandbox = sandbox
-        self.port = free_port()
-        self.settings = {"database_url": database_url, "redis_url": redis_url, "log_format": "text",
-                         "public_base_url": f"http://127.0.0.1:{self.port}", "daraja_sandbox_url": sandbox.url,
-                         "credentials_keys": (KEY,), "credentials_key_file": "", "daraja_read_timeout": 2.0,
-                         "daraja_connect_timeout": 1.0, **FAST, **overrides}
-        self.app = create_app(self.settings)
-        self.app.config["TESTING"] = True
-        self.store = self.app.extensions["payhook.store"]
-        self.http = self.app.test_client()
-        self._server = make_server("127.0.0.1", self.port, self.app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def another_process(self, **overrides):
-        """A second webhook-service app on the same store and Redis (a replica), not served."""
-        from payhook_webhook.app import create_app
-
-        app = create_app({**self.settings, **overrides})
-        app.config["TESTING"] = True
-        return app
-
-    def merchant(self, event_types=None):
-        merchant, endpoints = merchant_with_endpoints(self.store, "http://127.0.0.1:9/hooks", event_types=event_types)
-        headers = api_key(self.store, merchant.id)
-        answer = self.http.put(f"/v1/merchants/{merchant.id}/daraja-credentials", headers=headers, json={
-            "environment": "sandbox", "shortcode": self.sandbox.shortcode, "consumer_key": self.sandbox.consumer_key,
-            "consumer_secret": self.sandbox.consumer_secret, "passkey": self.sandbox.passkey})
-        assert answer.status_code == 200, answer.get_json()
-        return merchant, headers
-
-    def push(self, headers, key, reference="INV-1", amount=10):
-        answer = self.http.post("/v1/mpesa/stk-push", headers=headers, json={
-            "amount": amount, "phone": "0708374149", "account_reference": reference, "description": "Order",
-            "idempotency_key": key})
-        assert answer.status_code == 201, answer.get_json()
-        return answer.get_json()["checkout_request_id"]
-
-    def intent(self, checkout_id) -> PaymentIntent:
-        with self.store.read() as session:
-            return session.scalars(select(PaymentIntent).where(PaymentIntent.checkout_request_id == checkout_id)).one()
-
-    def stk_events(self, checkout_id) -> list[Event]:
-        with self.store.read() as session:
-            return session.scalars(select(Event).where(Event.type == "mpesa.stk_push",
-                                                       Event.reference == checkout_id)).all()
-
-    def final(self, *checkout_ids):
-        wait_until(lambda: all(p["final"] for p in self.sandbox.pushes() if p["CheckoutRequestID"] in checkout_ids),
-                   what="the sandbox's pushes final")
-
-    def close(self):
-        self._server.shutdown()
-        self._thread.join(10)
-        self.store.dispose()
-
-
-@pytest.fixture
-def stack(database_url, redis_url, daraja_sandbox):
-    made = []
-
-    def start(sandbox_settings=None, **overrides):
-        sandbox = daraja_sandbox(**{"callback_delay": 0.1, **(sandbox_settings or {})})
-        made.append(Stack(database_url, redis_url, sandbox, **overrides))
-        return made[-1]
-
-    yield start
-    for one in made:
-        one.close()
-
-
-def counted(name, labels=None):
-    return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+from support import wait_until
+from support_reconcile import counted, stack  # noqa: F401  (the fixture)
 
 
 def test_a_dropped_callback_is_settled_by_query_and_its_late_callback_changes_nothing(stack):
@@ -124,11 +38,13 @@ def test_a_dropped_callback_is_settled_by_query_and_its_late_callback_changes_no
     wait_until(lambda: reconciler.tick() == 0 and s.intent(cancelled).state != "pending", what="both reconciled")
 
     [event] = s.stk_events(paid)
-    assert (event.status, event.amount_minor, event.dedupe_key, event.details["source"]) == (
-        "succeeded", 25000, f"stk:{paid}", "query")
+    assert (event.status, event.amount_minor, event.dedupe_key, event.source, event.details["query_checks"]) == (
+        "succeeded", 25000, f"stk:{paid}", "query", 1)
+    assert json.loads(webhook_body(event))["data"]["source"] == "query"
     [failed] = s.stk_events(cancelled)
-    assert (failed.status, failed.result_code, failed.details["source"]) == ("failed", "1032", "query")
-    assert "source" not in s.stk_events(called_back)[0].details
+    assert (failed.status, failed.result_code, failed.source) == ("failed", "1032", "query")
+    [came] = s.stk_events(called_back)
+    assert came.source == "callback" and json.loads(webhook_body(came))["data"]["source"] == "callback"
     assert (s.intent(paid).state, s.intent(paid).event_id, s.intent(paid).checks) == ("completed", event.id, 1)
     assert (s.intent(cancelled).state, s.intent(cancelled).result_code) == ("failed", "1032")
     with s.store.read() as session:
@@ -213,7 +129,7 @@ def test_faults_and_an_outage_are_waited_out_and_nothing_is_sent_twice(stack):
     wait_until(lambda: reconciler.tick() is not None and s.intent(dropped).state != "pending", timeout=10,
                what="the reconciliation once Daraja answers")
     [event] = s.stk_events(dropped)
-    assert (event.status, event.result_code, event.details["source"]) == ("failed", "2001", "query")
+    assert (event.status, event.result_code, event.source) == ("failed", "2001", "query")
     assert s.intent(dropped).state == "failed"
 
 

@@ -13,7 +13,9 @@ from werkzeug.wsgi import LimitedStream
 from payhook_shared import logs
 from payhook_shared.store import Store
 
-from . import c2b, cli, console, drain, errors, ingest, merchants, metrics, params, reconcile, spool, stream
+from . import (
+    c2b, cli, console, drain, errors, ingest, merchants, metrics, params, reconcile, resolve, spool, stream,
+)
 from .api import (
     callbacks, deliveries, event_types, events, events_read, health, inbound, keys, management, mpesa, openapi,
     quarantine, replays, sources, synthetic,
@@ -106,8 +108,10 @@ def create_app(config: dict[str, Any] | Settings | None = None) -> Flask:
         metrics.SpoolWaiting(functools.partial(spool.waiting, app.extensions["payhook.broker"].client)))
     # Started by gunicorn in each web process (gunicorn_conf.post_worker_init), never at import or in tests.
     app.extensions["payhook.spool_drainer"] = drain.Drainer(app, settings.spool_drain_interval)
-    app.extensions["payhook.reconciler"] = reconcile.Reconciler(app, settings.reconcile_interval,
-                                                                reconcile.policy_of(settings))
+    policy = reconcile.policy_of(settings)
+    app.extensions["payhook.status_checks"] = resolve.StatusChecks(app, policy)
+    app.extensions["payhook.reconciler"] = reconcile.Reconciler(
+        app, settings.reconcile_interval, policy, also=(app.extensions["payhook.status_checks"].tick,))
     app.register_blueprint(health.bp)
     app.register_blueprint(callbacks.bp)
     app.register_blueprint(management.bp)

@@ -35,9 +35,11 @@ def _with_receipt_fallback(settings: dict, customer_email: str) -> dict:
 
 
 # What payhook-daraja-sandbox accepts by default (docs/sandbox.md): its app, and Safaricom's public
-# sandbox till with its published passkey. Test values, not secrets.
+# sandbox till with its published passkey; an initiator for Transaction Status, which the sandbox does not
+# check. Test values, not secrets.
 SANDBOX_CREDENTIALS = {"consumer_key": "payhook-sandbox-key", "consumer_secret": "payhook-sandbox-secret",
-                       "passkey": "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"}
+                       "passkey": "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919",
+                       "initiator_name": "testapi", "security_credential": "payhook-sandbox-credential"}
 SANDBOX_SHORTCODE = "174379"
 
 

@@ -42,7 +42,9 @@ from payhook_shared.events import SUCCEEDED, TEST_TYPE, NormalisedEvent
 from payhook_shared.logs import bind
 from payhook_shared.messages import MAX_DELIVERIES, DeliverWebhook
 from payhook_shared.priority import DELIVERY, Priority, queue_name
-from payhook_shared.store import Delivery, Email, Event, IntentState, PaymentIntent, Store
+from payhook_shared.store import (
+    Delivery, Email, Event, IntentState, PaymentIntent, StatusCheck, StatusCheckState, Store,
+)
 from payhook_shared.store.models import utcnow
 
 from . import metrics, stream
@@ -59,11 +61,11 @@ NO_RECEIPT_EMAIL_TYPES = mpesa.NOT_RECEIVED_TYPES | {TEST_TYPE}
 # At most this many events share one write; more wait for the next.
 MAX_BATCH = 100
 RECORD_EVENTS = "SELECT kind, row_id, version FROM payhook_record_events(%s, %s, %s)"
-# The same call, settling in the same statement (so the same transaction and round trip) the payment
-# intents of the batch's new STK Push results, found by CheckoutRequestID.
-RECORD_EVENTS_SETTLING = """
-WITH recorded AS MATERIALIZED (SELECT kind, row_id, version FROM payhook_record_events(%s, %s, %s)),
-settled AS (
+# The same call, with what some events bring in the same statement (so the same transaction and round trip):
+# the payment intents the batch's new STK Push results settle, found by CheckoutRequestID, and the status
+# checks its new B2C, B2B and reversal QueueTimeOuts start (``resolve.py``).
+_RECORDED = "recorded AS MATERIALIZED (SELECT kind, row_id, version FROM payhook_record_events(%s, %s, %s))"
+_SETTLED = """settled AS (
     UPDATE payment_intents AS p
     SET state = s.state, result_code = s.result_code, event_id = s.event_id, resolved_at = s.resolved_at
     FROM json_to_recordset(%s::json) AS s(merchant_id text, checkout_request_id text, state text,
@@ -71,9 +73,13 @@ settled AS (
     WHERE p.checkout_request_id = s.checkout_request_id AND p.merchant_id = s.merchant_id
       AND p.state IN ('pending', 'unknown')
       AND s.event_id IN (SELECT row_id FROM recorded WHERE kind = 'event')
-)
-SELECT kind, row_id, version FROM recorded
-"""
+)"""
+_FOLLOWED = """followed AS (
+    INSERT INTO status_checks
+    SELECT c.* FROM json_populate_recordset(NULL::status_checks, %s::json) AS c
+    WHERE c.event_id IN (SELECT row_id FROM recorded WHERE kind = 'event')
+    ON CONFLICT (event_id) DO NOTHING
+)"""
 _EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(NormalisedEvent))
 
 
@@ -103,6 +109,7 @@ class _Rows:
     event: dict[str, Any]
     deliveries: list[dict[str, Any]]
     emails: list[tuple[dict[str, Any], dramatiq.Message]]
+    status_check: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass
@@ -247,7 +254,7 @@ def _plan(merchant: Profile, event: NormalisedEvent, raw_body: bytes, priority: 
         deliveries.append(jobs.new_row(None, now, id=ids.new_id("dlv"), event_id=event_id, endpoint_id=endpoint.id,
                                        merchant_id=merchant.id, priority=int(priority), round_start=0))
     emails = [notices.planned(email, now) for email in _notifications(merchant, event, event_id)]
-    return _Rows(values, deliveries, emails)
+    return _Rows(values, deliveries, emails, _status_check(values))
 
 
 def _write_and_send(store: Store, broker: RedisBroker, writes: list[_Write]) -> None:
@@ -315,12 +322,17 @@ def _write_postgresql(store: Store, writes: Sequence[_Write]) -> None:
     deliveries = json.dumps([row for w in writes for row in w.rows.deliveries], default=_json_value)
     emails = json.dumps([row for w in writes for row, _ in w.rows.emails], default=_json_value)
     settling = [row for w in writes if (row := _settlement(w.rows.event)) is not None]
+    following = [w.rows.status_check for w in writes if w.rows.status_check is not None]
+    statement, params = RECORD_EVENTS, [events, deliveries, emails]
+    if settling or following:
+        parts = [_RECORDED]
+        for part, rows in ((_SETTLED, settling), (_FOLLOWED, following)):
+            if rows:
+                parts.append(part)
+                params.append(json.dumps(rows, default=_json_value))
+        statement = f"WITH {', '.join(parts)} SELECT kind, row_id, version FROM recorded"
     with store.driver() as conn:
-        if settling:
-            returned = conn.execute(RECORD_EVENTS_SETTLING, (events, deliveries, emails,
-                                                             json.dumps(settling, default=_json_value))).fetchall()
-        else:
-            returned = conn.execute(RECORD_EVENTS, (events, deliveries, emails)).fetchall()
+        returned = conn.execute(statement, params).fetchall()
     new_events = {row_id for kind, row_id, _ in returned if kind == "event"}
     new_emails = {row_id for kind, row_id, _ in returned if kind == "email"}
     versions = {row_id: version for kind, row_id, version in returned if kind == "version"}
@@ -357,6 +369,8 @@ def _write_sqlite(store: Store, writes: Sequence[_Write]) -> None:
             settle = _settlement(rows.event)
             if settle is not None:
                 session.execute(settle_intent(settle))
+            if rows.status_check is not None:
+                session.execute(insert(StatusCheck).values(**rows.status_check))
             for row, _ in rows.emails:
                 stmt = (sqlite_insert(Email).values(**row).on_conflict_do_nothing(index_elements=["dedupe_key"])
                         .returning(Email.id))
@@ -372,6 +386,23 @@ def _settlement(event: dict[str, Any]) -> dict[str, Any] | None:
     return {"merchant_id": event["merchant_id"], "checkout_request_id": event["reference"],
             "state": (IntentState.COMPLETED if event["status"] == SUCCEEDED else IntentState.FAILED).value,
             "result_code": event["result_code"], "event_id": event["id"], "resolved_at": event["received_at"]}
+
+
+def _status_check(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The Transaction Status follow-up a new B2C, B2B or reversal QueueTimeOut starts, or ``None`` for other events.
+
+    Every column is given (PostgreSQL builds the row from JSON, without the model's defaults); the reconciler
+    first asks ``RECONCILE_AFTER`` after ``created_at`` (``next_check_at`` unset).
+    """
+    if not mpesa.is_followed_timeout(event["type"], event["dedupe_key"]):
+        return None
+    ids_ = event["provider_ids"]
+    return {"id": ids.new_id("stc"), "merchant_id": event["merchant_id"], "event_id": event["id"],
+            "event_type": event["type"], "originator_conversation_id": ids_["OriginatorConversationID"],
+            "conversation_id": ids_.get("ConversationID"), "state": StatusCheckState.PENDING.value,
+            "created_at": event["received_at"], "next_check_at": None, "checks": 0, "last_checked_at": None,
+            "queries": 0, "query_originator_id": None, "query_conversation_id": None, "status": None,
+            "resolution_event_id": None, "resolved_at": None}
 
 
 def settle_intent(settlement: dict[str, Any]) -> Update:

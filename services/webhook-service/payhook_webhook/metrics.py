@@ -66,6 +66,18 @@ for _outcome in ("resolved", "duplicate", "settled", "processing", "unavailable"
     RECONCILED.labels(_outcome)
 UNRESOLVED = Counter("payhook_payments_unresolved_total", "Payment intents that ended unknown: no callback, and "
                      "Daraja's STK Push Query gave no final answer in time (payhook.payment.unresolved sent).")
+STATUS_CHECKS = Counter("payhook_status_checks_total", "Transaction Status follow-ups of B2C, B2B and reversal "
+                        "QueueTimeOuts, by outcome (asked; resolved, duplicate: the answer settled it; unsettled, "
+                        "no_answer: asked again; unavailable, rejected, no_credentials: Daraja not asked this time; "
+                        "skipped: no initiator credentials; store_error).", ["outcome"])
+for _outcome in ("asked", "resolved", "duplicate", "unsettled", "no_answer", "unavailable", "rejected",
+                 "no_credentials", "skipped", "store_error"):
+    STATUS_CHECKS.labels(_outcome)
+TRANSACTIONS_UNRESOLVED = Counter("payhook_transactions_unresolved_total", "B2C, B2B and reversal QueueTimeOuts "
+                                  "Transaction Status never settled (payhook.transaction.unresolved sent), by the "
+                                  "event's type.", ["type"])
+for _type in mpesa.FOLLOWED:
+    TRANSACTIONS_UNRESOLVED.labels(_type)
 EVENTS = Counter("payhook_events_total", "New events recorded (duplicates excluded), by type and priority.",
                  ["type", "priority"])
 

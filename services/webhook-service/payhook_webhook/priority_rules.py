@@ -44,7 +44,7 @@ from payhook_shared.priority import Priority
 log = logging.getLogger(__name__)
 
 LARGE_PAYMENT_MINOR = 100_000_00  # 100,000.00 in a two-decimal currency
-URGENT_TYPES = frozenset({mpesa.REVERSAL}) | sources.DISPUTE_TYPES
+URGENT_TYPES = frozenset({mpesa.REVERSAL, mpesa.REVERSAL_RESOLVED}) | sources.DISPUTE_TYPES
 HIGH_TYPES = sources.REFUND_TYPES
 LOW_TYPES = frozenset({mpesa.ACCOUNT_BALANCE, mpesa.C2B_VALIDATION})
 

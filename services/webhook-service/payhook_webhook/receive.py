@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from payhook_shared.callbacks import sources
 from payhook_shared.callbacks.mpesa import NORMALISERS, load_c2b_validation
+from payhook_shared.events import CALLBACK
 from payhook_shared.logs import bind
 
 from . import c2b, ingest, merchants, spool
@@ -46,10 +47,11 @@ def _record(merchant: merchants.Profile, event, raw: bytes) -> ingest.Recorded:
 
 
 def _mpesa(merchant: merchants.Profile, raw: bytes, payload: dict, kind: str, decision: c2b.Decision | None,
-           details: dict[str, str], spool_on_failure: bool) -> Received:
+           details: dict[str, str], source: str, spool_on_failure: bool) -> Received:
     with bind(merchant_id=merchant.id):
         event = NORMALISERS[kind](payload)
         event.details.update(details)
+        event.source = source
         answer = CONFIRMED if kind == "c2b-confirmation" else ACCEPTED
         if kind == "c2b-validation":
             if decision is None:
@@ -67,17 +69,21 @@ def _mpesa(merchant: merchants.Profile, raw: bytes, payload: dict, kind: str, de
         if recorded.duplicate:
             with bind(event_id=recorded.event_id):
                 log.info("duplicate %s callback for %s", kind, recorded.event_id)
+        else:
+            # A Transaction Status answer wakes the status check waiting for it (``resolve.py``).
+            current_app.extensions["payhook.status_checks"].answered(kind, merchant.id, event)
     return Received(answer, recorded)
 
 
 def mpesa(merchant: merchants.Profile, raw: bytes, payload: dict, kind: str,
           reload: Callable[[], merchants.Profile], *, decision: c2b.Decision | None = None,
-          details: dict[str, str] | None = None, spool_on_failure: bool = False) -> Received:
+          details: dict[str, str] | None = None, source: str = CALLBACK, spool_on_failure: bool = False) -> Received:
     """Validate the parsed M-Pesa ``kind`` callback ``payload`` (``raw`` as received) and record it for ``merchant``.
 
     ``reload`` reads the merchant again when its cached profile proves stale (nothing was written then).
     ``decision`` is a C2B validation's decision made already (when it was spooled), so it is not made twice;
-    ``details`` are added to the event's (a drained callback's ``spooled_at``).
+    ``details`` are added to the event's (a drained callback's ``spooled_at``); ``source`` is its ``data.source``
+    (``query`` for the reconciler's answer from Daraja).
     With ``spool_on_failure``, a callback the store cannot record goes to the spool (``spool.put``) and is
     answered all the same; without, the store's error is raised.
 
@@ -86,9 +92,9 @@ def mpesa(merchant: merchants.Profile, raw: bytes, payload: dict, kind: str,
       StoreUnavailable: neither the store nor the spool took it.
     """
     try:
-        return _mpesa(merchant, raw, payload, kind, decision, details or {}, spool_on_failure)
+        return _mpesa(merchant, raw, payload, kind, decision, details or {}, source, spool_on_failure)
     except ProfileChanged:
-        return _mpesa(reload(), raw, payload, kind, decision, details or {}, spool_on_failure)
+        return _mpesa(reload(), raw, payload, kind, decision, details or {}, source, spool_on_failure)
 
 
 def gateway(provider: str, source_id: str, merchant_id: str, raw: bytes, payload: dict,

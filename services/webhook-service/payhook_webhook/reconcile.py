@@ -2,7 +2,7 @@
 
 A payment intent still ``pending`` ``RECONCILE_AFTER`` seconds after it was made is queried with STK Push
 Query. A final answer (a ``ResultCode``) becomes the STK event the callback would have made, with the
-same dedupe key (``stk:<CheckoutRequestID>``) and ``details.source`` ``"query"``, recorded through
+same dedupe key (``stk:<CheckoutRequestID>``) and ``data.source`` ``"query"``, recorded through
 ``receive.mpesa`` like a live callback: its deliveries, priority and emails follow, ingest settles the
 intent in the same write, and a real callback arriving later is a duplicate. While Daraja says the
 payment is still being processed (``500.001.1001``), or cannot be asked (unreachable, 5xx, 429, timeouts,
@@ -26,7 +26,7 @@ import datetime as dt
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flask import Flask
@@ -39,7 +39,7 @@ from payhook_shared.daraja.errors import CredentialsError, DarajaError, DarajaRe
 from payhook_shared.logs import bind
 from payhook_shared.money import format_amount
 from payhook_shared.errors import DecodeError
-from payhook_shared.events import SUCCEEDED
+from payhook_shared.events import QUERY, SUCCEEDED
 from payhook_shared.store import Event, IntentState, Merchant, PaymentIntent
 from payhook_shared.store.models import utcnow
 
@@ -53,8 +53,6 @@ log = logging.getLogger(__name__)
 STILL_PROCESSING = "500.001.1001"
 #: Intents claimed per look; the rest wait for the next one.
 CLAIM_BATCH = 20
-#: What ``details.source`` says of an STK event made from a query answer.
-QUERY_SOURCE = "query"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,15 +96,18 @@ class _Claim:
 class Reconciler:
     """Queries due pending intents every ``interval`` seconds, in every web process (claims keep them apart).
 
-    ``clock`` gives the current time (``utcnow``; tests move their own).
+    ``also`` are other ticks claimed the same way that each look runs after the intents' (the status checks
+    of ``resolve.py``), each returning how many it claimed. ``clock`` gives the current time (``utcnow``;
+    tests move their own).
     """
 
     def __init__(self, app: Flask, interval: float, policy: Policy,
-                 clock: Callable[[], dt.datetime] = utcnow):
+                 clock: Callable[[], dt.datetime] = utcnow, also: Sequence[Callable[[], int]] = ()):
         self.app = app
         self.interval = interval
         self.policy = policy
         self.clock = clock
+        self.also = tuple(also)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -124,11 +125,12 @@ class Reconciler:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                while self.tick() == CLAIM_BATCH and not self._stop.is_set():
-                    pass
-            except Exception:
-                log.exception("reconciliation tick failed; will retry")
+            for tick in (self.tick, *self.also):
+                try:
+                    while tick() == CLAIM_BATCH and not self._stop.is_set():
+                        pass
+                except Exception:
+                    log.exception("reconciliation tick failed; will retry")
 
     def tick(self) -> int:
         """Claim and check up to ``CLAIM_BATCH`` due intents; returns how many were claimed."""
@@ -209,8 +211,8 @@ class Reconciler:
             return directory.get(claim.merchant_id)
 
         try:
-            received = receive.mpesa(merchant, raw, payload, "stk", reload,
-                                     details={"source": QUERY_SOURCE, "query_checks": claim.checks})
+            received = receive.mpesa(merchant, raw, payload, "stk", reload, details={"query_checks": claim.checks},
+                                     source=QUERY)
         except DecodeError as exc:
             # An answer no callback schema takes (a code or text beyond its limits): not a result to record.
             self._wait(claim, "rejected", f"Daraja's query answer is not an STK result: {exc}", processing=False)

@@ -107,17 +107,17 @@ class Settings:
     daraja_rate_limit: int = 10
     """Daraja calls one merchant's credentials may make per second, across every process (more are refused ``429``)."""
     reconcile_after: float = 120.0
-    """Seconds after an STK Push (or its registration) before a payment intent with no callback is queried with STK Push Query."""
+    """Seconds after an STK Push (or its registration) before a payment intent with no callback is queried with STK Push Query; likewise after a B2C, B2B or reversal QueueTimeOut before its Transaction Status query."""
     reconcile_interval: float = 5.0
-    """Seconds between each web process's looks for payment intents due a query."""
+    """Seconds between each web process's looks for payment intents and QueueTimeOut status checks due a query."""
     reconcile_max_checks: int = 6
-    """Queries answered "still being processed" after which a payment intent ends ``unknown`` (``payhook.payment.unresolved``)."""
+    """Queries answered "still being processed" after which a payment intent ends ``unknown`` (``payhook.payment.unresolved``); Transaction Status queries without a final answer after which a QueueTimeOut stays ``unknown`` (``payhook.transaction.unresolved``)."""
     reconcile_max_age: float = 86400.0
-    """Seconds after its push when a payment intent Daraja never settled (unreachable, 5xx, 429) ends ``unknown``."""
+    """Seconds after its push when a payment intent Daraja never settled (unreachable, 5xx, 429) ends ``unknown``; likewise after a QueueTimeOut for its status check."""
     reconcile_backoff: float = 15.0
-    """Seconds before querying an intent again after its first answer that was not final; doubled after each."""
+    """Seconds before querying an intent again after its first answer that was not final (or looking for a Transaction Status query's answer, then asking again); doubled after each."""
     reconcile_backoff_max: float = 600.0
-    """Longest wait, in seconds, between two queries of one payment intent."""
+    """Longest wait, in seconds, between two queries of one payment intent or one QueueTimeOut."""
     bind: str = "127.0.0.1:8640"
     """gunicorn: the address the web server listens on."""
     web_workers: int = 2

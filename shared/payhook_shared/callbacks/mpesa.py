@@ -22,7 +22,7 @@ from marshmallow import EXCLUDE, Schema, fields
 
 from .. import money
 from ..errors import DecodeError
-from ..events import FAILED, SUCCEEDED, UNKNOWN, NormalisedEvent
+from ..events import FAILED, QUERY, SUCCEEDED, UNKNOWN, NormalisedEvent
 from .base import Code, OneOrMany, Text, load, parse_daraja_time
 
 PROVIDER = "mpesa"
@@ -35,8 +35,15 @@ B2B = "mpesa.b2b"
 REVERSAL = "mpesa.reversal"
 TRANSACTION_STATUS = "mpesa.transaction_status"
 ACCOUNT_BALANCE = "mpesa.account_balance"
+# A QueueTimeOut of these is followed by a Transaction Status query, whose answer becomes a ``.resolved`` event.
+B2C_RESOLVED = "mpesa.b2c.resolved"
+B2B_RESOLVED = "mpesa.b2b.resolved"
+REVERSAL_RESOLVED = "mpesa.reversal.resolved"
+#: The result kind of each type whose QueueTimeOut is followed up, and the type of its resolution.
+FOLLOWED = {B2C: ("b2c", B2C_RESOLVED), B2B: ("b2b", B2B_RESOLVED), REVERSAL: ("reversal", REVERSAL_RESOLVED)}
 # Event types that are not money received by the merchant: no "payment received" email.
-NOT_RECEIVED_TYPES = frozenset({C2B_VALIDATION, B2C, B2B, REVERSAL, TRANSACTION_STATUS, ACCOUNT_BALANCE})
+NOT_RECEIVED_TYPES = frozenset({C2B_VALIDATION, B2C, B2B, REVERSAL, TRANSACTION_STATUS, ACCOUNT_BALANCE,
+                                B2C_RESOLVED, B2B_RESOLVED, REVERSAL_RESOLVED})
 
 
 class _Lenient(Schema):
@@ -400,3 +407,67 @@ NORMALISERS: dict[str, Callable[[dict[str, Any]], NormalisedEvent]] = {
     **{f"{kind}-timeout": result_normaliser(kind, timeout=True) for kind in RESULT_KINDS},
 }
 """Every callback kind, as it appears last in the callback URL, and its normaliser."""
+
+
+# --- Resolving a QueueTimeOut: the Transaction Status answer -------------------------------------------
+
+
+#: What a Transaction Status result's ``TransactionStatus`` makes of the transaction (lower-cased); any other
+#: value (``Pending``, a reversal's own states…) settles nothing, and the transaction is asked about again.
+TRANSACTION_STATUSES = {"completed": SUCCEEDED, "failed": FAILED, "declined": FAILED, "cancelled": FAILED,
+                        "expired": FAILED}
+
+
+def is_followed_timeout(event_type: str, dedupe_key: str) -> bool:
+    """Whether an event is a B2C, B2B or reversal QueueTimeOut, which a Transaction Status query follows."""
+    return event_type in FOLLOWED and dedupe_key.startswith(f"{FOLLOWED[event_type][0]}-timeout:")
+
+
+def status_answer_keys(conversation_id: str | None, originator_conversation_id: str) -> tuple[str, ...]:
+    """The dedupe keys a Transaction Status query's result (then its QueueTimeOut) would be recorded under."""
+    return tuple(f"status-{end}:{conversation}:{originator_conversation_id}"
+                 for end in ("result", "timeout") for conversation in dict.fromkeys((conversation_id or "", "")))
+
+
+def status_outcome(answer: Any) -> str | None:
+    """What a recorded Transaction Status answer (a ``mpesa.transaction_status`` event) says of the transaction.
+
+    ``succeeded`` or ``failed`` when the query itself succeeded (result code ``0``) and ``TransactionStatus``
+    is final; ``None`` for a QueueTimeOut, a failed query (e.g. ``2001``, the initiator refused) or a
+    transaction still in progress.
+    """
+    if answer.status != SUCCEEDED:
+        return None
+    return TRANSACTION_STATUSES.get(str((answer.details or {}).get("TransactionStatus") or "").strip().lower())
+
+
+def resolution(original: Any, original_id: str, answer: Any, answer_id: str, status: str,
+               queries: int) -> NormalisedEvent:
+    """The ``mpesa.<kind>.resolved`` event: the QueueTimeOut event ``original`` settled by Transaction Status.
+
+    ``answer`` is the recorded Transaction Status result (``status_outcome`` gave ``status``); both are
+    normalised events or stored rows. One per original event (its dedupe key names it). The amount, receipt
+    and time are the status result's; the original's ids stay, so the provider's key (ConversationID) finds
+    both. ``details`` has the result's parameters, ``original_event_id``, ``status_event_id`` and ``queries``.
+    """
+    details = {**(answer.details or {}), "original_event_id": original_id, "status_event_id": answer_id,
+               "queries": queries}
+    phone = _party_phone(details.get("CreditPartyName")) if original.type == B2C else None
+    return NormalisedEvent(
+        provider=PROVIDER,
+        type=FOLLOWED[original.type][1],
+        status=status,
+        dedupe_key=f"resolved:{original_id}",
+        amount_minor=answer.amount_minor if answer.amount_minor is not None else original.amount_minor,
+        currency=answer.currency if answer.amount_minor is not None else original.currency,
+        receipt=answer.receipt,
+        reference=original.reference,
+        provider_ids={**(original.provider_ids or {}),
+                      **({"TransactionID": answer.receipt} if answer.receipt else {})},
+        phone=phone,
+        result_code=answer.result_code,
+        result_desc=answer.result_desc,
+        occurred_at=answer.occurred_at,
+        details=details,
+        source=QUERY,
+    )

@@ -27,7 +27,7 @@ from .. import ids, operational
 from ..callbacks import mpesa, sources
 from ..callbacks.gateways import FLUTTERWAVE, HMAC, PAYSTACK, STANDARD_WEBHOOKS, STRIPE
 from ..errors import PayhookError
-from ..events import STATUSES, SUCCEEDED, TEST_PREFIX, TEST_TYPE, NormalisedEvent, webhook_body
+from ..events import CALLBACK, PAYHOOK, QUERY, STATUSES, SUCCEEDED, TEST_PREFIX, TEST_TYPE, NormalisedEvent, webhook_body
 
 API = "api"
 MPESA = mpesa.PROVIDER
@@ -52,6 +52,8 @@ class EventType:
     details_schema: dict[str, Any] | None = None
     #: Only to endpoints that list the type in ``event_types``.
     opt_in: bool = False
+    #: The ``data.source`` values its webhooks carry (``events.SOURCES``).
+    data_sources: tuple[str, ...] = (CALLBACK,)
 
     @property
     def is_family(self) -> bool:
@@ -73,7 +75,7 @@ class EventType:
 
     def data_schema(self) -> dict[str, Any]:
         """JSON Schema of the webhook body's ``data`` for this type."""
-        return _data_schema(self.provider, self.details_schema)
+        return _data_schema(self.provider, self.details_schema, self.data_sources)
 
     def body_schema(self) -> dict[str, Any]:
         """JSON Schema of the whole webhook body for this type."""
@@ -109,17 +111,20 @@ _TEXT = {"type": ["string", "null"]}
 _TIME = {"type": ["string", "null"], "format": "date-time"}
 
 
-def _data_schema(provider: str, details: dict[str, Any] | None) -> dict[str, Any]:
+def _data_schema(provider: str, details: dict[str, Any] | None, data_sources: tuple[str, ...]) -> dict[str, Any]:
     return {
         "type": "object",
         "additionalProperties": False,
-        "required": ["merchant_id", "provider", "status", "amount", "amount_minor", "currency", "receipt",
+        "required": ["merchant_id", "provider", "status", "source", "amount", "amount_minor", "currency", "receipt",
                      "reference", "provider_ids", "phone", "result_code", "result_desc", "occurred_at",
                      "customer_email", "details", "raw"],
         "properties": {
             "merchant_id": {"type": "string"},
             "provider": {"type": "string", "const": provider},
             "status": {"type": "string", "enum": list(STATUSES)},
+            "source": {"type": "string", "enum": list(data_sources),
+                       "description": "how Payhook learned of it: callback (sent to Payhook), query (Payhook asked "
+                                      "the provider), payhook (Payhook's own event)"},
             "amount": {"type": ["string", "null"], "pattern": r"^-?[0-9]+(\.[0-9]+)?$",
                        "description": "major units as an exact decimal string, e.g. \"10.50\""},
             "amount_minor": {"type": ["integer", "null"], "description": "the amount in the currency's minor units"},
@@ -164,6 +169,29 @@ _MPESA = [
      "Account balance query result (details.accounts) or queue timeout.", False),
 ]
 
+_RESOLVED = [
+    (mpesa.B2C_RESOLVED, "A B2C payment whose result came as a QueueTimeOut, settled by Payhook's Transaction Status "
+                         "query: details.original_event_id is the mpesa.b2c event it resolves."),
+    (mpesa.B2B_RESOLVED, "A B2B payment whose result came as a QueueTimeOut, settled by Payhook's Transaction Status "
+                         "query: details.original_event_id is the mpesa.b2b event it resolves."),
+    (mpesa.REVERSAL_RESOLVED, "A reversal whose result came as a QueueTimeOut, settled by Payhook's Transaction "
+                              "Status query: details.original_event_id is the mpesa.reversal event it resolves."),
+]
+_RESOLVED_DETAILS = {
+    "type": "object",
+    "required": ["original_event_id", "status_event_id", "queries", "TransactionStatus"],
+    "properties": {
+        "original_event_id": {"type": "string", "description": "the QueueTimeOut event this resolves"},
+        "status_event_id": {"type": "string", "description": "the mpesa.transaction_status event that settled it"},
+        "queries": {"type": "integer", "description": "Transaction Status queries Payhook made"},
+        "TransactionStatus": {"type": "string", "description": "Daraja's word: Completed, Failed, …"},
+    },
+    "description": "the Transaction Status result's parameters, and the ids above",
+}
+#: The resolutions' example: a QueueTimeOut (this file) answered by the Transaction Status result of the entry.
+_TIMEOUT_EXAMPLE = "mpesa_queue_timeout.json"
+_EXAMPLE_ORIGINAL_ID, _EXAMPLE_STATUS_ID = "evt_0123456789abcde0", "evt_0123456789abcde1"
+
 _GATEWAYS = [
     ("stripe.payment_intent.succeeded", STRIPE, "stripe_payment_intent_succeeded.json",
      "Stripe: a payment intent succeeded."),
@@ -204,6 +232,12 @@ _OPERATIONAL_DETAILS = {
                                      "account_reference": _TEXT, "pushed_at": {"type": "string", "format": "date-time"},
                                      "checks": {"type": "integer"}, "reason": {"type": "string"},
                                      "unresolved_at": {"type": "string", "format": "date-time"}},
+    operational.TRANSACTION_UNRESOLVED: {"check_id": {"type": "string"}, "event_id": {"type": "string"},
+                                         "event_type": {"type": "string"},
+                                         "originator_conversation_id": {"type": "string"},
+                                         "timed_out_at": {"type": "string", "format": "date-time"},
+                                         "queries": {"type": "integer"}, "reason": {"type": "string"},
+                                         "unresolved_at": {"type": "string", "format": "date-time"}},
 }
 _OPERATIONAL_DESCRIPTIONS = {
     operational.ENDPOINT_FAILING: "Another endpoint of yours failed repeatedly and Payhook paused deliveries "
@@ -217,10 +251,18 @@ _OPERATIONAL_DESCRIPTIONS = {
     operational.PAYMENT_UNRESOLVED: "An STK Push whose callback never came, and which Daraja's STK Push Query "
                                     "could not settle: its payment intent is unknown; check it with Safaricom "
                                     "(opt-in).",
+    operational.TRANSACTION_UNRESOLVED: "A B2C, B2B or reversal whose result came as a QueueTimeOut, and which "
+                                        "Daraja's Transaction Status could not settle: still unknown; check it "
+                                        "with Safaricom (opt-in).",
 }
 
 ENTRIES: tuple[EventType, ...] = (
-    *(EventType(t, MPESA, d, kind, example, opt_in=opt_in) for t, kind, example, d, opt_in in _MPESA),
+    # An STK result is a callback, or the reconciler's STK Push Query when the callback never came.
+    *(EventType(t, MPESA, d, kind, example, opt_in=opt_in,
+                data_sources=(CALLBACK, QUERY) if t == mpesa.STK_PUSH else (CALLBACK,))
+      for t, kind, example, d, opt_in in _MPESA),
+    *(EventType(t, MPESA, d, "status-result", "mpesa_transaction_status_result.json",
+                details_schema=_RESOLVED_DETAILS, data_sources=(QUERY,)) for t, d in _RESOLVED),
     *(EventType(t, provider, d, provider, example) for t, provider, example, d in _GATEWAYS),
     EventType("*", STANDARD_WEBHOOKS, "Your own signed sender (Standard Webhooks source): the type it gave.",
               STANDARD_WEBHOOKS, _GENERIC_EXAMPLE % "invoice.paid"),
@@ -230,10 +272,10 @@ ENTRIES: tuple[EventType, ...] = (
               '{"type": "order.paid", "idempotency_key": "order-1042", "data": {"status": "succeeded", '
               '"amount": "2500.00", "currency": "KES"}, "customer_email": "buyer@example.com"}'),
     EventType(TEST_TYPE, "payhook", "A synthetic event an operator records to check a running stack.", None,
-              details_schema={"type": "object"}),
+              details_schema={"type": "object"}, data_sources=(PAYHOOK,)),
     *(EventType(t, operational.PROVIDER, _OPERATIONAL_DESCRIPTIONS[t], None,
-                details_schema=_details(_OPERATIONAL_DETAILS[t], about_endpoint=t != operational.PAYMENT_UNRESOLVED),
-                opt_in=True) for t in operational.TYPES),
+                details_schema=_details(_OPERATIONAL_DETAILS[t], about_endpoint=t not in operational.ABOUT_PAYMENTS),
+                opt_in=True, data_sources=(PAYHOOK,)) for t in operational.TYPES),
 )
 
 
@@ -315,6 +357,8 @@ def example_event(entry: EventType, api_normaliser: Any = None) -> NormalisedEve
     payload = entry.payload()
     raw = json.dumps(payload).encode()
     if entry.provider == MPESA:
+        if entry.type in _RESOLVED_TYPES:
+            return _resolved_example(entry.type, payload)
         return mpesa.NORMALISERS[entry.source](payload)
     if entry.provider == API:
         if api_normaliser is not None:
@@ -323,9 +367,22 @@ def example_event(entry: EventType, api_normaliser: Any = None) -> NormalisedEve
     if entry.source is not None:
         return sources.normalise(entry.source, payload, raw)
     if entry.type == TEST_TYPE:
-        return NormalisedEvent(provider="payhook", type=TEST_TYPE, status=SUCCEEDED,
+        return NormalisedEvent(provider="payhook", source=PAYHOOK, type=TEST_TYPE, status=SUCCEEDED,
                                dedupe_key=f"{TEST_PREFIX}example", details={"priority": "normal"})
     return _operational_example(entry.type)
+
+
+_RESOLVED_TYPES = frozenset(t for t, _ in _RESOLVED)
+
+
+def _resolved_example(event_type: str, status_payload: dict[str, Any]) -> NormalisedEvent:
+    """A QueueTimeOut of the resolved type's kind, resolved by ``status_payload`` as the reconciler resolves one."""
+    original_type = next(t for t, (_, resolved) in mpesa.FOLLOWED.items() if resolved == event_type)
+    timeout = json.loads(resources.files(__package__).joinpath("examples", _TIMEOUT_EXAMPLE).read_text())
+    original = mpesa.NORMALISERS[f"{mpesa.FOLLOWED[original_type][0]}-timeout"](timeout)
+    answer = mpesa.NORMALISERS["status-result"](status_payload)
+    return mpesa.resolution(original, _EXAMPLE_ORIGINAL_ID, answer, _EXAMPLE_STATUS_ID,
+                            mpesa.status_outcome(answer), queries=1)
 
 
 def _operational_example(event_type: str) -> NormalisedEvent:
@@ -342,6 +399,11 @@ def _operational_example(event_type: str) -> NormalisedEvent:
             intent_id="pin_0123456789abcdef", checkout_request_id="ws_CO_011220260930001234567890",
             account_reference="INV-1042", amount_minor=10000, created_at=at - dt.timedelta(hours=24), checks=6,
             reason="Daraja stk_query: The transaction is being processed (500.001.1001)", at=at)
+    if event_type == operational.TRANSACTION_UNRESOLVED:
+        return operational.transaction_unresolved(
+            check_id="stc_0123456789abcdef", event_id="evt_0123456789abcde0", event_type=mpesa.B2C,
+            originator_conversation_id="10571-7910404-1", timed_out_at=at - dt.timedelta(hours=24), queries=6,
+            reason="no Transaction Status result came", at=at)
     return operational.delivery_dead(ep, delivery_id="dlv_0123456789abcdef", event_id="evt_0123456789abcdef",
                                      event_type=mpesa.STK_PUSH, attempts=8, category="server_error",
                                      last_status=500, last_error="HTTP 500", dead_at=at)

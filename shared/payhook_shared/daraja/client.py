@@ -183,9 +183,19 @@ class DarajaClient:
         })
 
     def transaction_status(self, creds: DarajaCredentials, transaction_id: str, result_url: str,
-                           timeout_url: str, remarks: str = "status", occasion: str = "") -> dict[str, Any]:
-        """Ask for a transaction's status; Daraja answers at once with an acknowledgement, the result goes to ``result_url``."""
-        return self._call("transaction_status", creds, "POST", TRANSACTION_STATUS_PATH, self._bearer(creds), {
+                           timeout_url: str, remarks: str = "status", occasion: str = "",
+                           original_conversation_id: str = "") -> dict[str, Any]:
+        """Ask for a transaction's status; Daraja acknowledges at once, the result goes to ``result_url``.
+
+        The transaction is ``transaction_id`` (its M-Pesa receipt) or, for one whose result never came
+        and so has no receipt known, ``original_conversation_id`` (the request's OriginatorConversationID).
+        Returns the acknowledgement, whose ``ConversationID`` and ``OriginatorConversationID`` the result carries.
+
+        Raises:
+          DarajaRejected: for a request Daraja refused (``ResponseCode`` other than ``0`` or a 4xx).
+          DarajaError: as every call.
+        """
+        body = {
             "Initiator": creds.initiator_name,
             "SecurityCredential": creds.security_credential,
             "CommandID": "TransactionStatusQuery",
@@ -196,7 +206,14 @@ class DarajaClient:
             "QueueTimeOutURL": timeout_url,
             "Remarks": remarks,
             "Occasion": occasion,
-        })
+        }
+        if original_conversation_id:
+            body["OriginalConversationID"] = original_conversation_id
+        answer = self._call("transaction_status", creds, "POST", TRANSACTION_STATUS_PATH, self._bearer(creds), body)
+        if str(answer.get("ResponseCode")) != "0":
+            raise DarajaRejected(f"Daraja transaction_status: {answer.get('ResponseDescription') or 'not accepted'}",
+                                 200, str(answer.get("ResponseCode")))
+        return answer
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -212,9 +229,12 @@ class DarajaClient:
 
     def _fetch_token(self, creds: DarajaCredentials, key: str) -> str:
         token, lifetime = self.oauth(creds)
-        # Refresh ahead of expiry, but never sooner than half the token's life.
+        # Refresh ahead of expiry, but never sooner than half the token's life. The cache forgets it a little
+        # before Daraja does (5 s, or a quarter of a short life), so it never hands out an expired token,
+        # and keeps it past ``refresh_at``, so the others use it while one process fetches the next.
         refresh_at = self.clock() + max(lifetime - self.refresh_before, lifetime / 2)
-        self.redis.set(key, json.dumps({"token": token, "refresh_at": refresh_at}), ex=max(lifetime - 5, 1))
+        keep = lifetime - min(5.0, lifetime / 4)
+        self.redis.set(key, json.dumps({"token": token, "refresh_at": refresh_at}), px=max(int(keep * 1000), 1))
         return token
 
     def _admit(self, creds: DarajaCredentials, operation: str) -> None:

@@ -219,6 +219,9 @@ class Event(Base):
     raw_payload: Mapped[str] = mapped_column(Text)
     # The provider's own key for the event (CheckoutRequestID, TransID, ConversationID, a gateway's event id).
     provider_key: Mapped[str | None] = mapped_column(String(200))
+    # How Payhook learned of it (``events.SOURCES``: callback, query, payhook): ``data.source`` of its webhook.
+    # Nullable so that a process older than the column can still record during an upgrade (migration 0015s).
+    source: Mapped[str | None] = mapped_column(String(16), server_default="callback")
 
     deliveries: Mapped[list[Delivery]] = relationship(back_populates="event", order_by="Delivery.id")
 
@@ -538,3 +541,49 @@ class PaymentIntent(Base):
     resolved_at: Mapped[dt.datetime | None]
     result_code: Mapped[str | None] = mapped_column(String(40))
     event_id: Mapped[str | None] = mapped_column(String(40))
+
+
+class StatusCheckState(str, enum.Enum):
+    """Life of a Transaction Status follow-up of a QueueTimeOut."""
+
+    PENDING = "pending"    # the transaction's outcome is not known yet
+    RESOLVED = "resolved"  # a Transaction Status result settled it: ``status``, ``resolution_event_id``
+    UNKNOWN = "unknown"    # no final answer in time (payhook.transaction.unresolved sent)
+    SKIPPED = "skipped"    # the merchant gave Payhook no initiator name and security credential to ask with
+
+
+class StatusCheck(Base):
+    """A B2C, B2B or reversal whose result came as a QueueTimeOut (``unknown``), followed with Transaction Status.
+
+    Ingest records it with the QueueTimeOut event (``event_id``), in the same write. The reconciler then
+    asks Daraja about the transaction (by ``originator_conversation_id``), the answer arriving on the
+    merchant's status-result URL, until one settles it (``status``, and the ``mpesa.<kind>.resolved`` event
+    ``resolution_event_id``). ``next_check_at``, ``checks`` and ``last_checked_at`` are the reconciler's
+    claims, as on payment intents; ``queries`` counts the queries Daraja acknowledged, and
+    ``query_originator_id`` and ``query_conversation_id`` name the last one, whose answer it looks for.
+    """
+
+    __tablename__ = "status_checks"
+    __table_args__ = (
+        Index("ix_status_checks_state_next_check_at", "state", "next_check_at"),
+        # A status result arriving finds the check waiting for it.
+        Index("ix_status_checks_merchant_query", "merchant_id", "query_originator_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    event_id: Mapped[str] = mapped_column(String(40), unique=True)
+    event_type: Mapped[str] = mapped_column(String(100))
+    originator_conversation_id: Mapped[str] = mapped_column(String(100))
+    conversation_id: Mapped[str | None] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(16), default=StatusCheckState.PENDING.value)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    next_check_at: Mapped[dt.datetime | None]
+    checks: Mapped[int] = mapped_column(Integer, default=0)
+    last_checked_at: Mapped[dt.datetime | None]
+    queries: Mapped[int] = mapped_column(Integer, default=0)
+    query_originator_id: Mapped[str | None] = mapped_column(String(100))
+    query_conversation_id: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str | None] = mapped_column(String(20))
+    resolution_event_id: Mapped[str | None] = mapped_column(String(40))
+    resolved_at: Mapped[dt.datetime | None]

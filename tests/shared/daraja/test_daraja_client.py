@@ -75,6 +75,12 @@ def test_stk_query_and_transaction_status_are_answered(daraja, make_client):
         "ResponseCode"] == "0"
     sent = daraja.requests[-1][2]
     assert sent["CommandID"] == "TransactionStatusQuery" and sent["Initiator"] == "testapi"
+    assert "OriginalConversationID" not in sent
+    # A B2C whose result never came has no receipt: it is named by its OriginatorConversationID.
+    client.transaction_status(creds(), "", "https://r/result", "https://r/timeout",
+                              original_conversation_id="10571-7910404-1")
+    sent = daraja.requests[-1][2]
+    assert (sent["TransactionID"], sent["OriginalConversationID"]) == ("", "10571-7910404-1")
     assert daraja.count(OAUTH) == 1
 
 

@@ -11,7 +11,7 @@ from flask import Blueprint, current_app, jsonify
 from sqlalchemy import select
 
 from payhook_shared import ids
-from payhook_shared.events import SUCCEEDED, TEST_PREFIX, TEST_TYPE, NormalisedEvent
+from payhook_shared.events import PAYHOOK, SUCCEEDED, TEST_PREFIX, TEST_TYPE, NormalisedEvent
 from payhook_shared.priority import Priority
 from payhook_shared.store import Event
 
@@ -38,7 +38,7 @@ def priority_test(merchant_id: str, level: str):
     if merchant is None:
         raise NotFound(f"no merchant {merchant_id}")
     # Written in batches, so a backlog builds faster than any pool drains it, whatever the machine.
-    events = [(NormalisedEvent(provider="payhook", type=TEST_TYPE, status=SUCCEEDED,
+    events = [(NormalisedEvent(provider="payhook", source=PAYHOOK, type=TEST_TYPE, status=SUCCEEDED,
                                dedupe_key=f"{TEST_PREFIX}{ids.new_token()}", details={"priority": priority.label}),
                b"{}") for _ in range(count)]
     recorded = [r.event_id for r in ingest.record_many(store, broker, merchant, events, priority)]
