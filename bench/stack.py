@@ -126,11 +126,11 @@ class Proc:
         if self.alive:
             self.popen.send_signal(sig)
 
-    def stop(self, timeout: float = 15.0, sig: int = signal.SIGTERM) -> None:
-        """``sig`` (SIGTERM), then SIGKILL the whole group if it does not exit in time."""
+    def stop(self, timeout: float = 15.0, sig: int | None = None) -> None:
+        """``sig`` (SIGTERM when omitted), then SIGKILL the whole group if it does not exit in time."""
         if not self.alive:
             return
-        self.popen.send_signal(sig)
+        self.popen.send_signal(sig or signal.SIGTERM)
         try:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -290,7 +290,7 @@ class Stack:
         """Take the receiver down (connections are refused until it starts again)."""
         # nginx's graceful stop: SIGTERM's fast one can drop the access log's buffered lines, each a
         # webhook answered 200 that the drills would then count as lost.
-        self.procs["receiver"].stop(sig=signal.SIGQUIT if self.receiver_kind == "nginx" else signal.SIGTERM)
+        self.procs["receiver"].stop(sig=signal.SIGQUIT if self.receiver_kind == "nginx" else None)
 
     def migrate_and_seed(self) -> Merchant:
         """Create the schema and one merchant whose one endpoint is the receiver."""

@@ -7,7 +7,7 @@ import time
 from sqlalchemy import func, select
 
 from factories import load_merchant, merchant_with_endpoints
-from payhook_shared.events import SUCCEEDED, NormalisedEvent
+from payhook_shared.events import PAYHOOK, SUCCEEDED, NormalisedEvent
 from payhook_shared.priority import Priority
 from payhook_shared.store import Delivery, JobState
 from payhook_webhook import ingest
@@ -15,8 +15,8 @@ from support import wait_until
 
 
 def record(store, broker, merchant, priority: Priority, key: str) -> str:
-    event = NormalisedEvent(provider="payhook", type="payhook.test", status=SUCCEEDED, dedupe_key=key,
-                            amount_minor=100, currency="KES")
+    event = NormalisedEvent(provider="payhook", source=PAYHOOK, type="payhook.test", status=SUCCEEDED,
+                            dedupe_key=key, amount_minor=100, currency="KES")
     return ingest.record(store, broker, merchant, event, b"{}", priority).event_id
 
 
