@@ -1,7 +1,9 @@
-"""Real test peers: a Redis server, an HTTP receiver and an SMTP server, each on a free port."""
+"""Real test peers: a Redis server, an HTTP receiver and an SMTP server, each on a free port; and a count of
+the database round trips a piece of code makes."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -13,11 +15,13 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import psycopg
 import redis as redis_lib
+from sqlalchemy import event
 
 
 def free_port() -> int:
@@ -251,3 +255,68 @@ def console_sign_in(client, api_key: str) -> str:
     response = client.post("/console/login", data={"api_key": api_key, "csrf_token": token})
     assert response.status_code == 302, response.get_data(as_text=True)[:300]
     return csrf_token(client.get("/console/dead-letters").get_data(as_text=True))
+
+
+class Trips(list):
+    """Round trips as they happen, each noted with its thread (a worker's sweeper shares the engine)."""
+
+    def note(self, name: str, sql: str = "") -> None:
+        self.append((threading.get_ident(), name, sql))
+
+    def of_thread_that_ran(self, fragment: str) -> list[str]:
+        """The round trips of the thread whose statements include ``fragment``."""
+        thread = next(t for t, _, sql in self if fragment in sql)
+        return [name for t, name, _ in self if t == thread]
+
+
+def _counting_cursor(trips: Trips) -> type:
+    class Counting(psycopg.Cursor):
+        def execute(self, query, params=None, **kwargs):
+            trips.note(query.split(None, 1)[0].upper(), query)
+            return super().execute(query, params, **kwargs)
+    return Counting
+
+
+@contextlib.contextmanager
+def counting(engine) -> Iterator[Trips]:
+    """Every database round trip made on ``engine`` meanwhile, counted where it reaches the driver.
+
+    On PostgreSQL every cursor's statements (the hot paths run on the psycopg connection itself, past
+    SQLAlchemy), on SQLite SQLAlchemy's statement event; plus BEGIN, COMMIT and ROLLBACK on connections
+    that are not in autocommit.
+    """
+    trips = Trips()
+    cursor = _counting_cursor(trips)
+
+    def statement(conn, cursor, sql, parameters, context, executemany):
+        if conn.dialect.name == "sqlite":
+            trips.note(sql.split(None, 1)[0].upper(), sql)
+
+    def checkout(dbapi_conn, record, proxy):
+        if engine.dialect.name == "postgresql":
+            dbapi_conn.cursor_factory = cursor
+
+    def checkin(dbapi_conn, record):
+        if engine.dialect.name == "postgresql" and dbapi_conn is not None:
+            dbapi_conn.cursor_factory = psycopg.Cursor
+
+    def control(name):
+        def note(conn, *args):
+            # psycopg sends BEGIN before a transaction's first statement; SQLite's BEGIN is a statement above.
+            if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+                return
+            if name == "BEGIN" and conn.dialect.name == "sqlite":
+                return
+            trips.note(name)
+        return note
+
+    hooks = [(engine, "before_cursor_execute", statement), (engine, "begin", control("BEGIN")),
+             (engine, "commit", control("COMMIT")), (engine, "rollback", control("ROLLBACK")),
+             (engine.pool, "checkout", checkout), (engine.pool, "checkin", checkin)]
+    for target, name, hook in hooks:
+        event.listen(target, name, hook)
+    try:
+        yield trips
+    finally:
+        for target, name, hook in hooks:
+            event.remove(target, name, hook)

@@ -9,19 +9,15 @@ hot path fails here and has to say why.
 
 from __future__ import annotations
 
-import contextlib
-import threading
-
-import psycopg
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from factories import fixture_bytes, fixture_json, merchant_with_endpoints, stk_url
 from payhook_shared.jobs import plan
 from payhook_shared.messages import DeliverWebhook
 from payhook_shared.priority import Priority
 from payhook_shared.store import Delivery, JobState
-from support import wait_until
+from support import counting, wait_until
 
 # PostgreSQL callback, the merchant's profile cached by an earlier one: the event, both deliveries and the
 # merchant's notice in one call of payhook_record_events, which also checks the profile is current, and (an STK
@@ -35,65 +31,6 @@ CALLBACK_ROUND_TRIPS = {"postgresql": ["WITH"],
 # same two for all the deliveries one message names.
 ATTEMPT_ROUND_TRIPS = {"postgresql": ["WITH", "WITH"],
                        "sqlite": ["BEGIN", "UPDATE", "SELECT", "COMMIT", "BEGIN", "INSERT", "UPDATE", "COMMIT"]}
-
-
-class Trips(list):
-    """Round trips as they happen, each noted with its thread (a worker's sweeper shares the engine)."""
-
-    def note(self, name: str, sql: str = "") -> None:
-        self.append((threading.get_ident(), name, sql))
-
-    def of_thread_that_ran(self, fragment: str) -> list[str]:
-        """The round trips of the thread whose statements include ``fragment``."""
-        thread = next(t for t, _, sql in self if fragment in sql)
-        return [name for t, name, _ in self if t == thread]
-
-
-def _counting_cursor(trips: Trips) -> type:
-    class Counting(psycopg.Cursor):
-        def execute(self, query, params=None, **kwargs):
-            trips.note(query.split(None, 1)[0].upper(), query)
-            return super().execute(query, params, **kwargs)
-    return Counting
-
-
-@contextlib.contextmanager
-def counting(engine):
-    trips = Trips()
-    cursor = _counting_cursor(trips)
-
-    def statement(conn, cursor, sql, parameters, context, executemany):
-        if conn.dialect.name == "sqlite":
-            trips.note(sql.split(None, 1)[0].upper(), sql)
-
-    def checkout(dbapi_conn, record, proxy):
-        if engine.dialect.name == "postgresql":
-            dbapi_conn.cursor_factory = cursor
-
-    def checkin(dbapi_conn, record):
-        if engine.dialect.name == "postgresql" and dbapi_conn is not None:
-            dbapi_conn.cursor_factory = psycopg.Cursor
-
-    def control(name):
-        def note(conn, *args):
-            # psycopg sends BEGIN before a transaction's first statement; SQLite's BEGIN is a statement above.
-            if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
-                return
-            if name == "BEGIN" and conn.dialect.name == "sqlite":
-                return
-            trips.note(name)
-        return note
-
-    hooks = [(engine, "before_cursor_execute", statement), (engine, "begin", control("BEGIN")),
-             (engine, "commit", control("COMMIT")), (engine, "rollback", control("ROLLBACK")),
-             (engine.pool, "checkout", checkout), (engine.pool, "checkin", checkin)]
-    for target, name, hook in hooks:
-        event.listen(target, name, hook)
-    try:
-        yield trips
-    finally:
-        for target, name, hook in hooks:
-            event.remove(target, name, hook)
 
 
 def test_statements_per_accepted_callback(client, store, webhook_app):

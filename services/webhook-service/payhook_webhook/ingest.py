@@ -279,7 +279,7 @@ def _write_and_send(store: Store, broker: RedisBroker, writes: list[_Write]) -> 
                   for redis_id, priority, rows in carriers
                   if (ids_ := tuple(row["id"] for row in rows if row["id"] in written))]
     _send(broker, deliveries + [m for w in writes if w.inserted for m in w.email_messages()],
-          [stream.notice(w.rows.event) for w in writes if w.inserted])
+          stream.notices(w.rows.event for w in writes if w.inserted))
 
 
 def _carry(writes: Sequence[_Write]) -> list[tuple[str, Priority, list[dict[str, Any]]]]:
