@@ -40,7 +40,7 @@ from payhook_shared.logs import bind
 from payhook_shared.money import format_amount
 from payhook_shared.errors import DecodeError
 from payhook_shared.events import QUERY, SUCCEEDED
-from payhook_shared.store import Event, IntentState, Merchant, PaymentIntent
+from payhook_shared.store import Event, IntentState, Merchant, PaymentIntent, Store
 from payhook_shared.store.models import utcnow
 
 from . import metrics, receive
@@ -93,6 +93,37 @@ class _Claim:
     checks: int
 
 
+
+def _due(model: type, pending: str, now: dt.datetime, after: float):
+    """Pending and due: ``next_check_at`` passed, or (never set) ``after`` seconds old."""
+    first = now - dt.timedelta(seconds=after)
+    return and_(model.state == pending,
+                or_(model.next_check_at <= now, and_(model.next_check_at.is_(None), model.created_at <= first)))
+
+
+def claim_due(store: Store, model: type, pending: str, policy: Policy, now: dt.datetime,
+              columns: tuple) -> list[Any]:
+    """Claim up to ``CLAIM_BATCH`` due rows of ``model`` (payment intents, status checks) for ``policy.lease``.
+
+    Each claim pushes ``next_check_at`` to the lease's end and counts a check; returns ``columns`` of the
+    rows this process claimed.
+    """
+    with store.read() as session:
+        candidates = session.scalars(select(model.id).where(_due(model, pending, now, policy.after))
+                                     .order_by(model.next_check_at).limit(CLAIM_BATCH)).all()
+    claimed = []
+    lease_end = now + dt.timedelta(seconds=policy.lease)
+    for row_id in candidates:
+        # The condition is evaluated again under the row's lock: of two processes, one claims it.
+        stmt = (update(model).where(model.id == row_id, _due(model, pending, now, policy.after))
+                .values(next_check_at=lease_end, checks=model.checks + 1, last_checked_at=now)
+                .returning(*columns))
+        with store.write() as session:
+            row = session.execute(stmt).one_or_none()
+        if row is not None:
+            claimed.append(row)
+    return claimed
+
 class Reconciler:
     """Queries due pending intents every ``interval`` seconds, in every web process (claims keep them apart).
 
@@ -143,33 +174,12 @@ class Reconciler:
 
     # -- claiming ---------------------------------------------------------------------------------
 
-    def _due(self, now: dt.datetime):
-        """Pending and due: ``next_check_at`` passed, or (an intent made before it was set) old enough."""
-        first = now - dt.timedelta(seconds=self.policy.after)
-        return and_(PaymentIntent.state == IntentState.PENDING.value,
-                    or_(PaymentIntent.next_check_at <= now,
-                        and_(PaymentIntent.next_check_at.is_(None), PaymentIntent.created_at <= first)))
-
     def _claim(self) -> list[_Claim]:
-        now = self.clock()
-        store = self.app.extensions["payhook.store"]
-        with store.read() as session:
-            candidates = session.scalars(select(PaymentIntent.id).where(self._due(now))
-                                         .order_by(PaymentIntent.next_check_at).limit(CLAIM_BATCH)).all()
-        claims = []
-        lease_end = now + dt.timedelta(seconds=self.policy.lease)
-        for intent_id in candidates:
-            # The condition is evaluated again under the row's lock: of two processes, one claims it.
-            stmt = (update(PaymentIntent).where(PaymentIntent.id == intent_id, self._due(now))
-                    .values(next_check_at=lease_end, checks=PaymentIntent.checks + 1, last_checked_at=now)
-                    .returning(PaymentIntent.id, PaymentIntent.merchant_id, PaymentIntent.checkout_request_id,
-                               PaymentIntent.merchant_request_id, PaymentIntent.amount_minor,
-                               PaymentIntent.account_reference, PaymentIntent.created_at, PaymentIntent.checks))
-            with store.write() as session:
-                row = session.execute(stmt).one_or_none()
-            if row is not None:
-                claims.append(_Claim(*row))
-        return claims
+        return [_Claim(*row) for row in claim_due(
+            self.app.extensions["payhook.store"], PaymentIntent, IntentState.PENDING.value, self.policy, self.clock(),
+            (PaymentIntent.id, PaymentIntent.merchant_id, PaymentIntent.checkout_request_id,
+             PaymentIntent.merchant_request_id, PaymentIntent.amount_minor, PaymentIntent.account_reference,
+             PaymentIntent.created_at, PaymentIntent.checks))]
 
     # -- checking ---------------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ import logging
 from collections.abc import Callable
 
 from flask import Flask, current_app
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from payhook_shared import operational
@@ -45,7 +45,7 @@ from payhook_shared.store.models import utcnow
 from . import metrics
 from .errors import ProfileChanged, StoreUnavailable
 from .priority_rules import classify, rules_of
-from .reconcile import CLAIM_BATCH, Policy
+from .reconcile import Policy, claim_due
 from .services import daraja
 from .services.merchants import callback_urls
 
@@ -83,7 +83,7 @@ class StatusChecks:
         self.clock = clock
 
     def tick(self) -> int:
-        """Claim and work up to ``CLAIM_BATCH`` due checks; returns how many were claimed."""
+        """Claim and work up to ``reconcile.CLAIM_BATCH`` due checks; returns how many were claimed."""
         with self.app.app_context():
             claims = self._claim()
             for claim in claims:
@@ -93,34 +93,13 @@ class StatusChecks:
 
     # -- claiming ---------------------------------------------------------------------------------
 
-    def _due(self, now: dt.datetime):
-        """Pending and due: ``next_check_at`` passed, or (never asked yet) ``RECONCILE_AFTER`` old."""
-        first = now - dt.timedelta(seconds=self.policy.after)
-        return and_(StatusCheck.state == StatusCheckState.PENDING.value,
-                    or_(StatusCheck.next_check_at <= now,
-                        and_(StatusCheck.next_check_at.is_(None), StatusCheck.created_at <= first)))
-
     def _claim(self) -> list[_Claim]:
-        now = self.clock()
-        store = self.app.extensions["payhook.store"]
-        with store.read() as session:
-            candidates = session.scalars(select(StatusCheck.id).where(self._due(now))
-                                         .order_by(StatusCheck.next_check_at).limit(CLAIM_BATCH)).all()
-        claims = []
-        lease_end = now + dt.timedelta(seconds=self.policy.lease)
-        for check_id in candidates:
-            # The condition is evaluated again under the row's lock: of two processes, one claims it.
-            stmt = (update(StatusCheck).where(StatusCheck.id == check_id, self._due(now))
-                    .values(next_check_at=lease_end, checks=StatusCheck.checks + 1, last_checked_at=now)
-                    .returning(StatusCheck.id, StatusCheck.merchant_id, StatusCheck.event_id, StatusCheck.event_type,
-                               StatusCheck.originator_conversation_id, StatusCheck.created_at, StatusCheck.checks,
-                               StatusCheck.queries, StatusCheck.query_originator_id,
-                               StatusCheck.query_conversation_id))
-            with store.write() as session:
-                row = session.execute(stmt).one_or_none()
-            if row is not None:
-                claims.append(_Claim(*row))
-        return claims
+        return [_Claim(*row) for row in claim_due(
+            self.app.extensions["payhook.store"], StatusCheck, StatusCheckState.PENDING.value, self.policy,
+            self.clock(),
+            (StatusCheck.id, StatusCheck.merchant_id, StatusCheck.event_id, StatusCheck.event_type,
+             StatusCheck.originator_conversation_id, StatusCheck.created_at, StatusCheck.checks,
+             StatusCheck.queries, StatusCheck.query_originator_id, StatusCheck.query_conversation_id))]
 
     def _mine(self, claim: _Claim):
         """The UPDATE of ``claim``'s check, if still pending and still this claim's (no later one took it)."""
