@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
+import pytest
+import sqlalchemy
 from prometheus_client import REGISTRY
 from sqlalchemy import select, text
 
@@ -241,3 +244,35 @@ def test_success_is_recorded_when_the_database_refuses_the_details(client, store
     post_payment(client, merchant)
     attempt = delivered_once(store, receiver)
     assert (attempt.status_code, attempt.category, attempt.response_snippet) == (200, "success", None)
+
+
+def test_an_outcome_the_database_cannot_take_yet_is_recorded_when_it_returns_not_sent_again(
+        client, store, receiver, delivery_worker, database_url, postgres):
+    """The database goes away while the endpoint answers: the worker holds on to the outcome until it is back."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("takes a PostgreSQL database away")
+    name = sqlalchemy.make_url(database_url).database
+    merchant, _ = merchant_with_endpoints(store, receiver.url)
+
+    def answer_then_lose_the_database(request):
+        postgres._execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        postgres._drop_connections(name)
+        threading.Timer(2.0, postgres._execute, [f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true']).start()
+        return 200, {}, b'{"ok":true}'
+
+    receiver.respond = answer_then_lose_the_database
+    delivery_worker()
+    post_payment(client, merchant)
+    receiver.wait_for(1)
+    receiver.respond = lambda request: (200, {}, b'{"ok":true}')
+
+    def recorded() -> bool:
+        try:
+            return delivery(store).state == JobState.DONE.value
+        except sqlalchemy.exc.OperationalError:  # the test's own connections went with the database
+            return False
+
+    wait_until(recorded, timeout=15, what="the outcome recorded")
+    time.sleep(0.5)  # a few sweeps (0.2 s apart): nothing for them to send again
+    assert len(receiver.received) == 1
+    assert [(a.number, a.status_code) for a in attempts(store)] == [(1, 200)]

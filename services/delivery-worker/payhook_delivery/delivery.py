@@ -15,13 +15,15 @@ import datetime as dt
 import functools
 import json
 import logging
+import time
 import types
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
 from sqlalchemy import any_, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from payhook_shared import endpoint_headers, jobs, notices, operational, signing
 from payhook_shared.events import is_test, webhook_body
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 SKIPPED = "skipped"
 WAITING = "waiting"
 DEFERRED = "deferred"
+# Seconds before a claim's lease ends when a worker stops waiting for the database to record an outcome.
+LEASE_SAFETY_SECONDS = 5.0
 
 
 def deliver(rt: Runtime, message: DeliverWebhook) -> dict[str, str]:
@@ -330,8 +334,30 @@ def _record_one(rt: Runtime, record: _Record, now: dt.datetime) -> list[dramatiq
         # The POST happened: a row left "sending" would be claimed and POSTed again, so keep the outcome.
         log.exception("could not record attempt %d of delivery %s in full; recording its outcome without details",
                       t.attempt_no, t.delivery.id)
-        return _write_outcome_only(rt, t.delivery, t.endpoint, t.merchant, t.event, t.result, record.values,
-                                   record.attempt, now, record.health)
+        return _while_unreachable(rt, t, lambda: _write_outcome_only(
+            rt, t.delivery, t.endpoint, t.merchant, t.event, t.result, record.values, record.attempt, now,
+            record.health))
+
+
+def _while_unreachable(rt: Runtime, tried: _Tried, write: Callable[[], list[dramatiq.Message]]
+                       ) -> list[dramatiq.Message]:
+    """``write``, tried again while the database cannot be reached, until shortly before the claim's lease ends.
+
+    The POST was made: an outcome never recorded frees the row at the lease's end and the webhook is sent
+    again, so during a database outage the worker holds on to it rather than give up at once.
+    """
+    left = rt.settings.lease_seconds - (rt.clock() - tried.started).total_seconds() - LEASE_SAFETY_SECONDS
+    deadline, pause = time.monotonic() + left, 0.1
+    while True:
+        try:
+            return write()
+        except (OperationalError, InterfaceError):
+            if time.monotonic() + pause >= deadline:
+                raise
+            log.warning("the database is unreachable; recording the outcome of delivery %s again in %.1f s",
+                        tried.delivery.id, pause)
+            time.sleep(pause)
+            pause = min(2 * pause, 2.0)
 
 
 def _observe(record: _Record) -> None:
