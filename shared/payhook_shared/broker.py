@@ -164,10 +164,13 @@ class _WakingConsumer(_RedisConsumer):
         """End the current wait now, and wait only briefly from now on: the worker is stopping."""
         self._block = STOPPING_WAIT_SECONDS
         self._freed.set()
-        pipe = self.broker.client.pipeline(transaction=False)
-        pipe.lpush(self._own_key, 1)
-        pipe.expire(self._own_key, 10)
-        pipe.execute()
+        try:
+            pipe = self.broker.client.pipeline(transaction=False)
+            pipe.lpush(self._own_key, 1)
+            pipe.expire(self._own_key, 10)
+            pipe.execute()
+        except redis.RedisError:  # Redis down: no block is under way to end, and the stop must go on
+            pass
 
     def ack(self, message: MessageProxy) -> None:
         try:

@@ -7,7 +7,7 @@ import time
 import dramatiq
 
 from payhook_shared import jobs
-from payhook_shared.broker import REDIS_ID, create_broker
+from payhook_shared.broker import REDIS_ID, STOPPING_WAIT_SECONDS, create_broker
 from payhook_shared.messages import DeliverWebhook
 from payhook_shared.priority import Priority
 
@@ -130,3 +130,14 @@ def test_a_full_consumer_fetches_again_as_soon_as_a_message_is_acknowledged(redi
         worker.stop()
     assert len(done) == 30
     assert took < 2  # 30 × 20 ms of work; timed waits would add up to seconds
+
+
+
+def test_interrupting_a_consumer_while_redis_is_down_does_not_stop_the_stop(redis_url):
+    """A worker stopping during a Redis outage still stops: the wake-up push is best effort."""
+    broker = create_broker(redis_url, middleware=[])
+    consumer = broker.consume("delivery.normal")
+    broker.client.connection_pool.connection_kwargs["port"] = 1  # every new connection is refused
+    broker.client.connection_pool.disconnect()
+    consumer.interrupt()
+    assert consumer._block == STOPPING_WAIT_SECONDS
