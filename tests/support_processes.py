@@ -12,6 +12,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 BIN = Path(sys.executable).parent
 
 
@@ -50,3 +52,14 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(5)
+
+
+def service_envs(database_url: str, redis_url: str, tmp_path: Path, port: int, sandbox_url: str,
+                 **web: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The environment every service process of an e2e run shares, and the web's on ``port`` (``web`` added)."""
+    (tmp_path / "multiproc").mkdir()
+    common = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "ENDPOINT_ALLOWLIST": "127.0.0.0/8",
+              "LOG_FORMAT": "text", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "multiproc")}
+    return common, {**common, "BIND": f"127.0.0.1:{port}", "WEB_WORKERS": "2",
+                    "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "CREDENTIALS_KEYS": Fernet.generate_key().decode(),
+                    "CREDENTIALS_KEY_FILE": "", "DARAJA_SANDBOX_URL": sandbox_url, "DARAJA_RATE_LIMIT": "1000", **web}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 
 import jsonschema
-from cryptography.fernet import Fernet
 from payhook_cli import daraja as generator
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
@@ -19,7 +18,7 @@ from factories import api_key, merchant_with_endpoints
 from payhook_shared import catalog
 from payhook_shared.store import StatusCheck
 from support import free_port, wait_until
-from support_processes import answers, call, start, stop
+from support_processes import answers, call, service_envs, start, stop
 from support_reconcile import INITIATOR
 
 PAID, REFUSED = [f"ph-paid-{i}" for i in range(4)], [f"ph-refused-{i}" for i in range(2)]
@@ -32,17 +31,12 @@ def test_b2c_queue_timeouts_are_resolved_once_each_even_across_a_sandbox_outage(
     headers = api_key(store, merchant.id)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    common = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "ENDPOINT_ALLOWLIST": "127.0.0.0/8",
-              "LOG_FORMAT": "text", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "multiproc")}
-    (tmp_path / "multiproc").mkdir()
     # An answer takes 0.2 s to come; a check looks for it again only after RECONCILE_BACKOFF (3 s) unless its
     # arrival wakes the check, so a second query of one transaction would show a check that did not wait.
-    web = start("payhook-webhook-service", {
-        **common, "BIND": f"127.0.0.1:{port}", "WEB_WORKERS": "2", "PUBLIC_BASE_URL": base,
-        "CREDENTIALS_KEYS": Fernet.generate_key().decode(), "CREDENTIALS_KEY_FILE": "",
-        "DARAJA_SANDBOX_URL": sandbox.url, "DARAJA_RATE_LIMIT": "1000", "DARAJA_CONNECT_TIMEOUT": "1",
-        "RECONCILE_AFTER": "1", "RECONCILE_INTERVAL": "0.2", "RECONCILE_BACKOFF": "3",
-        "RECONCILE_BACKOFF_MAX": "3"}, tmp_path / "web.log")
+    common, web_env = service_envs(database_url, redis_url, tmp_path, port, sandbox.url, DARAJA_CONNECT_TIMEOUT="1",
+                                   RECONCILE_AFTER="1", RECONCILE_INTERVAL="0.2", RECONCILE_BACKOFF="3",
+                                   RECONCILE_BACKOFF_MAX="3")
+    web = start("payhook-webhook-service", web_env, tmp_path / "web.log")
     worker = start("payhook-delivery-worker", {**common, "POOL": "all", "THREADS": "8", "HEALTH_PORT": "0",
                                                "SWEEP_INTERVAL": "0.5"}, tmp_path / "delivery.log")
     try:

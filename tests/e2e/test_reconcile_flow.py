@@ -9,14 +9,13 @@ from __future__ import annotations
 import concurrent.futures
 import time
 
-from cryptography.fernet import Fernet
 from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook
 
 from factories import api_key, merchant_with_endpoints
 from payhook_shared.store import Event, PaymentIntent
 from support import free_port, wait_until
-from support_processes import answers, call, start, stop
+from support_processes import answers, call, service_envs, start, stop
 
 PUSHES = 200
 RECONCILE_AFTER = 1.5
@@ -30,14 +29,10 @@ def test_200_pushes_with_dropped_and_late_callbacks_give_one_webhook_each(
     headers = api_key(store, merchant.id)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    common = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "ENDPOINT_ALLOWLIST": "127.0.0.0/8",
-              "LOG_FORMAT": "text", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "multiproc")}
-    (tmp_path / "multiproc").mkdir()
-    web = start("payhook-webhook-service", {
-        **common, "BIND": f"127.0.0.1:{port}", "WEB_WORKERS": "2", "PUBLIC_BASE_URL": base,
-        "CREDENTIALS_KEYS": Fernet.generate_key().decode(), "CREDENTIALS_KEY_FILE": "",
-        "DARAJA_SANDBOX_URL": sandbox.url, "DARAJA_RATE_LIMIT": "1000", "RECONCILE_AFTER": str(RECONCILE_AFTER),
-        "RECONCILE_INTERVAL": "0.2", "RECONCILE_BACKOFF": "0.3", "RECONCILE_BACKOFF_MAX": "1"}, tmp_path / "web.log")
+    common, web_env = service_envs(database_url, redis_url, tmp_path, port, sandbox.url,
+                                   RECONCILE_AFTER=str(RECONCILE_AFTER), RECONCILE_INTERVAL="0.2",
+                                   RECONCILE_BACKOFF="0.3", RECONCILE_BACKOFF_MAX="1")
+    web = start("payhook-webhook-service", web_env, tmp_path / "web.log")
     worker = start("payhook-delivery-worker", {**common, "POOL": "all", "THREADS": "8", "HEALTH_PORT": "0",
                                                 "SWEEP_INTERVAL": "0.5"}, tmp_path / "delivery.log")
     try:
