@@ -13,6 +13,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -99,6 +100,33 @@ def self_signed_certificate(directory: Path, name: str = "localhost") -> tuple[P
     return cert, key
 
 
+class PeerServer(ThreadingHTTPServer):
+    """A threaded HTTP server for a test peer that keeps its handlers' errors for the test instead of printing them.
+
+    A client that gave up (a timeout under test) is nothing to report. Printing a traceback from a handler thread
+    parses source with ``ast`` beside the test's own (Flask's routes), which CPython before 3.11.8 cannot do on
+    two threads at once (gh-106905: "AST constructor recursion depth mismatch").
+    """
+
+    daemon_threads = True
+
+    def __init__(self, address, handler) -> None:
+        super().__init__(address, handler)
+        self.errors: list[BaseException] = []
+
+    def handle_error(self, request, client_address) -> None:
+        error = sys.exc_info()[1]
+        if not isinstance(error, (ConnectionError, TimeoutError, ssl.SSLError)):
+            self.errors.append(error)
+
+    def close(self) -> None:
+        """Stop serving; raise the first error a handler met."""
+        self.shutdown()
+        self.server_close()
+        if self.errors:
+            raise AssertionError(f"the test peer's handler failed: {self.errors[0]!r}") from self.errors[0]
+
+
 class Receiver:
     """A real HTTP server standing in for a merchant's endpoint.
 
@@ -132,8 +160,7 @@ class Receiver:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = PeerServer(("127.0.0.1", 0), Handler)
         self.scheme = "https" if tls else "http"
         if tls:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -159,8 +186,7 @@ class Receiver:
         Every test's receiver is checked, so a body Payhook sends that its catalog
         does not describe fails the test that made it send it.
         """
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
         with self._lock:
             received = list(self.received)
         check_webhooks(received)

@@ -13,13 +13,14 @@ import json
 import secrets
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
 import redis as redis_lib
 
 from payhook_shared.daraja import client as daraja_client
 from payhook_shared.daraja.credentials import DarajaCredentials
+from support import PeerServer
 
 CONSUMER_KEY = "test-consumer-key-5f1c"
 CONSUMER_SECRET = "test-consumer-secret-9a7e"
@@ -38,12 +39,6 @@ def token_in_process(url: str, redis_url: str, out) -> None:
     """In a process of its own: ask a new client for the token of ``credentials()`` and put it in ``out``."""
     client = daraja_client.DarajaClient({"sandbox": url}, redis_lib.Redis.from_url(redis_url))
     out.put(client.access_token(credentials()))
-
-
-class _Server(ThreadingHTTPServer):
-    def handle_error(self, request, client_address) -> None:
-        # A client that gave up on a slow answer (the timeout tests) closed its socket: nothing to report.
-        pass
 
 
 class FakeDaraja:
@@ -95,8 +90,7 @@ class FakeDaraja:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = _Server(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = PeerServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
@@ -108,8 +102,7 @@ class FakeDaraja:
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
     def count(self, path: str) -> int:
         """Requests received on ``path`` (without its query string)."""
