@@ -361,8 +361,10 @@ def delivery_worker(database_url, redis_url):
         worker = setup(settings, clock)
         brokers.append(worker.broker)
         for pool in pools:
+            # Worker threads notice stop() only when their wait for work times out: a short one, or every
+            # test's teardown waits out the setting's (a second by default) for nothing.
             dramatiq_worker = dramatiq.Worker(worker.broker, queues=set(pool_queues(DELIVERY, pool)),
-                                              worker_threads=threads, worker_timeout=settings.poll_interval_ms)
+                                              worker_threads=threads, worker_timeout=100)
             dramatiq_worker.start()
             started.append(dramatiq_worker)
         return worker.runtime.get()

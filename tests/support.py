@@ -100,6 +100,15 @@ def self_signed_certificate(directory: Path, name: str = "localhost") -> tuple[P
     return cert, key
 
 
+def serving(server) -> threading.Thread:
+    """A daemon thread (not started) that serves ``server`` until its ``shutdown()``, which then returns at once.
+
+    ``serve_forever`` looks for a shutdown every ``poll_interval``: its default half second was most of the
+    teardown of every test with a receiver.
+    """
+    return threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+
+
 class PeerServer(ThreadingHTTPServer):
     """A threaded HTTP server for a test peer that keeps its handlers' errors for the test instead of printing them.
 
@@ -166,7 +175,7 @@ class Receiver:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*tls)
             self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = serving(self.server)
 
     @property
     def url(self) -> str:

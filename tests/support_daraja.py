@@ -20,7 +20,7 @@ import redis as redis_lib
 
 from payhook_shared.daraja import client as daraja_client
 from payhook_shared.daraja.credentials import DarajaCredentials
-from support import PeerServer
+from support import PeerServer, serving
 
 CONSUMER_KEY = "test-consumer-key-5f1c"
 CONSUMER_SECRET = "test-consumer-secret-9a7e"
@@ -91,7 +91,7 @@ class FakeDaraja:
                 pass
 
         self.server = PeerServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = serving(self.server)
 
     @property
     def url(self) -> str:

@@ -4,7 +4,6 @@ callbacks reach the service, and the service's Daraja calls reach the sandbox.""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from werkzeug.serving import make_server
 
 from factories import api_key, merchant_with_endpoints
 from payhook_shared.store import Event, PaymentIntent
-from support import free_port, wait_until
+from support import free_port, serving, wait_until
 
 KEY = Fernet.generate_key().decode()
 FAST = {"reconcile_after": 0.3, "reconcile_interval": 0.1, "reconcile_backoff": 0.05, "reconcile_backoff_max": 0.2}
@@ -39,7 +38,7 @@ class Stack:
         self.store = self.app.extensions["payhook.store"]
         self.http = self.app.test_client()
         self._server = make_server("127.0.0.1", self.port, self.app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = serving(self._server)
         self._thread.start()
 
     def another_process(self, **overrides):

@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from factories import fixture_bytes, merchant_with_endpoints, stk_url
-from support import free_port
+from support import free_port, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "webhooks.md"
@@ -79,7 +78,7 @@ def test_python_snippet_verifies_a_delivered_webhook(delivered, tmp_path, monkey
     import payhook_snippet
 
     server = make_server("127.0.0.1", 0, payhook_snippet.app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = serving(server)
     thread.start()
     try:
         with caplog.at_level(logging.WARNING, logger="payhook_snippet"):

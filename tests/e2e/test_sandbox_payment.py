@@ -3,21 +3,19 @@ Payhook over HTTP and is delivered to the merchant; a dropped one arrives late a
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from standardwebhooks.webhooks import Webhook
 from werkzeug.serving import make_server
 
 from factories import merchant_with_endpoints, stk_url
-from support import wait_until
+from support import serving, wait_until
 
 
 @pytest.fixture
 def webhook_server(webhook_app):
     """The webhook-service app served over real HTTP (a threaded werkzeug server), as the sandbox must POST."""
     server = make_server("127.0.0.1", 0, webhook_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = serving(server)
     thread.start()
     yield f"http://127.0.0.1:{server.port}"
     server.shutdown()

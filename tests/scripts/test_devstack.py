@@ -11,7 +11,6 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from werkzeug.serving import make_server
 from payhook_shared.store import StatusCheck
 from payhook_shared.store.models import utcnow
 
-from support import free_port, wait_until
+from support import free_port, serving, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -181,7 +180,7 @@ def test_the_printed_stk_push_curl_works_against_the_sandbox_with_the_seeded_cre
                       "public_base_url": base, "credentials_key_file": str(var / "credentials.key"),
                       "log_format": "text"})
     server = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = serving(server)
     thread.start()
     try:
         curl = devstack_module().stk_push_curl(base, demo)

@@ -13,7 +13,7 @@ from werkzeug.serving import make_server
 
 from factories import callback_url, fixture_bytes, merchant_with_endpoints
 from payhook_shared.store import Delivery, Email, Event
-from support import queued_deliveries
+from support import queued_deliveries, serving
 
 COPIES = 50
 
@@ -22,7 +22,7 @@ COPIES = 50
 def server(webhook_app):
     """The webhook-service on a real threaded HTTP server on a free port."""
     http = make_server("127.0.0.1", 0, webhook_app, threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread = serving(http)
     thread.start()
     yield f"http://127.0.0.1:{http.server_port}"
     http.shutdown()
