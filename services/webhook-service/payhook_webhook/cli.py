@@ -15,7 +15,6 @@ from payhook_shared import ids, signing
 from payhook_shared.daraja import crypto
 from payhook_shared.daraja.errors import CredentialsError
 from payhook_shared.store import ApiKey, DarajaCredential, Endpoint, Merchant
-from payhook_shared.store.migrate import upgrade
 
 from . import auth, quarantine
 from .errors import NotFound
@@ -76,6 +75,9 @@ def register(app: Flask) -> None:
     @app.cli.command("migrate")
     def migrate() -> None:
         """Upgrade the store to the newest schema."""
+        # Imported here: Alembic is 12 MB that the serving processes, which never migrate, do without.
+        from payhook_shared.store.migrate import upgrade
+
         upgrade(current_app.extensions["payhook.settings"].database_url)
         click.echo("store migrated")
 

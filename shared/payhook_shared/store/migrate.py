@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 
 from .db import normalise_url, private_sqlite_file
-
-MIGRATIONS = Path(__file__).with_name("migrations")
+from .schema import MIGRATIONS
 
 
 def alembic_config(url: str) -> Config:

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
 import time
+from pathlib import Path
 
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 from .db import Store
-from .migrate import MIGRATIONS
+
+MIGRATIONS = Path(__file__).with_name("migrations")
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +28,23 @@ class SchemaBehind(Exception):
     """The database has not been migrated to the revision this code expects (yet)."""
 
 
+_REVISION = re.compile(r"""^(down_revision|revision) = (?:None|["']([^"']+)["'])$""", re.M)
+
+
 @functools.cache
 def code_revisions() -> tuple[frozenset[str], frozenset[str]]:
-    """(every revision this code ships, its head revisions), read once from the migration scripts."""
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    script = ScriptDirectory.from_config(cfg)
-    return frozenset(r.revision for r in script.walk_revisions()), frozenset(script.get_heads())
+    """(every revision this code ships, its head revisions), read once from the migration scripts.
+
+    Read from each script's ``revision =`` and ``down_revision =`` lines, not through Alembic: importing
+    Alembic (and Mako and Pygments with it) costs every service process 12 MB it otherwise never needs.
+    tests/shared/test_schema_readiness.py holds the two readings equal.
+    """
+    revisions, parents = set(), set()
+    for script in (MIGRATIONS / "versions").glob("*.py"):
+        for name, value in _REVISION.findall(script.read_text(encoding="utf-8")):
+            if value:
+                (revisions if name == "revision" else parents).add(value)
+    return frozenset(revisions), frozenset(revisions - parents)
 
 
 def check_schema(store: Store) -> None:
