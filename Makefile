@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # `make test` runs the suite in this many pytest-xdist worker processes, each with its own redis-server, SQLite
 # files and PostgreSQL databases; a file's tests stay on one worker (docs/testing.md). 0: one process, no xdist.
-PYTEST_WORKERS ?= 2
+PYTEST_WORKERS ?= 4
 
 .PHONY: help setup run test test-priority screenshots bench bench-store drills docs clean
 

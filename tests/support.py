@@ -154,7 +154,11 @@ class Receiver:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                length = int(self.headers.get("content-length", 0))
+                body = self.rfile.read(length)
+                if len(body) < length:  # the sender died mid-request (a killed worker): nothing arrived
+                    self.close_connection = True
+                    return
                 req = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.time())
                 status, headers, payload = receiver.respond(req)
                 with receiver._lock:
