@@ -1,8 +1,9 @@
 """Retention: keep the store's size predictable without losing anything still owed.
 
 Defaults: raw payloads are blanked after 30 days; events, with their
-deliveries, attempts and emails, are deleted after 90; console sign-in links a
-day after they expire. A merchant may set its
+deliveries, attempts and emails, are deleted after 90, and so are settled STK
+Push intents and Transaction Status checks; console sign-in links a day after
+they expire. A merchant may set its
 own periods in ``settings["retention"] = {"raw_payload_days": n, "events_days": n}``,
 within the bounds of ``merchant_settings.RetentionSchema``.
 An event is never deleted while any of its deliveries is pending, being sent,
@@ -24,7 +25,9 @@ from typing import Any
 from sqlalchemy import delete, exists, select, update
 
 from . import merchant_settings
-from .store import Delivery, DeliveryAttempt, Email, Event, JobState, Merchant, SignInLink, Store
+from .ids import earliest
+from .store import (Delivery, DeliveryAttempt, Email, Event, IntentState, JobState, Merchant, PaymentIntent,
+                    SignInLink, StatusCheck, StatusCheckState, Store)
 from .store.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,10 @@ OWED_EMAIL = (JobState.PENDING.value, JobState.SENDING.value)
 BLANK = ""
 # Console sign-in links are kept a day past their expiry, for the record, then deleted.
 SIGN_IN_LINK_DAYS = 1
+# Settled intents and status checks go with the events of their age: each holds a phone number or a
+# transaction's references, and nothing is owed on it any more. (model, its ids' prefix, still owed, count)
+_SETTLED = ((PaymentIntent, "pin", IntentState.PENDING.value, "payment_intents"),
+            (StatusCheck, "stc", StatusCheckState.PENDING.value, "status_checks"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +67,8 @@ class Purged:
     deliveries: int = 0
     attempts: int = 0
     emails: int = 0
+    payment_intents: int = 0
+    status_checks: int = 0
     sign_in_links: int = 0
 
 
@@ -76,11 +85,11 @@ def _groups(store: Store, default: Policy) -> list[tuple[Policy, list[str] | Non
     return [(default, None, special)] + [(policy, ids, []) for policy, ids in own.items()]
 
 
-def _scope(stmt, only: list[str] | None, exclude: list[str]):
+def _scope(stmt, only: list[str] | None, exclude: list[str], merchant_id=Event.merchant_id):
     if only is not None:
-        stmt = stmt.where(Event.merchant_id.in_(only))
+        stmt = stmt.where(merchant_id.in_(only))
     if exclude:
-        stmt = stmt.where(Event.merchant_id.not_in(exclude))
+        stmt = stmt.where(merchant_id.not_in(exclude))
     return stmt
 
 
@@ -137,6 +146,17 @@ def purge(store: Store, default: Policy = Policy(), *, now: dt.datetime | None =
                 done.deliveries += session.execute(delete(Delivery).where(Delivery.id.in_(delivery_ids))).rowcount
                 done.emails += session.execute(delete(Email).where(Email.event_id.in_(ids))).rowcount
                 done.events += session.execute(delete(Event).where(Event.id.in_(ids))).rowcount
+        for model, prefix, owed, kind in _SETTLED:
+            # Ids begin with their creation time: the primary key finds the old rows.
+            older = model.id < earliest(prefix, event_cutoff)
+            for _ in range(max_batches):
+                with store.write() as session:
+                    found = list(session.scalars(_scope(select(model.id).where(older, model.state != owed),
+                                                        only, exclude, model.merchant_id).limit(batch)))
+                    if not found:
+                        break
+                    removed = session.execute(delete(model).where(model.id.in_(found))).rowcount
+                setattr(done, kind, getattr(done, kind) + removed)
         raw_cutoff = now - dt.timedelta(days=policy.raw_payload_days)
         for _ in range(max_batches):
             with store.write() as session:

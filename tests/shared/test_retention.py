@@ -10,7 +10,8 @@ from sqlalchemy import func, select, update
 
 from factories import fixture_bytes, merchant_with_endpoints, stk_url
 from payhook_shared import retention
-from payhook_shared.store import Delivery, DeliveryAttempt, Email, Event, JobState, Merchant
+from payhook_shared.store import (Delivery, DeliveryAttempt, Email, Event, IntentState, JobState, Merchant,
+                                   PaymentIntent, StatusCheck, StatusCheckState)
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
@@ -80,6 +81,41 @@ def test_merchant_retention_overrides_the_default(client, store):
     retention.purge(store)
     assert remaining(store) == {"keeper-old": remaining(store)["keeper-old"]}
     assert remaining(store)["keeper-old"] != ""
+
+
+def _made(prefix: str, days: float, tag: str) -> str:
+    """An id of ``prefix`` as ``ids.new_id`` made it ``days`` ago."""
+    return f"{prefix}_{int((NOW - dt.timedelta(days=days)).timestamp() * 1000):012x}{tag.encode().hex():0<16}"[:36]
+
+
+def test_settled_intents_and_status_checks_go_with_the_events_of_their_age(client, store):
+    merchant, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/a")
+    keeper, _ = merchant_with_endpoints(store, "http://127.0.0.1:9/b")
+    with store.write() as session:
+        session.get(Merchant, keeper.id).settings = {"retention": {"raw_payload_days": 30, "events_days": 365}}
+        rows = {  # tag: (merchant, age in days, settled)
+            "old-settled": (merchant, 100, True), "old-pending": (merchant, 100, False),
+            "young-settled": (merchant, 10, True), "kept-by-its-merchant": (keeper, 100, True),
+        }
+        for tag, (owner, days, settled) in rows.items():
+            created = NOW - dt.timedelta(days=days)
+            session.add(PaymentIntent(
+                id=_made("pin", days, tag), merchant_id=owner.id, checkout_request_id=f"ws_CO_{tag}", source="api",
+                phone="254708374149", created_at=created,
+                state=IntentState.COMPLETED.value if settled else IntentState.PENDING.value))
+            session.add(StatusCheck(
+                id=_made("stc", days, tag), merchant_id=owner.id, event_id=f"evt_{tag}", event_type="mpesa.b2c",
+                originator_conversation_id=f"oc-{tag}", created_at=created,
+                state=StatusCheckState.RESOLVED.value if settled else StatusCheckState.PENDING.value))
+
+    purged = retention.purge(store, batch=1)
+
+    assert (purged.payment_intents, purged.status_checks) == (1, 1)
+    with store.read() as session:
+        left = {model: set(session.scalars(select(model.id))) for model in (PaymentIntent, StatusCheck)}
+    for model, prefix in ((PaymentIntent, "pin"), (StatusCheck, "stc")):
+        assert left[model] == {_made(prefix, rows[t][1], t) for t in rows if t != "old-settled"}
+    assert retention.purge(store) == retention.Purged()
 
 
 def test_purge_runs_while_ingest_continues(client, store, webhook_app):

@@ -27,7 +27,7 @@ DELIVERY_LATENCY = Histogram("payhook_delivery_latency_seconds", "From the event
                              buckets=END_TO_END_BUCKETS)
 
 #: What a retention purge removes: rows of each table, and raw payloads blanked (the event stays).
-RETENTION_KINDS = ("events", "deliveries", "attempts", "emails", "raw_payloads")
+RETENTION_KINDS = ("events", "deliveries", "attempts", "emails", "payment_intents", "status_checks", "raw_payloads")
 RETENTION_PURGED = Counter("payhook_retention_purged_total", "Rows deleted by the retention purge, by kind "
                            "(raw_payloads: payloads blanked on events kept).", ["kind"])
 RETENTION_SECONDS = Histogram("payhook_retention_purge_duration_seconds", "Duration of one retention purge run.",
