@@ -190,7 +190,8 @@ SHORT_LEASE = {"total_timeout": 1.0, "lease_margin": 0.5}
 
 
 def delivered_once(store, receiver) -> DeliveryAttempt:
-    wait_until(lambda: delivery(store).state == JobState.DONE.value, what="delivery done")
+    # When the full record is refused, the outcome commits first and the attempt's row a moment after it.
+    wait_until(lambda: delivery(store).state == JobState.DONE.value and attempts(store), what="delivery done")
     [attempt] = attempts(store)
     assert len(receiver.received) == 1
     return attempt
