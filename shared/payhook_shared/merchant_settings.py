@@ -45,6 +45,7 @@ PAYMENT_FAILED = "payment_failed"
 ENDPOINT_FAILING = "endpoint_failing"
 ENDPOINT_DISABLED = "endpoint_disabled"
 PAYMENT_UNRESOLVED = "payment_unresolved"
+TRANSACTION_UNRESOLVED = "transaction_unresolved"
 NOTICE_DEFAULTS = {
     RECEIPT: True,
     PAYMENT_RECEIVED: True,
@@ -52,6 +53,7 @@ NOTICE_DEFAULTS = {
     ENDPOINT_FAILING: True,
     ENDPOINT_DISABLED: True,
     PAYMENT_UNRESOLVED: True,
+    TRANSACTION_UNRESOLVED: True,
 }
 MAX_RECIPIENTS = 10
 
@@ -152,6 +154,7 @@ class NotificationsSchema(Schema):
     endpoint_failing = fields.Nested(NoticeSchema)
     endpoint_disabled = fields.Nested(NoticeSchema)
     payment_unresolved = fields.Nested(NoticeSchema)
+    transaction_unresolved = fields.Nested(NoticeSchema)
 
 
 class RetentionSchema(Schema):

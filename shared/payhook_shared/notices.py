@@ -41,10 +41,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from . import ids, jobs, merchant_settings, sign_in
+from .callbacks import mpesa
 from .events import FAILED, SUCCEEDED
 from .logs import mask_phone
 from .merchant_settings import (
     ENDPOINT_DISABLED, ENDPOINT_FAILING, PAYMENT_FAILED, PAYMENT_RECEIVED, PAYMENT_UNRESOLVED, RECEIPT,
+    TRANSACTION_UNRESOLVED,
 )
 from .messages import SendEmail
 from .priority import Priority
@@ -63,6 +65,7 @@ PRIORITIES = {
     OPERATOR_ALERT: Priority.URGENT,
     ENDPOINT_DISABLED: Priority.URGENT,
     PAYMENT_UNRESOLVED: Priority.URGENT,  # an order waits on it
+    TRANSACTION_UNRESOLVED: Priority.URGENT,  # money may have moved, or not
     ENDPOINT_FAILING: Priority.HIGH,
     PAYMENT_FAILED: Priority.HIGH,
     PAYMENT_RECEIVED: Priority.NORMAL,
@@ -228,6 +231,25 @@ def payment_unresolved(merchant: Merchant, event: Any, event_id: str | None) -> 
                "checks": details.get("checks"), "reason": details.get("reason")}
     return _email(PAYMENT_UNRESOLVED, pref.recipients, context, f"{PAYMENT_UNRESOLVED}:{details['intent_id']}",
                   merchant_id=merchant.id, event_id=event_id)
+
+
+def transaction_unresolved(merchant: Merchant, event: Any, event_id: str | None) -> Email | None:
+    """Tell the merchant a QueueTimeOut stayed unresolved (``operational.transaction_unresolved``'s event); on by
+    default."""
+    pref = preference(merchant, TRANSACTION_UNRESOLVED)
+    if not pref.enabled or not pref.recipients:
+        return None
+    details = event.details
+    context = {"merchant_name": merchant.name, "kind": _TRANSACTION_KINDS.get(details["event_type"], "Transaction"),
+               "originator_conversation_id": details["originator_conversation_id"],
+               "timed_out_at": details.get("timed_out_at"), "queries": details.get("queries"),
+               "reason": details.get("reason")}
+    return _email(TRANSACTION_UNRESOLVED, pref.recipients, context,
+                  f"{TRANSACTION_UNRESOLVED}:{details['check_id']}", merchant_id=merchant.id, event_id=event_id)
+
+
+# What a merchant calls each kind of transaction a QueueTimeOut can leave unresolved.
+_TRANSACTION_KINDS = {mpesa.B2C: "B2C payment", mpesa.B2B: "B2B payment", mpesa.REVERSAL: "Reversal"}
 
 
 def operator_alert(recipients: list[str] | tuple[str, ...], *, alert: str, summary: str,

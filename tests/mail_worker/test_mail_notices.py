@@ -116,6 +116,16 @@ def _payment_unresolved(merchant, endpoint):
     return notices.payment_unresolved(merchant, event, None)
 
 
+def _transaction_unresolved(merchant, endpoint):
+    event = operational.transaction_unresolved(
+        check_id="stc_0123", event_id="evt_0123", event_type="mpesa.b2c",
+        originator_conversation_id="AG_20240501_00004e1f2a3b", timed_out_at=dt.datetime(2024, 5, 1, 9, 30,
+                                                                                          tzinfo=dt.timezone.utc),
+        queries=4, reason="Daraja transaction_status: no final result", at=dt.datetime(2024, 5, 1, 12, 0,
+                                                                                         tzinfo=dt.timezone.utc))
+    return notices.transaction_unresolved(merchant, event, None)
+
+
 CASES = {
     "endpoint_failing": (_endpoint_failing, ["alerts@shop.test"],
                          "Webhook endpoint failing: https://hooks.shop.test/payhook",
@@ -125,6 +135,9 @@ CASES = {
                           ["failing for 5 days", "2024-05-02 08:00 UTC"], 0),
     "payment_unresolved": (_payment_unresolved, ["alerts@shop.test"], "Payment unresolved: KES 100.00 (INV-1042)",
                            ["ws_CO_0305202409300001", "INV-1042", "2024-05-01T09:30:00Z", "500.001.1001", "6"], 0),
+    "transaction_unresolved": (_transaction_unresolved, ["alerts@shop.test"],
+                               "B2C payment unresolved: AG_20240501_00004e1f2a3b",
+                               ["AG_20240501_00004e1f2a3b", "2024-05-01T09:30:00Z", "no final result", "4"], 0),
     "operator_alert": (_operator_alert, ["ops@payhook.test"], "[Payhook alert] 42 dead deliveries (threshold 10)",
                        ["dead deliveries", "42", "2024-05-01T10"], 0),
 }

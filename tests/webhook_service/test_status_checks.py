@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from payhook_shared.events import webhook_body
 from payhook_shared.operational import TRANSACTION_UNRESOLVED
 from payhook_shared.priority import Priority
-from payhook_shared.store import Delivery, Event, StatusCheck
+from payhook_shared.store import Delivery, Email, Event, StatusCheck
 from payhook_shared.store.models import utcnow
 from support import Clock, wait_until
 from support_reconcile import INITIATOR, counted, stack  # noqa: F401  (the fixture)
@@ -133,6 +133,10 @@ def test_answers_that_settle_nothing_are_asked_again_then_end_unknown_with_the_o
     assert "2001" in notice.details["reason"] and notice.priority == Priority.URGENT
     with s.store.read() as session:
         assert session.scalar(select(func.count()).select_from(Delivery).where(Delivery.event_id == notice.id)) == 1
+        [email] = session.scalars(select(Email).where(Email.template == "transaction_unresolved")).all()
+    assert email.recipients == ["merchant@example.test"] and email.priority == Priority.URGENT
+    assert email.context["originator_conversation_id"] == check.originator_conversation_id
+    assert email.context["kind"] == "B2C payment"
     assert checks.tick() == 0
 
 

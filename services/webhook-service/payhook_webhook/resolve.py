@@ -33,13 +33,13 @@ from flask import Flask, current_app
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from payhook_shared import operational
+from payhook_shared import notices, operational
 from payhook_shared.callbacks import mpesa
 from payhook_shared.daraja.credentials import DarajaCredentials
 from payhook_shared.daraja.errors import CredentialsError, DarajaAuthError, DarajaError, DarajaRejected
 from payhook_shared.events import SUCCEEDED, NormalisedEvent
 from payhook_shared.logs import bind
-from payhook_shared.store import Event, StatusCheck, StatusCheckState
+from payhook_shared.store import Event, Merchant, StatusCheck, StatusCheckState
 from payhook_shared.store.models import utcnow
 
 from . import metrics
@@ -250,6 +250,9 @@ class StatusChecks:
                 originator_conversation_id=claim.originator_conversation_id,
                 timed_out_at=timed_out or claim.created_at, queries=claim.queries, reason=reason[:500], at=now)
             messages = operational.stage(session, claim.merchant_id, event, about_endpoint_id=None, now=now)
+            email = notices.transaction_unresolved(session.get(Merchant, claim.merchant_id), event, None)
+            if email is not None and (message := notices.stage(session, email)) is not None:
+                messages.append(message)
         try:
             broker.enqueue_many(messages, [])
         except Exception:

@@ -29,6 +29,8 @@ NOTICES = (
     (merchant_settings.ENDPOINT_DISABLED, "Endpoint disabled", "to you, when Payhook stops sending to an endpoint"),
     (merchant_settings.PAYMENT_UNRESOLVED, "Payment unresolved",
      "to you, when an STK Push's callback never came and Daraja could not say whether it was paid"),
+    (merchant_settings.TRANSACTION_UNRESOLVED, "Transaction unresolved",
+     "to you, when a B2C, B2B or reversal timed out in Daraja's queue and Transaction Status could not settle it"),
 )
 
 
