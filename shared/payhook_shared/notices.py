@@ -233,6 +233,10 @@ def payment_unresolved(merchant: Merchant, event: Any, event_id: str | None) -> 
                   merchant_id=merchant.id, event_id=event_id)
 
 
+# What a merchant calls each kind of transaction a QueueTimeOut can leave unresolved.
+_TRANSACTION_KINDS = {mpesa.B2C: "B2C payment", mpesa.B2B: "B2B payment", mpesa.REVERSAL: "Reversal"}
+
+
 def transaction_unresolved(merchant: Merchant, event: Any, event_id: str | None) -> Email | None:
     """Tell the merchant a QueueTimeOut stayed unresolved (``operational.transaction_unresolved``'s event); on by
     default."""
@@ -246,10 +250,6 @@ def transaction_unresolved(merchant: Merchant, event: Any, event_id: str | None)
                "reason": details.get("reason")}
     return _email(TRANSACTION_UNRESOLVED, pref.recipients, context,
                   f"{TRANSACTION_UNRESOLVED}:{details['check_id']}", merchant_id=merchant.id, event_id=event_id)
-
-
-# What a merchant calls each kind of transaction a QueueTimeOut can leave unresolved.
-_TRANSACTION_KINDS = {mpesa.B2C: "B2C payment", mpesa.B2B: "B2B payment", mpesa.REVERSAL: "Reversal"}
 
 
 def operator_alert(recipients: list[str] | tuple[str, ...], *, alert: str, summary: str,
