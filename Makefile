@@ -19,9 +19,10 @@ help: ## List the targets
 $(STAMP): requirements-dev.txt constraints.txt shared/pyproject.toml services/*/pyproject.toml cli/pyproject.toml sandbox/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Payhook needs Python 3.11 or newer")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@# uv installs the same constrained set as pip would, in seconds rather than pip's 45 (docs/testing.md).
+	@# uv installs the same constrained set as pip would, in seconds rather than 45 (docs/testing.md); compiled
+	@# like pip does, since a process may not write its own bytecode (PYTHONDONTWRITEBYTECODE).
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt uv
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements-dev.txt
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -r requirements-dev.txt
 	@touch $@
 
 setup: $(STAMP) ## Create the virtualenv, install the packages and the tools: redis-server, kubectl, chromium, promtool
